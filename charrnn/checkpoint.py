@@ -1,0 +1,82 @@
+"""Atomic saves, safe loads, and finding a run's checkpoint.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable with
+``weights_only=True``): the tokenizer, the model shape and weights, the run config, and for
+``last.pt`` everything needed to resume exactly (optimizer, step, RNG, carried state).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn.errors import CharrnnError
+
+FORMAT = 1
+DEFAULT_ROOT = Path("checkpoints")
+
+
+def save(obj: dict[str, Any], path: str | Path) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(text: str, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve(path: str | Path | None) -> Path:
+    """A .pt file, a run folder (its best.pt, else last.pt), or None: the newest best.pt under checkpoints/."""
+    if path is None:
+        found = sorted(DEFAULT_ROOT.glob("**/best.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise CharrnnError("no checkpoint found under checkpoints/; train one with `charrnn train` or pass --checkpoint")
+        return found[-1]
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CharrnnError(f"no best.pt or last.pt in {p}; is it a run folder?")
+    if not p.is_file():
+        raise CharrnnError(f"checkpoint not found: {p}")
+    return p
+
+
+def load(path: str | Path | None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    p = resolve(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say so in one line
+        raise CharrnnError(f"{p} is not a readable charrnn checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise CharrnnError(f"{p} is not a charrnn checkpoint")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint alone."""
+    from charrnn.model import ModelShape, RNNLM
+    from charrnn.tokenizer import Tokenizer
+
+    ckpt = load(path, map_location=device)
+    model = RNNLM(ModelShape(**ckpt["shape"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), Tokenizer.from_dict(ckpt["tokenizer"]), ckpt

@@ -1,0 +1,266 @@
+"""The `charrnn` command: parse, build configs, call the library, map errors to exit codes.
+
+The only module that imports typer. torch is imported inside the commands, so that
+`charrnn --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.monotonic()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from enum import Enum  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
+
+from charrnn import __version__  # noqa: E402
+from charrnn.errors import CharrnnError  # noqa: E402
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Learn the style of any text and write more of it.\n\n"
+    "Example: charrnn train corpus.txt --time-budget 5m && charrnn sample --prompt 'ROMEO:'",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+class Level(str, Enum):
+    char = "char"
+    word = "word"
+
+
+class Unknown(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+def _fail(e: CharrnnError) -> None:
+    print(f"charrnn: error: {e}", file=sys.stderr, flush=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _unescape(s: str | None) -> str | None:
+    """`--stop '\\n\\n'` means two newlines, as a user typing it in a shell expects."""
+    if s is None:
+        return None
+    return s.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
+
+
+def _read_arg(text: str) -> str:
+    """`-` reads the value from stdin."""
+    return sys.stdin.read() if text == "-" else text
+
+
+def _quiet_pipe() -> None:
+    """The reader went away (`| head`): stop quietly, with nothing more written to the pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    raise typer.Exit(0)
+
+
+@app.command()
+def train(
+    corpus: Optional[str] = typer.Argument(None, help="UTF-8 text file, or - for stdin. Default: the Python standard library's own source."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file with any of the settings below; flags win."),
+    level: Optional[Level] = typer.Option(None, help="Tokens: characters or words.  [default: char]"),
+    max_vocab: Optional[int] = typer.Option(None, help="Word level: keep the N most frequent tokens."),
+    min_count: Optional[int] = typer.Option(None, help="Word level: rarer tokens become <unk>."),
+    val_fraction: Optional[float] = typer.Option(None, help="Tail of the corpus held out.  [default: 0.1]"),
+    seq_len: Optional[int] = typer.Option(None, help="Tokens per backprop chunk.  [default: auto]"),
+    batch_size: Optional[int] = typer.Option(None, help="Parallel streams.  [default: auto]"),
+    batching: Optional[str] = typer.Option(None, help="stream (state carried) or random windows.  [default: stream]"),
+    cell: Optional[str] = typer.Option(None, help="lstm, gru or rnn.  [default: lstm]"),
+    layers: Optional[int] = typer.Option(None, help="Recurrent layers.  [default: auto]"),
+    hidden: Optional[int] = typer.Option(None, help="Units per layer.  [default: auto]"),
+    embed: Optional[int] = typer.Option(None, help="Embedding width.  [default: auto]"),
+    dropout: Optional[float] = typer.Option(None, help="Dropout.  [default: auto]"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate.  [default: auto]"),
+    warmup_steps: Optional[int] = typer.Option(None, help="Linear warmup steps.  [default: 50]"),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay.  [default: 0.01]"),
+    grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm (0: off).  [default: 1.0]"),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps."),
+    epochs: Optional[float] = typer.Option(None, help="Stop after N passes over the training split."),
+    time_budget: Optional[str] = typer.Option(None, help="Wall clock for the whole command: 90s, 5m, 1h."),
+    eval_every: Optional[int] = typer.Option(None, help="Steps between evaluations.  [default: auto]"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
+    seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    init_from: Optional[str] = typer.Option(None, help="Fine-tune this checkpoint on the corpus."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout at the end."),
+) -> None:
+    """Train a model on a text.
+
+    Example: charrnn train corpus.txt --time-budget 5m
+    """
+    try:
+        from charrnn.config import RunConfig, load_yaml, merge, parse_duration
+        from charrnn.console import RichReporter
+        from charrnn.data import read_corpus
+        from charrnn.train import train as run_training
+
+        flags = {
+            "tokenizer": {"level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count},
+            "data": {"val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching},
+            "model": {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout},
+            "train": {
+                "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
+                "max_steps": max_steps, "epochs": epochs,
+                "time_budget": parse_duration(time_budget) if time_budget else None,
+                "eval_every": eval_every, "device": device, "precision": precision, "seed": seed, "out": out,
+            },
+        }
+        cfg = RunConfig.from_dict(merge(load_yaml(config) if config else {}, flags))
+        text, name = read_corpus(corpus)
+        deadline = T0 + cfg.train.time_budget if cfg.train.time_budget else None
+        reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
+        summary = run_training(cfg, text, name, resume=resume, init_from=init_from, reporter=reporter, deadline=deadline)
+    except CharrnnError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    if not quiet and int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best_val_loss"]
+        print(
+            f"{'interrupted; ' if summary['interrupted'] else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
+            f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
+            f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
+            file=sys.stderr,
+        )
+    if as_json and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    if summary["interrupted"]:
+        raise typer.Exit(130)
+
+
+@app.command()
+def sample(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from; - reads it from stdin."),
+    length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample."),
+    temp: float = typer.Option(0.8, "--temp", "-t", help="Temperature; 0 is greedy."),
+    greedy: bool = typer.Option(False, "--greedy", help="Always the most likely token (same as --temp 0)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only within the nucleus of mass P."),
+    num_samples: int = typer.Option(1, "--num-samples", "-N", help="Samples, generated side by side."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same text."),
+    stop: Optional[str] = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
+    echo: bool = typer.Option(True, "--echo/--no-echo", help="Write the prompt before the sample."),
+    separator: str = typer.Option("\\n", "--separator", help="Written between samples (\\n allowed)."),
+    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error or skip."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+) -> None:
+    """Write new text in the style of the training corpus to stdout.
+
+    Example: charrnn sample --prompt 'ROMEO:' --temp 0.7 --length 300 --seed 1
+    """
+    try:
+        from charrnn.stream import write_samples
+
+        write_samples(
+            checkpoint=checkpoint, prompt=_read_arg(prompt), length=length, temperature=0.0 if greedy else temp,
+            top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, stop=_unescape(stop), echo=echo,
+            separator=_unescape(separator), unknown=unknown.value, as_json=as_json, device=device, out=sys.stdout,
+        )
+    except CharrnnError as e:
+        _fail(e)
+    except BrokenPipeError:
+        _quiet_pipe()
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+@app.command()
+def score(
+    file: str = typer.Argument(..., help="Text file, or - for stdin."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"),
+    per_line: bool = typer.Option(False, "--per-line", help="Score each line on its own: 'loss<TAB>line' per line."),
+    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Tokens the model never saw: error or skip."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output (one object per line with --per-line)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto (as training), fp32, bf16 or fp16."),
+) -> None:
+    """How well the model predicts a text: loss in nats/token, bits per character, perplexity.
+
+    Example: charrnn score val.txt -c checkpoints/shakespeare --json
+    """
+    try:
+        from charrnn.scoring import score_lines, score_text
+
+        if per_line:
+            for r in score_lines(file, checkpoint, unknown.value, device, precision):
+                print(json.dumps(r) if as_json else f"{r['loss']:.4f}\t{r['line']}", flush=False)
+        else:
+            r = score_text(file, checkpoint, unknown.value, device, precision)
+            if as_json:
+                print(json.dumps(r))
+            else:
+                print(f"loss {r['loss']:.4f} nats/token  {r['bits_per_char']:.4f} bits/char  "
+                      f"perplexity {r['perplexity']:.3f}  ({r['tokens']} tokens)")
+        sys.stdout.flush()
+    except CharrnnError as e:
+        _fail(e)
+    except BrokenPipeError:
+        _quiet_pipe()
+
+
+@app.command()
+def info(
+    checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss.
+
+    Example: charrnn info checkpoints/shakespeare --json
+    """
+    try:
+        from charrnn.scoring import describe
+
+        d = describe(checkpoint)
+    except CharrnnError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(d))
+        return
+    for k, v in d.items():
+        if k != "config":
+            print(f"{k}: {v}")
+    for section, values in d["config"].items():
+        print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(0)

@@ -1,0 +1,190 @@
+"""Run configuration: one dataclass per concern, YAML in, plain dicts out.
+
+A field left at ``None`` means "choose for me": the trainer sizes it from the
+corpus and the time budget (see ``autosize.py``) and saves the resolved value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charrnn.errors import UsageError
+
+CELLS = ("lstm", "gru", "rnn")
+LEVELS = ("char", "word")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BATCHING = ("stream", "random")
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise UsageError(f"{name} must be one of {', '.join(options)}, not {value!r}")
+
+
+def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+
+
+@dataclass
+class TokenizerConfig:
+    level: str = "char"
+    """'char' (every Unicode character is a token) or 'word' (words, punctuation, whitespace)."""
+    max_vocab: int | None = None
+    """Word level: keep only the N most frequent tokens; the rest become <unk>."""
+    min_count: int = 1
+    """Word level: tokens seen fewer times than this become <unk>."""
+
+    def __post_init__(self) -> None:
+        _choice("--level", self.level, LEVELS)
+        _positive("--max-vocab", self.max_vocab)
+        _positive("--min-count", self.min_count)
+
+
+@dataclass
+class DataConfig:
+    val_fraction: float = 0.1
+    """The tail of the corpus held out for validation."""
+    seq_len: int | None = None
+    """Tokens per truncated-BPTT chunk."""
+    batch_size: int | None = None
+    """Parallel streams per step."""
+    batching: str = "stream"
+    """'stream': B contiguous streams, state carried across chunks; 'random': random windows."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        _positive("--seq-len", self.seq_len)
+        _positive("--batch-size", self.batch_size)
+        _choice("--batching", self.batching, BATCHING)
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"
+    """Recurrent cell: lstm, gru or rnn (tanh)."""
+    layers: int | None = None
+    hidden: int | None = None
+    embed: int | None = None
+    dropout: float | None = None
+    """Dropout on the embedding, between layers and before the head."""
+
+    def __post_init__(self) -> None:
+        _choice("--cell", self.cell, CELLS)
+        _positive("--layers", self.layers)
+        _positive("--hidden", self.hidden)
+        _positive("--embed", self.embed)
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    lr: float | None = None
+    """Peak learning rate of AdamW."""
+    min_lr_ratio: float = 0.05
+    """The learning rate decays linearly to lr * min_lr_ratio at the end."""
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 turns clipping off)."""
+    max_steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None
+    """Seconds for the whole command, evaluation and saving included."""
+    eval_every: int | None = None
+    """Steps between evaluations on the whole validation split."""
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 1337
+    out: str | None = None
+    """Run directory; default checkpoints/<corpus name>/."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.time_budget, str):
+            self.time_budget = parse_duration(self.time_budget)
+        _positive("--lr", self.lr)
+        _positive("--max-steps", self.max_steps)
+        _positive("--epochs", self.epochs)
+        _positive("--time-budget", self.time_budget)
+        _positive("--eval-every", self.eval_every)
+        _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
+        _positive("--grad-clip", self.grad_clip, allow_zero=True)
+        _choice("--device", self.device, DEVICES)
+        _choice("--precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class RunConfig:
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        parts = {}
+        for f in fields(cls):
+            section = d.get(f.name) or {}
+            if not isinstance(section, dict):
+                raise UsageError(f"config section {f.name!r} must be a mapping")
+            known = {g.name for g in fields(f.default_factory)}
+            unknown = set(section) - known
+            if unknown:
+                raise UsageError(
+                    f"unknown setting {f.name}.{sorted(unknown)[0]}; known: {', '.join(sorted(known))}"
+                )
+            parts[f.name] = f.default_factory(**section)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UsageError(f"unknown config section {sorted(unknown)[0]!r}; use tokenizer, data, model, train")
+        return cls(**parts)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise UsageError(f"config file {path} must hold a mapping of sections")
+    return d
+
+
+def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Flags given on the command line win over the YAML file."""
+    out = {k: dict(v or {}) for k, v in base.items()}
+    for section, values in overrides.items():
+        out.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return out
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | float) -> float:
+    """'90s', '5m', '1h', '1h30m' or a plain number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(min|s|m|h|)", s)
+    if not parts or "".join(n + u for n, u in parts) != s.replace(" ", ""):
+        raise UsageError(f"cannot read duration {text!r}; write it like 90s, 5m or 1h")
+    return sum(float(n) * _UNITS[u] for n, u in parts)

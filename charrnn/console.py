@@ -1,0 +1,64 @@
+"""Everything a person sees on stderr: messages, errors, and the training progress bar."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from charrnn.train import Reporter
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class RichReporter(Reporter):
+    """A progress bar (step, loss, val loss, tokens/s, ETA); evaluations also print as log lines."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+        self.val = "-"
+        self.by_time = False
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            stderr.print(text, markup=False)
+
+    def start(self, total_steps: int | None, budget: float | None, step: int) -> None:
+        if self.quiet:
+            return
+        self.by_time = budget is not None and (total_steps is None)
+        self.progress = Progress(
+            TextColumn("[bold]step {task.fields[step]}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        total = budget if self.by_time else total_steps
+        self.task = self.progress.add_task("train", total=total, step=step, loss="-", val="-", tps="-")
+        self.progress.start()
+
+    def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None:
+        if self.progress is None:
+            return
+        done = elapsed if self.by_time else step
+        self.progress.update(self.task, completed=done, step=step, loss=f"{loss:.4f}", tps=f"{tokens_per_second:,.0f}")
+
+    def evaluated(self, step: int, score) -> None:
+        if self.progress is None:
+            return
+        self.progress.update(self.task, val=f"{score.loss:.4f}")
+        self.progress.console.print(
+            f"step {step}: val loss {score.loss:.4f} nats/token, {score.bits_per_char:.4f} bits/char, "
+            f"perplexity {score.perplexity:.2f}",
+            markup=False,
+        )
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,85 @@
+"""The language model: embedding -> N recurrent layers -> linear head over the vocabulary.
+
+The model does no I/O. Its recurrent state is always a tuple of (layers, B, H) tensors:
+``(h, c)`` for an LSTM, ``(h,)`` for a GRU or a plain RNN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = tuple[torch.Tensor, ...]
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass
+class ModelShape:
+    """Everything needed to rebuild the network from a checkpoint."""
+
+    vocab_size: int
+    cell: str
+    layers: int
+    hidden: int
+    embed: int
+    dropout: float
+
+
+class RNNLM(nn.Module):
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        self.shape = shape
+        self.emb = nn.Embedding(shape.vocab_size, shape.embed)
+        self.drop = nn.Dropout(shape.dropout)
+        self.rnn = _CELLS[shape.cell](
+            shape.embed,
+            shape.hidden,
+            num_layers=shape.layers,
+            dropout=shape.dropout if shape.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.head = nn.Linear(shape.hidden, shape.vocab_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.emb.weight, std=0.1)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        if self.shape.cell == "lstm":
+            # Forget gates start open (bias 1), so early gradients survive long sequences.
+            H = self.shape.hidden
+            for layer in range(self.shape.layers):
+                getattr(self.rnn, f"bias_ih_l{layer}").data[H : 2 * H].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}").data[H : 2 * H].zero_()
+
+    def forward(
+        self, idx: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        x = self.drop(self.emb(idx))  # (B, T, E)
+        rnn_state = None if state is None else (state if self.shape.cell == "lstm" else state[0])
+        out, new = self.rnn(x, rnn_state)  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        return logits, loss, (tuple(new) if isinstance(new, tuple) else (new,))
+
+    def zero_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        n = 2 if self.shape.cell == "lstm" else 1
+        z = torch.zeros(self.shape.layers, batch_size, self.shape.hidden, device=device)
+        return tuple(z.clone() for _ in range(n))
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.emb.weight.numel() if non_embedding else n
+
+    def shape_dict(self) -> dict:
+        return asdict(self.shape)
+
+
+def detach(state: State) -> State:
+    return tuple(s.detach() for s in state)

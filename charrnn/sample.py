@@ -1,0 +1,118 @@
+"""Next-token choice (greedy, temperature, top-k, top-p) and the generation loop.
+
+The prompt is fed once; after that each step feeds one sampled token per stream back in,
+with the recurrent state kept (``Stepper``), so a token costs the same at any length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from charrnn.errors import UsageError
+from charrnn.model import RNNLM
+from charrnn.step import Stepper
+from charrnn.tokenizer import UNK, Tokenizer
+
+
+@dataclass
+class SampleConfig:
+    length: int = 500
+    """Tokens to generate per sample."""
+    temperature: float = 1.0
+    """0 means greedy."""
+    top_k: int | None = None
+    top_p: float | None = None
+    num_samples: int = 1
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            raise UsageError(f"--length must be >= 0, not {self.length}")
+        if self.temperature < 0:
+            raise UsageError(f"--temp must be >= 0, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UsageError(f"--top-k must be >= 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.num_samples < 1:
+            raise UsageError(f"--num-samples must be >= 1, not {self.num_samples}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Scaled logits (B, V) with tokens outside the top-k / the top-p nucleus set to -inf.
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p``."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        drop = mass_before >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def choose(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, V): argmax when temperature is 0, else an exact
+    draw from softmax(logits / temperature) restricted to the top-k and top-p sets."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    if top_k is None and top_p is None:
+        probs = torch.softmax(logits / temperature, dim=-1)
+    else:
+        probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:
+    ids = tok.encode(prompt, unknown=unknown)
+    if not ids:
+        # No prompt: start as a document would, after a newline where the model knows one.
+        start = "\n" if "\n" in tok.stoi else None
+        ids = [tok.stoi[start] if start else 0]
+    return ids
+
+
+def generate(
+    model: RNNLM,
+    prompt_ids: list[int],
+    cfg: SampleConfig,
+    banned: list[int] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every stream, (num_samples,), ``cfg.length`` times.
+
+    The same seed gives the same tokens; greedy ignores the seed. ``banned`` tokens
+    (the word model's <unk>) are never emitted."""
+    B = cfg.num_samples
+    stepper = Stepper(model, B)
+    gen = torch.Generator(device=stepper.table.device)
+    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    ids = torch.tensor(prompt_ids, dtype=torch.long).expand(B, -1)
+    logits = stepper.prefill(ids)
+    ban = torch.tensor(banned or [], dtype=torch.long)
+    for _ in range(cfg.length):
+        if len(ban):
+            logits.index_fill_(1, ban, float("-inf"))
+        nxt = choose(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+        yield nxt
+        logits = stepper.step(nxt)
+
+
+def banned_tokens(tok: Tokenizer) -> list[int]:
+    return [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []

@@ -1,0 +1,84 @@
+"""`score` and `info`: what a checkpoint says about a text, and about itself."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.checkpoint import load_model
+from charrnn.data import read_corpus
+from charrnn.evaluate import evaluate
+from charrnn.train import Env, pick_device, pick_precision
+
+
+def _setup(checkpoint: str | None, device: str, precision: str):
+    dev = pick_device(device)
+    model, tok, ckpt = load_model(checkpoint, dev)
+    env = Env(dev, pick_precision(precision, dev))
+    return model, tok, ckpt, env
+
+
+def score_text(file: str, checkpoint: str | None, unknown: str = "error", device: str = "auto", precision: str = "auto") -> dict[str, Any]:
+    """Loss on the whole text, every token after the first scored once (see ``evaluate``)."""
+    model, tok, _, env = _setup(checkpoint, device, precision)
+    text, _ = read_corpus(file)
+    ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
+    chars = torch.tensor([len(t) for t in tok.vocab])
+    return evaluate(model, ids, chars, autocast=env.autocast()).to_dict()
+
+
+def score_lines(
+    file: str, checkpoint: str | None, unknown: str = "error", device: str = "auto", precision: str = "auto", batch: int = 256
+) -> Iterator[dict[str, Any]]:
+    """Each line on its own, as if it followed a newline: its tokens and its closing newline are scored."""
+    model, tok, _, env = _setup(checkpoint, device, precision)
+    text, _ = read_corpus(file)
+    lines = text.splitlines()
+    nl = tok.encode("\n", unknown="skip")
+    encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
+    chars = torch.tensor([len(t) for t in tok.vocab])
+    results: list[dict[str, Any] | None] = [None] * len(lines)
+    order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
+    with torch.inference_mode(), env.autocast():
+        for b in range(0, len(order), batch):
+            idx = order[b : b + batch]
+            seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
+            T = max(len(s) for s in seqs)
+            x = torch.stack([F.pad(s, (0, T - len(s))) for s in seqs]).to(env.device)
+            y = torch.stack([F.pad(s[1:], (0, T - len(s) + 1), value=-100) for s in seqs]).to(env.device)
+            logits, _, _ = model(x[:, :-1] if T > 1 else x, None)
+            y = y[:, : logits.size(1)]
+            nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
+            for j, i in enumerate(idx):
+                n = max(len(seqs[j]) - 1, 1)
+                loss = float(nll[j]) / n
+                n_chars = int(chars[seqs[j][1:]].sum()) or 1
+                results[i] = {"line": lines[i], "loss": round(loss, 6), "bits_per_char": round(loss * n / n_chars / math.log(2), 6), "tokens": n}
+    yield from results
+
+
+def describe(checkpoint: str | None) -> dict[str, Any]:
+    model, tok, ckpt = load_model(checkpoint, "cpu")
+    shape = ckpt["shape"]
+    best = ckpt.get("best_val_loss")
+    return {
+        "checkpoint": ckpt["path"],
+        "corpus": ckpt.get("corpus"),
+        "level": tok.level,
+        "vocab_size": len(tok),
+        "cell": shape["cell"],
+        "layers": shape["layers"],
+        "hidden": shape["hidden"],
+        "embed": shape["embed"],
+        "dropout": shape["dropout"],
+        "parameters": model.num_parameters(),
+        "non_embedding_parameters": model.num_parameters(non_embedding=True),
+        "steps": ckpt.get("step"),
+        "tokens_seen": ckpt.get("tokens_seen"),
+        "best_val_loss": None if best is None or not math.isfinite(best) else round(best, 6),
+        "charrnn_version": ckpt.get("charrnn_version"),
+        "config": ckpt.get("config"),
+    }

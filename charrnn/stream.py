@@ -1,0 +1,92 @@
+"""Samples to a text stream: prompt echo, streaming, stop strings, separators, JSON lines."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import TextIO
+
+from charrnn.checkpoint import load_model
+from charrnn.sample import SampleConfig, banned_tokens, encode_prompt, generate
+from charrnn.train import pick_device
+
+
+class _Sample:
+    """One sample's text, ended by ``stop``; ``ready()`` is what can be shown now without
+    risking printing the start of a stop string that is still being written."""
+
+    def __init__(self, stop: str | None):
+        self.stop, self.text, self.done, self.shown = stop, "", False, 0
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        if self.stop:
+            at = self.text.find(self.stop, max(0, len(self.text) - len(piece) - len(self.stop)))
+            if at >= 0:
+                self.text, self.done = self.text[:at], True
+
+    def ready(self) -> str:
+        end = len(self.text) if self.done or not self.stop else max(self.shown, len(self.text) - len(self.stop) + 1)
+        out, self.shown = self.text[self.shown : end], end
+        return out
+
+
+def write_samples(
+    *,
+    checkpoint: str | None,
+    prompt: str,
+    out: TextIO,
+    length: int = 500,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_samples: int = 1,
+    seed: int | None = None,
+    stop: str | None = None,
+    echo: bool = True,
+    separator: str = "\n",
+    unknown: str = "error",
+    as_json: bool = False,
+    device: str = "cpu",
+) -> list[str]:
+    """Generate and write; sample 0 streams as it is produced. Returns the generated texts."""
+    cfg = SampleConfig(length, temperature, top_k, top_p, num_samples, seed if seed is not None else secrets.randbelow(2**31))
+    model, tok, _ = load_model(checkpoint, pick_device(device))
+    prompt_ids = encode_prompt(tok, prompt, unknown)
+    head = prompt if echo else ""
+    samples = [_Sample(stop) for _ in range(num_samples)]
+    live = not as_json
+    if live:
+        out.write(head)
+    last_flush = time.monotonic()
+    vocab = tok.vocab
+    for toks in generate(model, prompt_ids, cfg, banned_tokens(tok)):
+        ids = toks.tolist()
+        for s, i in zip(samples, ids):
+            if not s.done:
+                s.add(vocab[i])
+        if live:
+            out.write(samples[0].ready())
+            now = time.monotonic()
+            if now - last_flush > 0.05:
+                out.flush()
+                last_flush = now
+        if all(s.done for s in samples):
+            break
+    for s in samples:
+        s.done = True
+    texts = [s.text for s in samples]
+    if as_json:
+        for i, t in enumerate(texts):
+            out.write(json.dumps({"text": head + t, "seed": cfg.seed, "index": i}) + "\n")
+    else:
+        out.write(samples[0].ready() + _end(head + texts[0]))
+        for t in texts[1:]:
+            out.write(separator + head + t + _end(head + t))
+    out.flush()
+    return texts
+
+
+def _end(text: str) -> str:
+    return "" if text.endswith("\n") else "\n"

@@ -1,0 +1,87 @@
+"""Character and word tokenizers: build from a corpus, encode, decode, to/from plain dicts.
+
+Both are lossless: ``decode(encode(text)) == text`` for any text made of known tokens.
+Characters are exact Unicode code points (a BOM, CR, tabs are data). Words keep the
+whitespace between them as tokens of their own, so decoded text reads like the corpus.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Iterable
+
+from charrnn.errors import CharrnnError
+
+UNK = "<unk>"
+# Every character falls in exactly one alternative, so the tokens partition the text.
+WORD_RE = re.compile(r"\w+|[^\w\s]|\s+")
+
+
+class UnknownTokenError(CharrnnError):
+    pass
+
+
+def _show(tokens: Iterable[str], limit: int = 8) -> str:
+    items = sorted(set(tokens))
+    shown = ", ".join(repr(t) for t in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+class Tokenizer:
+    """A vocabulary of string tokens; ``level`` says how text is split into them."""
+
+    def __init__(self, level: str, vocab: list[str]):
+        self.level = level
+        self.vocab = list(vocab)
+        self.stoi = {t: i for i, t in enumerate(self.vocab)}
+        if len(self.stoi) != len(self.vocab):
+            raise CharrnnError("tokenizer vocabulary has duplicate tokens; the checkpoint is damaged")
+        self.unk_id = self.stoi.get(UNK) if level == "word" else None
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @classmethod
+    def build(cls, text: str, level: str = "char", max_vocab: int | None = None, min_count: int = 1) -> Tokenizer:
+        if not text:
+            raise CharrnnError("the corpus is empty; give a file with some text in it")
+        if level == "char":
+            return cls("char", sorted(set(text)))
+        counts = Counter(WORD_RE.findall(text))
+        kept = [t for t, n in counts.most_common() if n >= min_count and t != UNK]
+        if max_vocab is not None:
+            kept = kept[: max(max_vocab - 1, 1)]
+        return cls("word", [UNK] + sorted(kept))
+
+    def split(self, text: str) -> list[str]:
+        return list(text) if self.level == "char" else WORD_RE.findall(text)
+
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        """Token ids of ``text``. ``unknown``: 'error' names unseen tokens, 'skip' drops them,
+        'unk' maps them to <unk> (word level only)."""
+        stoi = self.stoi
+        pieces = self.split(text)
+        try:
+            return [stoi[p] for p in pieces]
+        except KeyError:
+            pass
+        missing = [p for p in pieces if p not in stoi]
+        if unknown == "skip":
+            return [stoi[p] for p in pieces if p in stoi]
+        if unknown == "unk" and self.unk_id is not None:
+            return [stoi.get(p, self.unk_id) for p in pieces]
+        what = "characters" if self.level == "char" else "words"
+        hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
+        raise UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
+
+    def decode(self, ids: Iterable[int]) -> str:
+        vocab = self.vocab
+        return "".join(vocab[i] for i in ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "vocab": self.vocab}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
+        return cls(d["level"], d["vocab"])
