@@ -17,11 +17,41 @@ from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+try:  # Typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_errors  # noqa: E402
+except ImportError:  # older Typer uses click itself
+    from click import exceptions as click_errors  # noqa: E402
 
 from charrnn import __version__  # noqa: E402
 from charrnn.errors import CharrnnError  # noqa: E402
 
+class _Group(TyperGroup):
+    """Parse errors as one line on stderr, like every other user mistake (Typer draws a box)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as e:
+            print(e.format_message())
+            sys.exit(0)
+        except click_errors.ClickException as e:
+            where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+            print(f"charrnn: error: {' '.join(e.format_message().split())}{where}", file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(0)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -67,17 +97,30 @@ def _unescape(s: str | None) -> str | None:
 
 
 def _read_arg(text: str) -> str:
-    """`-` reads the value from stdin."""
-    return sys.stdin.read() if text == "-" else text
+    """`-` reads the value from stdin, bytes as they are (CRLF stays CRLF)."""
+    if text != "-":
+        return text
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CharrnnError("the prompt on stdin is not UTF-8 text") from None
+
+
+def _absolute(path: str | None) -> str | None:
+    """Runs remember their corpus (for --resume) by absolute path."""
+    return path if path in (None, "-") else os.path.abspath(path)
+
+
+def _silence_stdout() -> None:
+    """The reader went away (`| head`): send what is still buffered nowhere, so exit is quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _quiet_pipe() -> None:
-    """The reader went away (`| head`): stop quietly, with nothing more written to the pipe."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
+    _silence_stdout()
     raise typer.Exit(0)
 
 
@@ -122,11 +165,11 @@ def train(
         from charrnn.config import RunConfig, load_yaml, merge, parse_duration
         from charrnn.console import RichReporter
         from charrnn.data import read_corpus
-        from charrnn.train import train as run_training
+        from charrnn.train import saved_corpus, train as run_training
 
         flags = {
             "tokenizer": {"level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count},
-            "data": {"val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching},
+            "data": {"corpus": _absolute(corpus), "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching},
             "model": {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout},
             "train": {
                 "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
@@ -136,10 +179,11 @@ def train(
             },
         }
         cfg = RunConfig.from_dict(merge(load_yaml(config) if config else {}, flags))
-        text, name = read_corpus(corpus)
-        deadline = T0 + cfg.train.time_budget if cfg.train.time_budget else None
+        if resume and cfg.data.corpus is None:
+            cfg.data.corpus = saved_corpus(cfg.train.out)
+        text, name = read_corpus(cfg.data.corpus)
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
-        summary = run_training(cfg, text, name, resume=resume, init_from=init_from, reporter=reporter, deadline=deadline)
+        summary = run_training(cfg, text, name, resume=resume, init_from=init_from, reporter=reporter, started=T0)
     except CharrnnError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -215,7 +259,8 @@ def score(
 
         if per_line:
             for r in score_lines(file, checkpoint, unknown.value, device, precision):
-                print(json.dumps(r) if as_json else f"{r['loss']:.4f}\t{r['line']}", flush=False)
+                loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+                print(json.dumps(r) if as_json else f"{loss}\t{r['line']}")
         else:
             r = score_text(file, checkpoint, unknown.value, device, precision)
             if as_json:
@@ -256,11 +301,4 @@ def info(
 
 
 def main() -> None:
-    try:
-        app()
-    except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
-        sys.exit(0)
+    app()

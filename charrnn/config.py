@@ -49,6 +49,8 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
+    corpus: str | None = None
+    """The text file (- for stdin); None: the built-in default corpus."""
     val_fraction: float = 0.1
     """The tail of the corpus held out for validation."""
     seq_len: int | None = None
@@ -97,7 +99,7 @@ class TrainConfig:
     """Clip the global gradient norm to this (0 turns clipping off)."""
     max_steps: int | None = None
     epochs: float | None = None
-    time_budget: float | None = None
+    time_budget: float | str | None = None
     """Seconds for the whole command, evaluation and saving included."""
     eval_every: int | None = None
     """Steps between evaluations on the whole validation split."""
@@ -144,6 +146,9 @@ class RunConfig:
                 raise UsageError(
                     f"unknown setting {f.name}.{sorted(unknown)[0]}; known: {', '.join(sorted(known))}"
                 )
+            for g in fields(f.default_factory):
+                if g.name in section:
+                    section[g.name] = _typed(f"{f.name}.{g.name}", section[g.name], g.type)
             parts[f.name] = f.default_factory(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
@@ -152,6 +157,21 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """Check a YAML value against its field's annotation ('int | None', 'float', 'str', ...)."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return value
+    if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if "int" in kinds and isinstance(value, int) else float(value)
+    if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "str" in kinds and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value) if not isinstance(value, str) else value
+    want = " or ".join(k for k in kinds if k != "None")
+    raise UsageError(f"{name} must be {want}, not {value!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

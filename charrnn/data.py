@@ -77,7 +77,7 @@ def to_ids(ids: list[int], vocab_size: int) -> torch.Tensor:
 
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """First (1 - f) of the tokens train, the tail validates (nanoGPT's convention)."""
-    n_train = int(len(ids) * (1 - val_fraction))
+    n_train = int(len(ids) * (1 - val_fraction) + 1e-9)  # 0.7 * 90 is 62.99999...
     return ids[:n_train], ids[n_train:]
 
 

@@ -70,14 +70,22 @@ def choose(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One token id per row of ``logits`` (B, V): argmax when temperature is 0, else an exact
-    draw from softmax(logits / temperature) restricted to the top-k and top-p sets."""
+    draw from softmax(logits / temperature) restricted to the top-k and top-p sets.
+
+    The draw inverts the cumulative distribution with one uniform number per row: token i is
+    chosen when u falls in [cdf[i-1], cdf[i]), which has probability p[i] (and never for p[i] = 0).
+    It is several times cheaper than ``torch.multinomial`` for a single row."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    if top_k is None and top_p is None:
-        probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k is not None or top_p is not None:
+        logits = filter_logits(logits, temperature, top_k, top_p)
     else:
-        probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        logits = logits / temperature
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # (B, V)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=cdf.device).mul_(total)
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total, always
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:

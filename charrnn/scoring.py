@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from charrnn.checkpoint import load_model
 from charrnn.data import read_corpus
+from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.train import Env, pick_device, pick_precision
 
@@ -26,6 +27,8 @@ def score_text(file: str, checkpoint: str | None, unknown: str = "error", device
     model, tok, _, env = _setup(checkpoint, device, precision)
     text, _ = read_corpus(file)
     ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
+    if len(ids) < 2:
+        raise CharrnnError(f"{file} has {len(ids)} token(s): nothing to score (the first token has no context)")
     chars = torch.tensor([len(t) for t in tok.vocab])
     return evaluate(model, ids, chars, autocast=env.autocast()).to_dict()
 
@@ -36,27 +39,30 @@ def score_lines(
     """Each line on its own, as if it followed a newline: its tokens and its closing newline are scored."""
     model, tok, _, env = _setup(checkpoint, device, precision)
     text, _ = read_corpus(file)
-    lines = text.splitlines()
+    # Newlines only: str.splitlines() would also split on form feeds and other separators.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     nl = tok.encode("\n", unknown="skip")
     encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
     chars = torch.tensor([len(t) for t in tok.vocab])
-    results: list[dict[str, Any] | None] = [None] * len(lines)
-    order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
+    results = [{"line": line.removesuffix("\r"), "loss": None, "bits_per_char": None, "tokens": 0} for line in lines]
+    # Lines of similar length share a batch; a line needs two tokens to score one.
+    order = sorted((i for i in range(len(lines)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
     with torch.inference_mode(), env.autocast():
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
             seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
-            T = max(len(s) for s in seqs)
-            x = torch.stack([F.pad(s, (0, T - len(s))) for s in seqs]).to(env.device)
+            T = max(len(s) for s in seqs) - 1
+            x = torch.stack([F.pad(s[:-1], (0, T - len(s) + 1)) for s in seqs]).to(env.device)
             y = torch.stack([F.pad(s[1:], (0, T - len(s) + 1), value=-100) for s in seqs]).to(env.device)
-            logits, _, _ = model(x[:, :-1] if T > 1 else x, None)
-            y = y[:, : logits.size(1)]
+            logits, _, _ = model(x, None)
             nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
             for j, i in enumerate(idx):
-                n = max(len(seqs[j]) - 1, 1)
+                n = len(seqs[j]) - 1
                 loss = float(nll[j]) / n
                 n_chars = int(chars[seqs[j][1:]].sum()) or 1
-                results[i] = {"line": lines[i], "loss": round(loss, 6), "bits_per_char": round(loss * n / n_chars / math.log(2), 6), "tokens": n}
+                results[i].update(loss=round(loss, 6), bits_per_char=round(loss * n / n_chars / math.log(2), 6), tokens=n)
     yield from results
 
 

@@ -52,6 +52,8 @@ class Tokenizer:
         kept = [t for t, n in counts.most_common() if n >= min_count and t != UNK]
         if max_vocab is not None:
             kept = kept[: max(max_vocab - 1, 1)]
+        if not kept:
+            raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
         return cls("word", [UNK] + sorted(kept))
 
     def split(self, text: str) -> list[str]:

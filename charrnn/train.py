@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import time
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer
+
+
+DEFAULT_BUDGET = 300
 
 
 class Reporter:
@@ -138,16 +142,16 @@ def train(
     resume: bool = False,
     init_from: str | None = None,
     reporter: Reporter | None = None,
-    deadline: float | None = None,
+    started: float | None = None,
     stop: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train on ``text`` and return a summary. ``deadline`` (time.monotonic) bounds the whole
-    command when a time budget is set; ``stop(step)`` returning True ends the run early like Ctrl-C."""
+    """Train on ``text`` and return a summary. A time budget counts from ``started`` (time.monotonic
+    of the command's start; default now). ``stop(step)`` returning True ends the run early like Ctrl-C."""
     rep = reporter or Reporter()
     t_start = time.monotonic()
-    if deadline is None and cfg.train.time_budget:
-        deadline = t_start + cfg.train.time_budget
-    env = setup_env(cfg)
+    if not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget or resume):
+        cfg.train.time_budget = DEFAULT_BUDGET
+        rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
     out = Path(cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name)
     resumed = None
     if resume:
@@ -157,7 +161,14 @@ def train(
         resumed = checkpoint.load(last)
         if resumed["corpus_sha"] != _sha(text):
             raise UsageError(f"the corpus differs from the one {out} was trained on; use --init-from to fine-tune")
+        new_budget = cfg.train.time_budget
         cfg = _resume_config(RunConfig.from_dict(resumed["config"]), cfg)
+    budget = cfg.train.time_budget
+    if resumed and budget and new_budget is None:
+        # The saved budget covered the whole run: what is left of it is this command's.
+        budget = max(budget - resumed["train_seconds"], 1.0)
+    deadline = (started if started is not None else t_start) + budget if budget else None
+    env = setup_env(cfg)
 
     # Tokenizer: from the run being resumed, the model being fine-tuned, or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
@@ -189,7 +200,7 @@ def train(
     net = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
     opt = torch.optim.AdamW(
         _param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr, betas=(0.9, 0.99),
-        fused=env.device.type == "cuda",
+        fused=env.device.type in ("cuda", "cpu"),
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
@@ -210,7 +221,8 @@ def train(
         if "scaler" in resumed:
             scaler.load_state_dict(resumed["scaler"])
         step, elapsed_before = resumed["step"], resumed["train_seconds"]
-        best, history, eval_every = resumed["best_val_loss"], resumed["history"], resumed["eval_every"]
+        best, history = resumed["best_val_loss"], resumed["history"]
+        eval_every = cfg.train.eval_every or resumed["eval_every"]
         state = tuple(s.to(env.device) for s in resumed["state"])
         _set_rng_state(resumed["rng"])
     if env.main:
@@ -244,6 +256,7 @@ def train(
             d.update(
                 optimizer=opt.state_dict(), rng=_rng_state(), state=[s.detach().cpu() for s in state],
                 train_seconds=elapsed_before + train_time, eval_every=eval_every,
+                loss_window=[float(loss_sum), loss_n, train_loss],
             )
             if env.precision == "fp16":
                 d["scaler"] = scaler.state_dict()
@@ -257,11 +270,13 @@ def train(
         if env.main:
             t0 = time.monotonic()
             if score is not None:
-                record = {"step": step, "tokens": step * B * T * env.world, "train_loss": round(train_loss, 5),
+                recent = float(loss_sum) / loss_n if loss_n else train_loss
+                record = {"step": step, "tokens": step * B * T * env.world,
+                          "train_loss": round(recent, 5) if math.isfinite(recent) else None,
                           "seconds": round(time.monotonic() - t_start, 2), **{f"val_{k}": v for k, v in score.to_dict().items()}}
                 history.append(record)
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json.dumps(record, allow_nan=False) + "\n")
                 rep.evaluated(step, score)
             improved = score is not None and score.loss < best
             if improved:
@@ -275,11 +290,15 @@ def train(
     timing = {"eval": None, "save": 0.5}
     train_time, train_loss, tokens_done = 0.0, float("nan"), 0
     loss_sum, loss_n = torch.zeros((), device=env.device), 0
+    if resumed:
+        window_sum, loss_n, train_loss = resumed["loss_window"]
+        loss_sum += window_sum
     rep.start(max_steps, None if deadline is None else deadline - t_start, step)
     interrupted = False
     sigint = _SigintFlag()
     t_loop = time.monotonic()
-    step_times: list[float] = []
+    step_times: deque[float] = deque(maxlen=50)
+    first_step, step_seconds = step, 0.0
     model.train()
     try:
         while max_steps is None or step < max_steps:
@@ -293,8 +312,8 @@ def train(
                 state = model.zero_state(B, env.device)
             progress = step / max_steps if max_steps else 0.0
             if deadline is not None:
-                budget = deadline - t_loop - _reserve(timing, step_times, len(val_ids), B * T)
-                progress = max(progress, (now - t_loop) / max(budget, 1e-6))
+                left = deadline - t_loop - _reserve(timing, step_times, len(val_ids), B * T)
+                progress = max(progress, (elapsed_before + now - t_loop) / max(elapsed_before + left, 1e-6))
             lr = lr_at(step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -314,9 +333,10 @@ def train(
             loss_n += 1
             t_now = time.monotonic()
             step_times.append(t_now - now)
+            step_seconds += t_now - now
             tokens_done += B * T * env.world
             train_time = t_now - t_loop
-            if eval_every is None and deadline is not None and len(step_times) == 20:
+            if eval_every is None and deadline is not None and step - first_step == 20:
                 eval_every = _auto_eval_every(step_times, deadline - t_now, max_steps, step)
             if step % 10 == 0 or step == max_steps:
                 train_loss = float(loss_sum) / loss_n
@@ -324,13 +344,13 @@ def train(
                 loss_n = 0
                 if not math.isfinite(train_loss):
                     raise CharrnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr")
-                rep.step(step, train_loss, tokens_done / max(train_time, 1e-9), time.monotonic() - t_start)
+                rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
             if eval_every is None and max_steps is not None and deadline is None:
                 eval_every = max(1, max_steps // 5)
-            if sigint.raised or (stop is not None and stop(step)):
-                raise KeyboardInterrupt
             if eval_every and step % eval_every == 0 and step != max_steps:
                 do_eval_and_save(final=False)
+            if sigint.raised or (stop is not None and stop(step)):
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -349,7 +369,7 @@ def train(
         "train_loss": train_loss,
         "steps": step,
         "tokens": step * B * T * env.world,
-        "tokens_per_second": round(tokens_done / max(train_time, 1e-9), 1),
+        "tokens_per_second": round(tokens_done / max(step_seconds, 1e-9), 1),
         "train_seconds": round(train_time, 2),
         "seconds": round(time.monotonic() - t_start, 2),
         "parameters": model.num_parameters(),
@@ -365,6 +385,17 @@ def train(
     return summary
 
 
+def saved_corpus(out: str | None) -> str | None:
+    """The corpus a run in ``out`` (default: the default corpus' run) was trained on, from its config.yaml."""
+    from charrnn.config import load_yaml
+    from charrnn.data import DEFAULT_CORPUS
+
+    path = Path(out or checkpoint.DEFAULT_ROOT / DEFAULT_CORPUS) / "config.yaml"
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: {path} does not exist; give --out the run folder")
+    return (load_yaml(path).get("data") or {}).get("corpus")
+
+
 def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
     """Decay matrices only; biases and the embedding table are left alone."""
     decay, no_decay = [], []
@@ -373,17 +404,17 @@ def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _reserve(timing: dict, step_times: list[float], val_tokens: int, tokens_per_step: int) -> float:
+def _reserve(timing: dict, step_times: deque[float], val_tokens: int, tokens_per_step: int) -> float:
     """Seconds to keep for the final evaluation and save."""
     ev = timing["eval"]
     if ev is None:
         # Before the first evaluation, guess: a forward pass costs about a third of a training step.
-        per_step = sorted(step_times[-20:])[len(step_times[-20:]) // 2] if step_times else 0.05
+        per_step = sorted(step_times)[len(step_times) // 2] if step_times else 0.05
         ev = val_tokens / tokens_per_step * per_step / 3 + 0.3
     return 1.15 * ev + 1.5 * timing["save"] + 0.2
 
 
-def _auto_eval_every(step_times: list[float], time_left: float, max_steps: int | None, step: int) -> int:
+def _auto_eval_every(step_times: deque[float], time_left: float, max_steps: int | None, step: int) -> int:
     """About four evaluations over the run."""
     per_step = sorted(step_times)[len(step_times) // 2]
     expected = time_left / per_step

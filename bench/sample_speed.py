@@ -1,0 +1,143 @@
+"""Sampling speed: charrnn's Stepper against the plain `nn.LSTM` step loop, in the same run.
+
+Prints characters/s for one stream (2x512 and 1x256), for 32 streams in one batch, the
+fraction of the memory-bandwidth limit (weight bytes read per character / bandwidth measured
+here), `charrnn --help` start-up, and the time to the first sampled character of a real
+`charrnn sample` process. Medians of several repeats; figures vary with the machine's load.
+
+    python bench/sample_speed.py            # about a minute
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from charrnn.model import RNNLM, ModelShape
+from charrnn.sample import SampleConfig, choose, generate
+from charrnn.step import Stepper
+
+V = 65
+
+
+def median_rate(fn, n: int, repeats: int = 5) -> float:
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(n)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def make_model(layers: int, hidden: int) -> RNNLM:
+    torch.manual_seed(0)
+    return RNNLM(ModelShape(V, "lstm", layers, hidden, 64, 0.0)).eval()
+
+
+def plain_loop(model: RNNLM):
+    """The usual way: call nn.LSTM on one token at a time, state carried."""
+    g = torch.Generator().manual_seed(0)
+
+    @torch.inference_mode()
+    def run(n: int) -> None:
+        x, state, out = torch.tensor([[1]]), None, []
+        for _ in range(n):
+            logits, _, state = model(x, state)
+            x = torch.multinomial(torch.softmax(logits[:, -1] / 0.8, -1), 1, generator=g)
+            out.append(int(x))
+
+    return run
+
+
+def charrnn_loop(model: RNNLM, streams: int = 1):
+    """charrnn's generate(): Stepper + exact temperature sampling, tokens decoded and written out."""
+    vocab = [chr(32 + i) for i in range(V)]
+    sink = io.StringIO()
+
+    def run(n: int) -> None:
+        cfg = SampleConfig(length=n, temperature=0.8, num_samples=streams, seed=0)
+        for toks in generate(model, [1], cfg):
+            ids = toks.tolist()
+            sink.write(vocab[ids[0]])
+
+    return run
+
+
+def weight_bytes(model: RNNLM) -> int:
+    """Bytes the step reads per token: every layer's matrices and biases, the head, one table row."""
+    s = Stepper(model, 1)
+    lins = s.rec + [x for x in s.inp if x is not None] + [s.head]
+    return sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None) + s.table[0].numel() * 4
+
+
+def bandwidth() -> float:
+    """Bytes/s reading a 1 GiB tensor (sum), median of 5."""
+    x = torch.ones(256 * 2**20)
+    x.sum()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - t0)
+    return x.numel() * 4 / statistics.median(times)
+
+
+def startup(tmp: str) -> tuple[float, float]:
+    """(median seconds of `charrnn --help`, median seconds until the first sampled byte)."""
+    helps = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, check=True)
+        helps.append(time.perf_counter() - t0)
+    text_file = os.path.join(tmp, "t.txt")
+    with open(text_file, "w") as f:
+        f.write("".join(chr(32 + (i * 7) % V) for i in range(20000)))
+    subprocess.run([sys.executable, "-m", "charrnn", "train", text_file, "--max-steps", "1", "--layers", "2",
+                    "--hidden", "512", "--out", os.path.join(tmp, "run"), "--quiet"], check=True)
+    firsts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "-c", os.path.join(tmp, "run"),
+                              "--length", "200", "--seed", "1"], stdout=subprocess.PIPE)
+        p.stdout.read(1)
+        firsts.append(time.perf_counter() - t0)
+        p.communicate()
+    return statistics.median(helps), statistics.median(firsts)
+
+
+def main() -> None:
+    results = {}
+    bw = bandwidth()
+    results["memory_bandwidth_GBps"] = round(bw / 1e9, 1)
+    for layers, hidden in [(2, 512), (1, 256)]:
+        m = make_model(layers, hidden)
+        name = f"{layers}x{hidden}"
+        plain = median_rate(plain_loop(m), 300 if hidden >= 512 else 1000)
+        ours = median_rate(charrnn_loop(m), 3000 if hidden >= 512 else 10000)
+        wb = weight_bytes(m)
+        results[name] = {
+            "plain_nn_lstm_chars_per_s": round(plain),
+            "charrnn_chars_per_s": round(ours),
+            "speedup": round(ours / plain, 1),
+            "weight_MB_per_char": round(wb / 1e6, 2),
+            "fraction_of_bandwidth_limit": round(ours / (bw / wb), 3),
+        }
+        if (layers, hidden) == (2, 512):
+            results[name]["batch32_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32), 1000, 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        h, first = startup(tmp)
+    results["help_seconds"] = round(h, 3)
+    results["first_char_seconds"] = round(first, 3)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
