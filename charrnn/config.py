@@ -94,7 +94,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     """The learning rate decays linearly to lr * min_lr_ratio at the end."""
     warmup_steps: int = 50
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
+    """AdamW decay of the weight matrices (not biases or embeddings)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 turns clipping off)."""
     max_steps: int | None = None

@@ -13,23 +13,39 @@ from charrnn.train import pick_device
 
 
 class _Sample:
-    """One sample's text, ended by ``stop``; ``ready()`` is what can be shown now without
-    risking printing the start of a stop string that is still being written."""
+    """One sample's text, cut where ``stop`` first appears. Text is final once it cannot be the
+    start of a stop string still being written; ``ready()`` returns what became final since its
+    last call, so a stream never prints part of a stop string."""
 
     def __init__(self, stop: str | None):
-        self.stop, self.text, self.done, self.shown = stop, "", False, 0
+        self.stop, self.parts, self.pending, self.shown, self.done = stop, [], "", 0, False
 
     def add(self, piece: str) -> None:
-        self.text += piece
-        if self.stop:
-            at = self.text.find(self.stop, max(0, len(self.text) - len(piece) - len(self.stop)))
-            if at >= 0:
-                self.text, self.done = self.text[:at], True
+        if not self.stop:
+            self.parts.append(piece)
+            return
+        self.pending += piece  # never longer than len(stop) - 1 + len(piece)
+        at = self.pending.find(self.stop)
+        if at >= 0:
+            self.parts.append(self.pending[:at])
+            self.pending, self.done = "", True
+        elif len(self.pending) >= len(self.stop):
+            cut = len(self.pending) - len(self.stop) + 1
+            self.parts.append(self.pending[:cut])
+            self.pending = self.pending[cut:]
+
+    def finish(self) -> None:
+        self.parts.append(self.pending)
+        self.pending, self.done = "", True
 
     def ready(self) -> str:
-        end = len(self.text) if self.done or not self.stop else max(self.shown, len(self.text) - len(self.stop) + 1)
-        out, self.shown = self.text[self.shown : end], end
+        out = "".join(self.parts[self.shown :])
+        self.shown = len(self.parts)
         return out
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def write_samples(
@@ -49,9 +65,11 @@ def write_samples(
     unknown: str = "error",
     as_json: bool = False,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> list[str]:
     """Generate and write; sample 0 streams as it is produced. Returns the generated texts."""
-    cfg = SampleConfig(length, temperature, top_k, top_p, num_samples, seed if seed is not None else secrets.randbelow(2**31))
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    cfg = SampleConfig(length, temperature, top_k, top_p, num_samples, seed, precision)
     model, tok, _ = load_model(checkpoint, pick_device(device))
     prompt_ids = encode_prompt(tok, prompt, unknown)
     head = prompt if echo else ""
@@ -75,7 +93,7 @@ def write_samples(
         if all(s.done for s in samples):
             break
     for s in samples:
-        s.done = True
+        s.finish()
     texts = [s.text for s in samples]
     if as_json:
         for i, t in enumerate(texts):
