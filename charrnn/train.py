@@ -411,7 +411,8 @@ def _reserve(timing: dict, step_times: deque[float], val_tokens: int, tokens_per
         # Before the first evaluation, guess: a forward pass costs about a third of a training step.
         per_step = sorted(step_times)[len(step_times) // 2] if step_times else 0.05
         ev = val_tokens / tokens_per_step * per_step / 3 + 0.3
-    return 1.15 * ev + 1.5 * timing["save"] + 0.2
+    # The margin covers the interpreter's exit, which unloading torch makes slow.
+    return 1.15 * ev + 1.5 * timing["save"] + 0.6
 
 
 def _auto_eval_every(step_times: deque[float], time_left: float, max_steps: int | None, step: int) -> int:
