@@ -100,6 +100,8 @@ class Level(str, Enum):
 class Unknown(str, Enum):
     error = "error"
     skip = "skip"
+    unk = "unk"
+    auto = "auto"
 
 
 def _fail(e: CharrnnError) -> None:
@@ -234,7 +236,7 @@ def sample(
     stop: Optional[str] = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Write the prompt before the sample."),
     separator: str = typer.Option("\\n", "--separator", help="Written between samples (\\n allowed)."),
-    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error or skip."),
+    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 for 8+ samples)."),
@@ -264,7 +266,7 @@ def score(
     file: str = typer.Argument(..., help="Text file, or - for stdin."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"),
     per_line: bool = typer.Option(False, "--per-line", help="Score each line on its own: 'loss<TAB>line' per line."),
-    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Tokens the model never saw: error or skip."),
+    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip, unk; auto: unk for word models, else error."),
     as_json: bool = typer.Option(False, "--json", help="JSON output (one object per line with --per-line)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (as training), fp32, bf16 or fp16."),

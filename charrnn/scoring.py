@@ -19,12 +19,12 @@ def _setup(checkpoint: str | None, device: str, precision: str):
     dev = pick_device(device)
     model, tok, ckpt = load_model(checkpoint, dev)
     env = Env(dev, pick_precision(precision, dev))
-    return model, tok, ckpt, env
+    return model, tok, env
 
 
-def score_text(file: str, checkpoint: str | None, unknown: str = "error", device: str = "auto", precision: str = "auto") -> dict[str, Any]:
+def score_text(file: str, checkpoint: str | None, unknown: str = "auto", device: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """Loss on the whole text, every token after the first scored once (see ``evaluate``)."""
-    model, tok, _, env = _setup(checkpoint, device, precision)
+    model, tok, env = _setup(checkpoint, device, precision)
     text, _ = read_corpus(file)
     ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
     if len(ids) < 2:
@@ -34,10 +34,10 @@ def score_text(file: str, checkpoint: str | None, unknown: str = "error", device
 
 
 def score_lines(
-    file: str, checkpoint: str | None, unknown: str = "error", device: str = "auto", precision: str = "auto", batch: int = 256
+    file: str, checkpoint: str | None, unknown: str = "auto", device: str = "auto", precision: str = "auto", batch: int = 256
 ) -> Iterator[dict[str, Any]]:
     """Each line on its own, as if it followed a newline: its tokens and its closing newline are scored."""
-    model, tok, _, env = _setup(checkpoint, device, precision)
+    model, tok, env = _setup(checkpoint, device, precision)
     text, _ = read_corpus(file)
     # Newlines only: str.splitlines() would also split on form feeds and other separators.
     lines = text.split("\n")

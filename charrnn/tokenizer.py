@@ -61,7 +61,10 @@ class Tokenizer:
 
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         """Token ids of ``text``. ``unknown``: 'error' names unseen tokens, 'skip' drops them,
-        'unk' maps them to <unk> (word level only)."""
+        'unk' maps them to <unk> (word level only), 'auto' is 'unk' for word models (any new text
+        has new words) and 'error' for character models."""
+        if unknown == "auto":
+            unknown = "unk" if self.unk_id is not None else "error"
         stoi = self.stoi
         pieces = self.split(text)
         try:

@@ -74,3 +74,23 @@ def test_describe(run_dir, loaded):
     assert d["parameters"] == model.num_parameters()
     assert d["config"] == ckpt["config"]
     assert d["charrnn_version"]
+
+
+def test_word_models_score_new_words_as_unk(tmp_path, corpus_text):
+    """Any new text has words a word model never saw: by default they count as <unk>;
+    a character model names unseen characters instead."""
+    from charrnn.errors import CharrnnError
+    from charrnn.train import train
+
+    from conftest import tiny_config
+
+    out = tmp_path / "words"
+    train(tiny_config(out, **{"tokenizer.level": "word", "train.max_steps": 5}), corpus_text, "w")
+    f = tmp_path / "new.txt"
+    f.write_text("The zebra runs away.\nQuokkas sing.\n", encoding="utf-8")
+    r = score_text(str(f), str(out), device="cpu", precision="fp32")
+    assert r["tokens"] > 0 and math.isfinite(r["loss"])
+    with pytest.raises(CharrnnError, match="zebra"):
+        score_text(str(f), str(out), unknown="error", device="cpu", precision="fp32")
+    lines = list(score_lines(str(f), str(out), device="cpu", precision="fp32"))
+    assert [l["line"] for l in lines] == ["The zebra runs away.", "Quokkas sing."]
