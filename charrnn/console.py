@@ -45,7 +45,7 @@ class RichReporter(Reporter):
     def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None:
         if self.progress is None:
             return
-        done = elapsed if self.by_time else step
+        done = min(elapsed, self.progress.tasks[0].total) if self.by_time else step
         self.progress.update(self.task, completed=done, step=step, loss=f"{loss:.4f}", tps=f"{tokens_per_second:,.0f}")
 
     def evaluated(self, step: int, score) -> None:

@@ -287,7 +287,8 @@ def train(
             timing["save"] = time.monotonic() - t0
 
     # Reserve time at the end for the final evaluation and save (estimated, then measured).
-    timing = {"eval": None, "save": 0.5}
+    # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
+    timing = {"eval": None, "save": 0.05 + 12 * model.num_parameters() / 2e8}
     train_time, train_loss, tokens_done = 0.0, float("nan"), 0
     loss_sum, loss_n = torch.zeros((), device=env.device), 0
     if resumed:
@@ -362,11 +363,12 @@ def train(
             checkpoint.save(payload(True), out / "last.pt")
     elif not history or history[-1]["step"] != step:
         do_eval_and_save(final=True)
+    rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
     rep.finish()
     summary = {
         "best_val_loss": best if math.isfinite(best) else None,
         "final_val_loss": history[-1]["val_loss"] if history else None,
-        "train_loss": train_loss,
+        "train_loss": train_loss if math.isfinite(train_loss) else None,
         "steps": step,
         "tokens": step * B * T * env.world,
         "tokens_per_second": round(tokens_done / max(step_seconds, 1e-9), 1),
