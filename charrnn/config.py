@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BATCHING = ("stream", "random")
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise UsageError(f"{name} must be one of {', '.join(options)}, not {value!r}")
 
@@ -42,7 +42,7 @@ class TokenizerConfig:
     """Word level: tokens seen fewer times than this become <unk>."""
 
     def __post_init__(self) -> None:
-        _choice("--level", self.level, LEVELS)
+        check_choice("--level", self.level, LEVELS)
         _positive("--max-vocab", self.max_vocab)
         _positive("--min-count", self.min_count)
 
@@ -65,7 +65,7 @@ class DataConfig:
             raise UsageError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
         _positive("--seq-len", self.seq_len)
         _positive("--batch-size", self.batch_size)
-        _choice("--batching", self.batching, BATCHING)
+        check_choice("--batching", self.batching, BATCHING)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class ModelConfig:
     """Dropout on the embedding, between layers and before the head."""
 
     def __post_init__(self) -> None:
-        _choice("--cell", self.cell, CELLS)
+        check_choice("--cell", self.cell, CELLS)
         _positive("--layers", self.layers)
         _positive("--hidden", self.hidden)
         _positive("--embed", self.embed)
@@ -120,8 +120,8 @@ class TrainConfig:
         _positive("--eval-every", self.eval_every)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
         _positive("--grad-clip", self.grad_clip, allow_zero=True)
-        _choice("--device", self.device, DEVICES)
-        _choice("--precision", self.precision, PRECISIONS)
+        check_choice("--device", self.device, DEVICES)
+        check_choice("--precision", self.precision, PRECISIONS)
 
 
 @dataclass

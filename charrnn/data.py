@@ -108,14 +108,14 @@ class StreamBatches:
         x = self.ids[offset : offset + n].view(self.world * self.B, self.stream_len)
         y = self.ids[offset + 1 : offset + 1 + n].view(self.world * self.B, self.stream_len)
         rows = slice(self.rank * self.B, (self.rank + 1) * self.B)
-        self._x, self._y, self._epoch = x[rows].long(), y[rows].long(), epoch
+        self._x, self._y, self._epoch = x[rows], y[rows], epoch
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._load_epoch(epoch)
         cols = slice(k * self.T, (k + 1) * self.T)
-        return self._x[:, cols], self._y[:, cols], k == 0
+        return self._x[:, cols].long(), self._y[:, cols].long(), k == 0
 
 
 class RandomBatches:

@@ -46,7 +46,7 @@ class Score:
 def evaluate(
     model: RNNLM,
     ids: torch.Tensor,
-    token_chars: torch.Tensor,
+    token_chars: list[int] | torch.Tensor,
     batch_size: int = 64,
     seq_len: int = 256,
     warmup: int = 256,
@@ -65,6 +65,8 @@ def evaluate(
     pad = B * L - n_pred
     x = F.pad(ids[:-1], (0, pad)).view(B, L)
     y = F.pad(ids[1:], (0, pad), value=-100).view(B, L)
+    # Bound the logits held at once (B x T x V floats) for large vocabularies.
+    seq_len = max(8, min(seq_len, 2**24 // (B * model.shape.vocab_size)))
     ctx = autocast or nullcontext()
     with ctx:
         state = model.zero_state(B, device)
@@ -78,5 +80,5 @@ def evaluate(
             logits, _, state = model(x[:, t : t + seq_len], state)
             total += F.cross_entropy(logits.float().flatten(0, 1), y[:, t : t + seq_len].flatten(), reduction="sum", ignore_index=-100)
     model.train(was_training)
-    chars = int(token_chars.to(device)[ids[1:]].sum())
+    chars = int(torch.as_tensor(token_chars, device=device)[ids[1:]].sum())
     return Score(float(total) / n_pred, n_pred, chars)

@@ -12,7 +12,7 @@ from charrnn.checkpoint import load_model
 from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
-from charrnn.train import Env, pick_device, pick_precision
+from charrnn.device import Env, pick_device, pick_precision
 
 
 def _setup(checkpoint: str | None, device: str, precision: str):
@@ -29,8 +29,7 @@ def score_text(file: str, checkpoint: str | None, unknown: str = "auto", device:
     ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
     if len(ids) < 2:
         raise CharrnnError(f"{file} has {len(ids)} token(s): nothing to score (the first token has no context)")
-    chars = torch.tensor([len(t) for t in tok.vocab])
-    return evaluate(model, ids, chars, autocast=env.autocast()).to_dict()
+    return evaluate(model, ids, tok.char_lengths(), autocast=env.autocast()).to_dict()
 
 
 def score_lines(
@@ -45,13 +44,12 @@ def score_lines(
         lines.pop()
     nl = tok.encode("\n", unknown="skip")
     encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
-    chars = torch.tensor([len(t) for t in tok.vocab])
+    chars = torch.tensor(tok.char_lengths())
     results = [{"line": line.removesuffix("\r"), "loss": None, "bits_per_char": None, "tokens": 0} for line in lines]
     # Lines of similar length share a batch; a line needs two tokens to score one.
     order = sorted((i for i in range(len(lines)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
     with torch.inference_mode(), env.autocast():
-        for b in range(0, len(order), batch):
-            idx = order[b : b + batch]
+        for idx in _batches(order, [len(e) for e in encoded], batch, model.shape.vocab_size):
             seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
             T = max(len(s) for s in seqs) - 1
             x = torch.stack([F.pad(s[:-1], (0, T - len(s) + 1)) for s in seqs]).to(env.device)
@@ -64,6 +62,18 @@ def score_lines(
                 n_chars = int(chars[seqs[j][1:]].sum()) or 1
                 results[i].update(loss=round(loss, 6), bits_per_char=round(loss * n / n_chars / math.log(2), 6), tokens=n)
     yield from results
+
+
+def _batches(order: list[int], lengths: list[int], most: int, vocab_size: int) -> Iterator[list[int]]:
+    """Runs of ``order`` (sorted by length) of at most ``most`` lines and about 2^24 logits."""
+    run: list[int] = []
+    for i in order:
+        if run and (len(run) >= most or (len(run) + 1) * lengths[i] * vocab_size > 2**24):
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
 
 
 def describe(checkpoint: str | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from charrnn.checkpoint import load_model
 from charrnn.sample import SampleConfig, banned_tokens, encode_prompt, generate
-from charrnn.train import pick_device
+from charrnn.device import pick_device
 
 
 class _Sample:

@@ -84,6 +84,10 @@ class Tokenizer:
         vocab = self.vocab
         return "".join(vocab[i] for i in ids)
 
+    def char_lengths(self) -> list[int]:
+        """Characters in each token, for bits per character."""
+        return [len(t) for t in self.vocab]
+
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "vocab": self.vocab}
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import time
 from collections import deque
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +22,7 @@ from charrnn import checkpoint
 from charrnn.autosize import autosize
 from charrnn.config import RunConfig
 from charrnn.data import make_batches, split, to_ids
+from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
@@ -42,68 +40,6 @@ class Reporter:
     def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None: ...
     def evaluated(self, step: int, score: Score) -> None: ...
     def finish(self) -> None: ...
-
-
-@dataclass
-class Env:
-    device: torch.device
-    precision: str
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def autocast(self):
-        if self.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps asked for, but MPS is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def pick_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cpu":
-            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-        if device.type == "cuda":
-            # cuDNN's LSTM runs in fp16 under autocast whatever dtype is asked for.
-            return "fp16"
-        return "fp32"
-    if name == "fp16" and device.type == "cpu":
-        raise UsageError("--precision fp16 is not supported on CPU; use bf16 or fp32")
-    return name
-
-
-def setup_env(cfg: RunConfig) -> Env:
-    """Single process, or one process per GPU under torchrun (DistributedDataParallel)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available() and cfg.train.device in ("auto", "cuda"):
-            torch.cuda.set_device(local)
-            dist.init_process_group("nccl")
-            device = torch.device("cuda", local)
-        else:
-            dist.init_process_group("gloo")
-            device = torch.device("cpu")
-        return Env(device, pick_precision(cfg.train.precision, device), dist.get_rank(), world)
-    device = pick_device(cfg.train.device)
-    return Env(device, pick_precision(cfg.train.precision, device))
 
 
 def lr_at(step: int, progress: float, peak: float, warmup: int, min_ratio: float) -> float:
@@ -130,10 +66,6 @@ def _set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _token_chars(tok: Tokenizer) -> torch.Tensor:
-    return torch.tensor([len(t) for t in tok.vocab], dtype=torch.long)
-
-
 def train(
     cfg: RunConfig,
     text: str,
@@ -153,13 +85,14 @@ def train(
         cfg.train.time_budget = DEFAULT_BUDGET
         rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
     out = Path(cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name)
+    corpus_sha = _sha(text)
     resumed = None
     if resume:
         last = out / "last.pt"
         if not last.is_file():
             raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
         resumed = checkpoint.load(last)
-        if resumed["corpus_sha"] != _sha(text):
+        if resumed["corpus_sha"] != corpus_sha:
             raise UsageError(f"the corpus differs from the one {out} was trained on; use --init-from to fine-tune")
         new_budget = cfg.train.time_budget
         cfg = _resume_config(RunConfig.from_dict(resumed["config"]), cfg)
@@ -168,7 +101,7 @@ def train(
         # The saved budget covered the whole run: what is left of it is this command's.
         budget = max(budget - resumed["train_seconds"], 1.0)
     deadline = (started if started is not None else t_start) + budget if budget else None
-    env = setup_env(cfg)
+    env = setup_env(cfg.train.device, cfg.train.precision)
 
     # Tokenizer: from the run being resumed, the model being fine-tuned, or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
@@ -229,7 +162,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text(cfg.to_yaml(), out / "config.yaml")
 
-    token_chars = _token_chars(tok)
+    token_chars = tok.char_lengths()
     B, T = cfg.data.batch_size, cfg.data.seq_len
 
     def run_eval() -> Score | None:
@@ -250,7 +183,7 @@ def train(
             "best_val_loss": best,
             "history": history,
             "corpus": corpus_name,
-            "corpus_sha": _sha(text),
+            "corpus_sha": corpus_sha,
         }
         if with_optimizer:
             d.update(
