@@ -54,7 +54,8 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         m.dropout = 0.0 if ratio > 1.5 else (0.1 if ratio > 0.4 else 0.2)
         chose.append(f"dropout={m.dropout}")
     if d.seq_len is None:
-        d.seq_len = 64 if device == "cpu" else 128
+        # A tiny corpus needs at least one stream of two chunks.
+        d.seq_len = max(1, min(64 if device == "cpu" else 128, (n_train - 1) // 2))
         chose.append(f"seq_len={d.seq_len}")
     if d.batch_size is None:
         # Enough streams to keep the cores busy, few enough for many updates; a small corpus caps it.

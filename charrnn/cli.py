@@ -43,7 +43,7 @@ except ImportError:  # older Typer uses click itself
     from click import exceptions as click_errors  # noqa: E402
 
 from charrnn import __version__  # noqa: E402
-from charrnn.errors import CharrnnError  # noqa: E402
+from charrnn.errors import CharrnnError, UsageError  # noqa: E402
 
 class _Group(TyperGroup):
     """Parse errors as one line on stderr, like every other user mistake (Typer draws a box)."""
@@ -62,9 +62,6 @@ class _Group(TyperGroup):
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.exit(130)
-        except BrokenPipeError:
-            _silence_stdout()
-            sys.exit(0)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -144,6 +141,33 @@ def _quiet_pipe() -> None:
     raise typer.Exit(0)
 
 
+def _emit(text: str) -> None:
+    """A line of data on stdout; a closed pipe ends the command quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_pipe()
+
+
+# What a resumed run may change (its limits, where it runs); a fine-tuned model keeps its shape.
+_RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
+_SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
+
+
+def _check_fixed(flags: dict, resume: bool, init_from: str | None) -> None:
+    given = [name for section in flags.values() for name, value in section.items() if value is not None]
+    if resume:
+        fixed = [n for n in given if n not in _RESUMABLE]
+        if fixed:
+            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming a run; "
+                             "start a new one with --out (or fine-tune with --init-from)")
+    elif init_from:
+        fixed = [n for n in given if n in _SHAPE]
+        if fixed:
+            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change with --init-from: "
+                             "the fine-tuned model keeps its parent's tokens and shape")
+
+
 @app.command()
 def train(
     corpus: Optional[str] = typer.Argument(None, help="UTF-8 text file, or - for stdin. Default: the Python standard library's own source."),
@@ -173,6 +197,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
     init_from: Optional[str] = typer.Option(None, help="Fine-tune this checkpoint on the corpus."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout at the end."),
@@ -198,12 +223,13 @@ def train(
                 "eval_every": eval_every, "device": device, "precision": precision, "seed": seed, "out": out,
             },
         }
+        _check_fixed(flags, resume, init_from)
         cfg = RunConfig.from_dict(merge(load_yaml(config) if config else {}, flags))
         if resume and cfg.data.corpus is None:
             cfg.data.corpus = saved_corpus(cfg.train.out)
         text, name = read_corpus(cfg.data.corpus)
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
-        summary = run_training(cfg, text, name, resume=resume, init_from=init_from, reporter=reporter, started=T0)
+        summary = run_training(cfg, text, name, resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0)
     except CharrnnError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -217,7 +243,7 @@ def train(
             file=sys.stderr,
         )
     if as_json and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary))
+        _emit(json.dumps(summary))
     if summary["interrupted"]:
         raise typer.Exit(130)
 
@@ -312,13 +338,11 @@ def info(
     except CharrnnError as e:
         _fail(e)
     if as_json:
-        print(json.dumps(d))
+        _emit(json.dumps(d))
         return
-    for k, v in d.items():
-        if k != "config":
-            print(f"{k}: {v}")
-    for section, values in d["config"].items():
-        print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
+    lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
+    _emit("\n".join(lines))
 
 
 def main() -> None:

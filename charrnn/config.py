@@ -165,6 +165,11 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
     kinds = [k.strip() for k in str(annotation).split("|")]
     if value is None and "None" in kinds:
         return value
+    if "float" in kinds and isinstance(value, str) and "str" not in kinds:
+        try:  # YAML 1.1 reads 2e-3 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
         return value if "int" in kinds and isinstance(value, int) else float(value)
     if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
@@ -180,6 +185,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     except yaml.YAMLError as e:
         raise UsageError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if d is None:

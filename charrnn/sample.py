@@ -6,6 +6,7 @@ with the recurrent state kept (``Stepper``), so a token costs the same at any le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,8 +36,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.length < 0:
             raise UsageError(f"--length must be >= 0, not {self.length}")
-        if self.temperature < 0:
-            raise UsageError(f"--temp must be >= 0, not {self.temperature}")
+        if not 0 <= self.temperature < math.inf:
+            raise UsageError(f"--temp must be a number >= 0, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise UsageError(f"--top-k must be >= 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -88,7 +89,7 @@ def choose(
     The draw inverts the cumulative distribution with one uniform number per row: token i is
     chosen when u falls in [cdf[i-1], cdf[i]), which has probability p[i] (and never for p[i] = 0).
     It is several times cheaper than ``torch.multinomial`` for a single row."""
-    if temperature == 0:
+    if temperature < 1e-6:  # below this, 1/temperature overflows: the draw is the argmax anyway
         return logits.argmax(dim=-1)
     if top_k is not None or top_p is not None:
         logits = filter_logits(logits, temperature, top_k, top_p)
@@ -126,7 +127,7 @@ def generate(
     gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
     ids = torch.tensor(prompt_ids, dtype=torch.long).expand(B, -1)
     logits = stepper.prefill(ids)
-    ban = torch.tensor(banned or [], dtype=torch.long)
+    ban = torch.tensor(banned or [], dtype=torch.long, device=logits.device)
     for _ in range(cfg.length):
         if len(ban):
             logits.index_fill_(1, ban, float("-inf"))

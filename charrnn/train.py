@@ -72,6 +72,7 @@ def train(
     corpus_name: str = "corpus",
     *,
     resume: bool = False,
+    overwrite: bool = False,
     init_from: str | None = None,
     reporter: Reporter | None = None,
     started: float | None = None,
@@ -87,6 +88,10 @@ def train(
     out = Path(cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name)
     corpus_sha = _sha(text)
     resumed = None
+    if not resume and (out / "last.pt").exists():
+        if not overwrite:
+            raise UsageError(f"{out} already holds a run: --resume continues it, --overwrite starts over, --out picks another folder")
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     if resume:
         last = out / "last.pt"
         if not last.is_file():
@@ -200,24 +205,28 @@ def train(
         t0 = time.monotonic()
         score = run_eval()
         timing["eval"] = time.monotonic() - t0
-        if env.main:
-            t0 = time.monotonic()
-            if score is not None:
-                recent = float(loss_sum) / loss_n if loss_n else train_loss
-                record = {"step": step, "tokens": step * B * T * env.world,
-                          "train_loss": round(recent, 5) if math.isfinite(recent) else None,
-                          "seconds": round(time.monotonic() - t_start, 2), **{f"val_{k}": v for k, v in score.to_dict().items()}}
-                history.append(record)
-                with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record, allow_nan=False) + "\n")
-                rep.evaluated(step, score)
-            improved = score is not None and score.loss < best
-            if improved:
-                best = score.loss
-            if improved or (score is None and final):
-                checkpoint.save(payload(False), out / "best.pt")
-            checkpoint.save(payload(True), out / "last.pt")
-            timing["save"] = time.monotonic() - t0
+        if score is not None and not math.isfinite(score.loss):
+            raise CharrnnError(f"training diverged by step {step} (validation loss {score.loss}); lower --lr")
+        if not env.main:
+            return
+        t0 = time.monotonic()
+        recent = float(loss_sum) / loss_n if loss_n else train_loss
+        record = {"step": step, "tokens": step * B * T * env.world,
+                  "train_loss": round(recent, 5) if math.isfinite(recent) else None,
+                  "seconds": round(time.monotonic() - t_start, 2)}
+        if score is not None:
+            record.update({f"val_{k}": v for k, v in score.to_dict().items()})
+            rep.evaluated(step, score)
+        history.append(record)
+        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+        improved = score is not None and score.loss < best
+        if improved:
+            best = score.loss
+        if improved or (score is None and final):
+            checkpoint.save(payload(False), out / "best.pt")
+        checkpoint.save(payload(True), out / "last.pt")
+        timing["save"] = time.monotonic() - t0
 
     # Reserve time at the end for the final evaluation and save (estimated, then measured).
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
@@ -233,74 +242,81 @@ def train(
     t_loop = time.monotonic()
     step_times: deque[float] = deque(maxlen=50)
     first_step, step_seconds = step, 0.0
-    model.train()
     try:
-        while max_steps is None or step < max_steps:
-            now = time.monotonic()
-            if deadline is not None:
-                reserve = _reserve(timing, step_times, len(val_ids), B * T)
-                if _agree_stop(env, now + reserve >= deadline):
+        model.train()
+        try:
+            while max_steps is None or step < max_steps:
+                now = time.monotonic()
+                progress = step / max_steps if max_steps else 0.0
+                out_of_time = False
+                if deadline is not None:
+                    reserve = _reserve(timing, step_times, len(val_ids), B * T)
+                    out_of_time = now + reserve >= deadline
+                    left = deadline - t_loop - reserve
+                    progress = max(progress, (elapsed_before + now - t_loop) / max(elapsed_before + left, 1e-6))
+                if env.world > 1:
+                    out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
+                    if interrupted_anywhere:
+                        raise KeyboardInterrupt
+                if out_of_time:
                     break
-            x, y, reset = batches.get(step)
-            if reset:
-                state = model.zero_state(B, env.device)
-            progress = step / max_steps if max_steps else 0.0
-            if deadline is not None:
-                left = deadline - t_loop - _reserve(timing, step_times, len(val_ids), B * T)
-                progress = max(progress, (elapsed_before + now - t_loop) / max(elapsed_before + left, 1e-6))
-            lr = lr_at(step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
-            with env.autocast():
-                _, loss, state = net(x, state, y)
-            state = detach(state)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            loss_sum += loss.detach()
-            loss_n += 1
-            t_now = time.monotonic()
-            step_times.append(t_now - now)
-            step_seconds += t_now - now
-            tokens_done += B * T * env.world
-            train_time = t_now - t_loop
-            if eval_every is None and deadline is not None and step - first_step == 20:
-                eval_every = _auto_eval_every(step_times, deadline - t_now, max_steps, step)
-            if step % 10 == 0 or step == max_steps:
-                train_loss = float(loss_sum) / loss_n
-                loss_sum.zero_()
-                loss_n = 0
-                if not math.isfinite(train_loss):
-                    raise CharrnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr")
-                rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
-            if eval_every is None and max_steps is not None and deadline is None:
-                eval_every = max(1, max_steps // 5)
-            if eval_every and step % eval_every == 0 and step != max_steps:
-                do_eval_and_save(final=False)
-            if sigint.raised or (stop is not None and stop(step)):
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
+                x, y, reset = batches.get(step)
+                if reset:
+                    state = model.zero_state(B, env.device)
+                lr = lr_at(step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
+                with env.autocast():
+                    _, loss, state = net(x, state, y)
+                state = detach(state)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.train.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                loss_sum += loss.detach()
+                loss_n += 1
+                t_now = time.monotonic()
+                step_times.append(t_now - now)
+                step_seconds += t_now - now
+                tokens_done += B * T * env.world
+                train_time = t_now - t_loop
+                if eval_every is None and deadline is not None and step - first_step == 20:
+                    eval_every = _auto_eval_every(step_times, deadline - t_now, max_steps, step)
+                if step % 10 == 0 or step == max_steps:
+                    train_loss = float(loss_sum) / loss_n
+                    loss_sum.zero_()
+                    loss_n = 0
+                    if not math.isfinite(train_loss):
+                        raise CharrnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr")
+                    rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
+                if eval_every is None and max_steps is not None and deadline is None:
+                    eval_every = max(1, max_steps // 5)
+                if eval_every and step % eval_every == 0 and step != max_steps:
+                    do_eval_and_save(final=False)
+                if (sigint.raised and env.world == 1) or (stop is not None and stop(step)):
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sigint.restore()
+        if loss_n:
+            train_loss = float(loss_sum) / loss_n
+        if interrupted:
+            if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
+                checkpoint.save(payload(True), out / "last.pt")
+        elif not history or history[-1]["step"] != step:
+            do_eval_and_save(final=True)
+        rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
     finally:
-        sigint.restore()
-    if loss_n:
-        train_loss = float(loss_sum) / loss_n
-    if interrupted:
-        if env.main:
-            checkpoint.save(payload(True), out / "last.pt")
-    elif not history or history[-1]["step"] != step:
-        do_eval_and_save(final=True)
-    rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
-    rep.finish()
+        rep.finish()
     summary = {
         "best_val_loss": best if math.isfinite(best) else None,
-        "final_val_loss": history[-1]["val_loss"] if history else None,
+        "final_val_loss": history[-1].get("val_loss") if history else None,
         "train_loss": train_loss if math.isfinite(train_loss) else None,
         "steps": step,
         "tokens": step * B * T * env.world,
@@ -364,7 +380,7 @@ class _SigintFlag:
     a second one interrupts at once."""
 
     def __init__(self) -> None:
-        self.raised = False
+        self.raised = self.hard = False
         self._old = None
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
@@ -373,6 +389,7 @@ class _SigintFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.raised:
+            self.hard = True
             raise KeyboardInterrupt
         self.raised = True
 
@@ -381,18 +398,23 @@ class _SigintFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _agree_stop(env: Env, stop: bool) -> bool:
-    """Every rank stops at the same step, as rank 0's clock says."""
-    if env.world == 1:
-        return stop
-    flag = torch.tensor([1.0 if stop else 0.0], device=env.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+def _agree(env: Env, out_of_time: bool, interrupted: bool, progress: float) -> tuple[bool, bool, float]:
+    """Every rank takes the same step: rank 0's clock decides when time is up and where the
+    schedule stands; a Ctrl-C seen by any rank stops them all."""
+    mine = [float(out_of_time), float(interrupted), progress] if env.main else [0.0, float(interrupted), 0.0]
+    t = torch.tensor(mine, dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return bool(t[0] > 0), bool(t[1] > 0), float(t[2])
 
 
 def _resume_config(saved: RunConfig, given: RunConfig) -> RunConfig:
-    """A resumed run keeps its model and data settings; only its limits can change."""
-    for name in ("max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"):
+    """A resumed run keeps its model and data settings. New limits replace all the saved ones
+    (a saved --time-budget must not cap a new --max-steps); device and precision may change."""
+    limits = ("max_steps", "epochs", "time_budget")
+    if any(getattr(given.train, n) is not None for n in limits):
+        for n in limits:
+            setattr(saved.train, n, getattr(given.train, n))
+    for name in ("eval_every", "device", "precision", "out"):
         value = getattr(given.train, name)
         if value is not None and value != "auto":
             setattr(saved.train, name, value)
