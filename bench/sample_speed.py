@@ -22,7 +22,7 @@ import time
 import torch
 
 from charrnn.model import RNNLM, ModelShape
-from charrnn.sample import SampleConfig, choose, generate
+from charrnn.sample import SampleConfig, generate
 from charrnn.step import Stepper
 
 V = 65

@@ -45,6 +45,7 @@ except ImportError:  # older Typer uses click itself
 from charrnn import __version__  # noqa: E402
 from charrnn.errors import CharrnnError, UsageError  # noqa: E402
 
+
 class _Group(TyperGroup):
     """Parse errors as one line on stderr, like every other user mistake (Typer draws a box)."""
 

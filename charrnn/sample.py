@@ -12,6 +12,8 @@ from typing import Iterator
 
 import torch
 
+from charrnn.config import check_choice
+from charrnn.device import pick_precision
 from charrnn.errors import UsageError
 from charrnn.model import RNNLM
 from charrnn.step import Stepper
@@ -44,14 +46,13 @@ class SampleConfig:
             raise UsageError(f"--top-p must be in (0, 1], not {self.top_p}")
         if self.num_samples < 1:
             raise UsageError(f"--num-samples must be >= 1, not {self.num_samples}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise UsageError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
+        check_choice("--precision", self.precision, ("auto", "fp32", "bf16"))
 
     def step_dtype(self, model: RNNLM) -> torch.dtype:
         if self.precision == "auto":
-            device = model.emb.weight.device
-            bf16 = device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-            return torch.bfloat16 if bf16 and self.num_samples >= 8 else torch.float32
+            # Where training would autocast (bf16 CPUs, CUDA), half-width weights are supported.
+            half = pick_precision("auto", model.emb.weight.device) != "fp32"
+            return torch.bfloat16 if half and self.num_samples >= 8 else torch.float32
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     @property

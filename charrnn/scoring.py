@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from charrnn.checkpoint import load_model
 from charrnn.data import read_corpus
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate
+from charrnn.evaluate import Score, evaluate
 from charrnn.device import Env, pick_device, pick_precision
 
 
@@ -58,9 +58,8 @@ def score_lines(
             nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
             for j, i in enumerate(idx):
                 n = len(seqs[j]) - 1
-                loss = float(nll[j]) / n
-                n_chars = int(chars[seqs[j][1:]].sum()) or 1
-                results[i].update(loss=round(loss, 6), bits_per_char=round(loss * n / n_chars / math.log(2), 6), tokens=n)
+                sc = Score(float(nll[j]) / n, n, int(chars[seqs[j][1:]].sum()))
+                results[i].update(loss=round(sc.loss, 6), bits_per_char=round(sc.bits_per_char, 6), tokens=n)
     yield from results
 
 

@@ -236,6 +236,8 @@ def train(
     if resumed:
         window_sum, loss_n, train_loss = resumed["loss_window"]
         loss_sum += window_sum
+    if eval_every is None and deadline is None:
+        eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     rep.start(max_steps, None if deadline is None else deadline - t_start, step)
     interrupted = False
     sigint = _SigintFlag()
@@ -294,8 +296,6 @@ def train(
                     if not math.isfinite(train_loss):
                         raise CharrnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr")
                     rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
-                if eval_every is None and max_steps is not None and deadline is None:
-                    eval_every = max(1, max_steps // 5)
                 if eval_every and step % eval_every == 0 and step != max_steps:
                     do_eval_and_save(final=False)
                 if (sigint.raised and env.world == 1) or (stop is not None and stop(step)):
