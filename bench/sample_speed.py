@@ -1,11 +1,13 @@
-"""Sampling speed: charrnn's Stepper against the plain `nn.LSTM` step loop, in the same run.
+"""Sampling speed: charrnn's generation loop against the plain `nn.LSTM` step loop, in the same run.
 
-Prints characters/s for one stream (2x512 and 1x256), for 32 streams in one batch, the
-fraction of the memory-bandwidth limit (weight bytes read per character / bandwidth measured
-here), `charrnn --help` start-up, and the time to the first sampled character of a real
+Prints characters/s for one stream (2x512 and 1x256) with the default (native kernel, bf16
+weights where the CPU has them) and with the torch path (CHARRNN_NATIVE=0), for 32 streams in
+one batch, the fraction of the memory-bandwidth limit (weight bytes read per character /
+bandwidth measured here, both from DRAM and for a buffer the size of the weights, which stays
+in cache), `charrnn --help` start-up, and the time to the first sampled character of a real
 `charrnn sample` process. Medians of several repeats; figures vary with the machine's load.
 
-    python bench/sample_speed.py            # about a minute
+    python bench/sample_speed.py            # about two minutes
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 import torch
 
+from charrnn import native
 from charrnn.model import RNNLM, ModelShape
 from charrnn.sample import SampleConfig, generate
 from charrnn.step import Stepper
@@ -57,33 +60,39 @@ def plain_loop(model: RNNLM):
     return run
 
 
-def charrnn_loop(model: RNNLM, streams: int = 1):
-    """charrnn's generate(): Stepper + exact temperature sampling, tokens decoded and written out."""
+def charrnn_loop(model: RNNLM, streams: int = 1, use_native: bool = True):
+    """charrnn's generate(): exact temperature sampling, stream 0 decoded and written out."""
     vocab = [chr(32 + i) for i in range(V)]
     sink = io.StringIO()
 
     def run(n: int) -> None:
-        cfg = SampleConfig(length=n, temperature=0.8, num_samples=streams, seed=0)
-        for toks in generate(model, [1], cfg):
-            ids = toks.tolist()
-            sink.write(vocab[ids[0]])
+        if not use_native:
+            os.environ["CHARRNN_NATIVE"] = "0"
+        try:
+            cfg = SampleConfig(length=n, temperature=0.8, num_samples=streams, seed=0)
+            for chunk in generate(model, [1], cfg):
+                sink.write("".join([vocab[i] for i in chunk[0].tolist()]))
+        finally:
+            os.environ.pop("CHARRNN_NATIVE", None)
 
     return run
 
 
 def weight_bytes(model: RNNLM) -> int:
-    """Bytes the step reads per token: every layer's matrices and biases, the head, one table row."""
-    s = Stepper(model, 1)
+    """Bytes the default one-stream step reads per token: every layer's matrices and biases (bf16
+    matrices where sampling uses them), the head, one table row."""
+    dtype = SampleConfig().step_dtype(model)
+    s = Stepper(model, 1, dtype)
     lins = s.rec + [x for x in s.inp if x is not None] + [s.head]
     return sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None) + s.table[0].numel() * 4
 
 
-def bandwidth() -> float:
-    """Bytes/s reading a 1 GiB tensor (sum), median of 5."""
-    x = torch.ones(256 * 2**20)
+def bandwidth(nbytes: int, repeats: int) -> float:
+    """Bytes/s summing a tensor of about nbytes, median of repeats (all cores, as torch uses them)."""
+    x = torch.ones(nbytes // 4)
     x.sum()
     times = []
-    for _ in range(5):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         x.sum()
         times.append(time.perf_counter() - t0)
@@ -114,24 +123,30 @@ def startup(tmp: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    results = {}
-    bw = bandwidth()
-    results["memory_bandwidth_GBps"] = round(bw / 1e9, 1)
+    results = {"native_kernels": native.lib() is not None}
+    bw = bandwidth(2**30, 5)
+    results["dram_bandwidth_GBps"] = round(bw / 1e9, 1)
     for layers, hidden in [(2, 512), (1, 256)]:
         m = make_model(layers, hidden)
         name = f"{layers}x{hidden}"
         plain = median_rate(plain_loop(m), 300 if hidden >= 512 else 1000)
-        ours = median_rate(charrnn_loop(m), 3000 if hidden >= 512 else 10000)
+        ours = median_rate(charrnn_loop(m), 10000 if hidden >= 512 else 30000)
+        torch_path = median_rate(charrnn_loop(m, use_native=False), 2000 if hidden >= 512 else 5000)
         wb = weight_bytes(m)
+        cached_bw = bandwidth(wb, 200)
         results[name] = {
             "plain_nn_lstm_chars_per_s": round(plain),
             "charrnn_chars_per_s": round(ours),
             "speedup": round(ours / plain, 1),
+            "charrnn_torch_path_chars_per_s": round(torch_path),
             "weight_MB_per_char": round(wb / 1e6, 2),
-            "fraction_of_bandwidth_limit": round(ours / (bw / wb), 3),
+            "fraction_of_dram_bandwidth_limit": round(ours / (bw / wb), 3),
+            "weights_sized_read_GBps": round(cached_bw / 1e9, 1),
+            "fraction_of_weights_sized_read_limit": round(ours / (cached_bw / wb), 3),
         }
         if (layers, hidden) == (2, 512):
             results[name]["batch32_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32), 1000, 3))
+            results[name]["batch32_torch_path_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32, False), 500, 3))
     with tempfile.TemporaryDirectory() as tmp:
         h, first = startup(tmp)
     results["help_seconds"] = round(h, 3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from charrnn import native
 from charrnn.model import RNNLM, State
 
 
@@ -107,6 +108,14 @@ class Stepper:
             # The head reads few bytes; fp32 keeps the logits exact.
             self.head = _Linear(model.head.weight.float(), model.head.bias.float(), self.hs[-1], self.logits, torch.float32)
 
+        # On CPU the LSTM cell runs in the native kernel (one call instead of six torch ops).
+        self.native = native.lib() if self.cell == "lstm" and dev.type == "cpu" else None
+        if self.native is not None:
+            self._cells = [
+                (B, H, self.gates.data_ptr(), G * H, self.c[l].data_ptr(), H, self.hs[l].data_ptr(), self.hs[l].stride(0),
+                 self.next_in[l].data_ptr() if l + 1 < s.layers else None, 2 * H, torch.get_num_threads())
+                for l in range(s.layers)
+            ]
         a, g = self.act, self.gates
         self.i, self.f, self.o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H]
         self.ifo_pre, self.g_pre = g[:, : 3 * H], g[:, 3 * H :]
@@ -142,6 +151,9 @@ class Stepper:
             h = self.hs[l]
             if self.cell == "lstm":
                 self.rec[l](accumulate=l == 0)
+                if self.native is not None:
+                    self.native.charrnn_lstm_cell(*self._cells[l])  # writes the next layer's input too
+                    continue
                 self._lstm(self.c[l], h)
             elif self.cell == "gru":
                 if l > 0:

@@ -79,11 +79,10 @@ def write_samples(
         out.write(head)
     last_flush = time.monotonic()
     vocab = tok.vocab
-    for toks in generate(model, prompt_ids, cfg, banned_tokens(tok)):
-        ids = toks.tolist()
-        for s, i in zip(samples, ids):
+    for chunk in generate(model, prompt_ids, cfg, banned_tokens(tok)):
+        for s, ids in zip(samples, chunk.tolist()):
             if not s.done:
-                s.add(vocab[i])
+                s.add("".join([vocab[i] for i in ids]))
         if live:
             out.write(samples[0].ready())
             now = time.monotonic()

@@ -108,6 +108,18 @@ def loaded(run_dir):
     return load_model(run_dir)
 
 
+@pytest.fixture(params=["native", "torch"])
+def engine(request, monkeypatch) -> str:
+    """Run a test once with the native kernels and once with the torch path they stand in for."""
+    from charrnn import native
+
+    if request.param == "torch":
+        monkeypatch.setenv("CHARRNN_NATIVE", "0")
+    elif native.lib() is None:
+        pytest.skip("no C compiler here: the native kernels cannot be built")
+    return request.param
+
+
 @pytest.fixture
 def cli():
     """Invoke the real Typer app in-process; stdout and stderr come back separately."""

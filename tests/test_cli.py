@@ -164,7 +164,7 @@ def test_greedy_flag_equals_temp_zero_and_the_api(cli, run_dir, loaded):
     temp0 = cli("sample", "-c", run_dir, "--prompt", "The ", "--length", "60", "--temp", "0", "--no-echo", "--seed", "9")
     assert greedy.exit_code == 0, greedy.stderr
     assert greedy.stdout == temp0.stdout
-    ids = [int(t[0]) for t in generate(model, tok.encode("The "), SampleConfig(length=60, temperature=0.0))]
+    ids = torch.cat(list(generate(model, tok.encode("The "), SampleConfig(length=60, temperature=0.0))), dim=1)[0].tolist()
     text = tok.decode(ids)
     assert greedy.stdout == text + ("" if text.endswith("\n") else "\n")
 

@@ -1,5 +1,6 @@
 """Chi-square goodness of fit: temperature, top-k and top-p draw from exactly the distribution
-they define, softmax(logits / T) restricted to the kept set and renormalised.
+they define, softmax(logits / T) restricted to the kept set and renormalised, with the native
+kernel and with the torch path alike (the ``engine`` fixture).
 
 No scipy: the statistic is computed here and compared with the chi-square critical value at
 p = 0.0001 (Wilson-Hilferty approximation, which errs on the generous side for small df). Every
@@ -60,8 +61,8 @@ def expected_probs(logits: torch.Tensor, temperature: float, top_k: int | None =
 
 
 def draw(temperature: float, top_k: int | None = None, top_p: float | None = None, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    ids = choose(LOGITS.expand(N, V), temperature, top_k, top_p, generator=g)
+    """N draws, one per stream: stream i's uniform number is independent of stream j's."""
+    ids = choose(LOGITS.expand(N, V), temperature, top_k, top_p, seed=seed)
     assert ids.shape == (N,)
     return torch.bincount(ids, minlength=V).double()
 
@@ -92,14 +93,14 @@ def assert_rejects(counts: torch.Tensor, wrong: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.7])
-def test_temperature_draws_from_softmax_over_t(temperature):
+def test_temperature_draws_from_softmax_over_t(temperature, engine):
     counts = draw(temperature)
     assert_fits(counts, expected_probs(LOGITS, temperature))
     assert_rejects(counts, expected_probs(LOGITS, temperature * 1.3))
 
 
 @pytest.mark.parametrize("k", [2, 4, 7])
-def test_top_k_draws_from_the_renormalised_top_k(k):
+def test_top_k_draws_from_the_renormalised_top_k(k, engine):
     counts = draw(0.8, top_k=k)
     probs = expected_probs(LOGITS, 0.8, top_k=k)
     assert int((probs > 0).sum()) == k
@@ -109,7 +110,7 @@ def test_top_k_draws_from_the_renormalised_top_k(k):
 
 
 @pytest.mark.parametrize("p", [0.5, 0.8, 0.95])
-def test_top_p_draws_from_the_renormalised_nucleus(p):
+def test_top_p_draws_from_the_renormalised_nucleus(p, engine):
     temperature = 1.2
     probs = expected_probs(LOGITS, temperature, top_p=p)
     # Test design: the nucleus boundary is not within float error of p.
@@ -121,7 +122,7 @@ def test_top_p_draws_from_the_renormalised_nucleus(p):
     assert_rejects(counts, full)
 
 
-def test_top_k_and_top_p_together():
+def test_top_k_and_top_p_together(engine):
     """top-k first, then the nucleus of the renormalised top-k distribution."""
     temperature, k, p = 1.0, 5, 0.7
     probs = expected_probs(LOGITS, temperature, top_k=k, top_p=p)
@@ -130,11 +131,21 @@ def test_top_k_and_top_p_together():
     assert_rejects(counts, expected_probs(LOGITS, temperature, top_k=k))
 
 
-def test_rows_are_drawn_from_their_own_logits():
+def test_rows_are_drawn_from_their_own_logits(engine):
     """A batch of different rows: each row follows its own distribution."""
-    g = torch.Generator().manual_seed(3)
     other = LOGITS.flip(0)
     logits = torch.cat([LOGITS.expand(N, V), other.expand(N, V)])
-    ids = choose(logits, 1.0, top_k=6, generator=g)
+    ids = choose(logits, 1.0, top_k=6, seed=3)
     for half, row in ((ids[:N], LOGITS), (ids[N:], other)):
         assert_fits(torch.bincount(half, minlength=V).double(), expected_probs(row, 1.0, top_k=6))
+
+
+def test_successive_steps_draw_independently(engine):
+    """One stream over many steps (as generation draws) follows the distribution too."""
+    from charrnn.sample import Chooser, SampleConfig
+
+    chooser = Chooser(SampleConfig(temperature=1.0, seed=11))
+    ids = torch.cat([chooser(LOGITS[None]) for _ in range(4000)])
+    counts = torch.bincount(ids, minlength=V).double()
+    assert_fits(counts, expected_probs(LOGITS, 1.0))
+    assert_rejects(counts, expected_probs(LOGITS, 1.3))

@@ -1,4 +1,5 @@
-"""The fast inference step computes exactly what the model's own nn.LSTM/GRU/RNN forward does."""
+"""The fast inference step computes exactly what the model's own nn.LSTM/GRU/RNN forward does,
+with the native LSTM cell and without it (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ CASES = [(cell, layers, batch) for cell in ("lstm", "gru", "rnn") for layers in 
 
 
 @pytest.mark.parametrize("cell, layers, batch", CASES)
-def test_step_logits_equal_forward_logits(cell, layers, batch):
+def test_step_logits_equal_forward_logits(cell, layers, batch, engine):
     model = make_model(cell, layers)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(V, (batch, T), generator=g)
@@ -44,7 +45,7 @@ def test_step_logits_equal_forward_logits(cell, layers, batch):
 
 
 @pytest.mark.parametrize("cell, layers, batch", CASES)
-def test_prefill_then_step_equals_forward(cell, layers, batch):
+def test_prefill_then_step_equals_forward(cell, layers, batch, engine):
     model = make_model(cell, layers, seed=2)
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(V, (batch, T), generator=g)
@@ -84,7 +85,7 @@ def test_batch_rows_are_independent():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_bf16_weights_stay_close_to_fp32(cell, batch):
+def test_bf16_weights_stay_close_to_fp32(cell, batch, engine):
     """dtype=bfloat16 stores the matrices in bf16 (state and logits stay fp32): close, not exact."""
     model = make_model(cell, 2, seed=8)
     ids = torch.randint(V, (batch, T), generator=torch.Generator().manual_seed(9))

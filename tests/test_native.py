@@ -1,0 +1,116 @@
+"""The native one-stream LSTM and the build that provides it: exact in fp32, close in bf16, the
+same tokens as the torch path for the same seed, and a quiet fallback where nothing can be built."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from charrnn import native
+from charrnn.sample import SampleConfig, generate, uniform
+
+from conftest import CHARRNN, run_charrnn, subprocess_env
+from test_step import ATOL, V, make_model
+
+pytestmark = pytest.mark.skipif(native.lib() is None, reason="no C compiler here: the native kernels cannot be built")
+
+
+def test_uniform_numbers_agree_between_c_and_python():
+    lib = native.lib()
+    for seed, index, step in [(0, 0, 0), (1, 2, 3), (2**63 + 5, 31, 10**12), (2**64 - 1, 2**40, 7)]:
+        u = uniform(seed, index, step)
+        assert lib.charrnn_uniform(seed, index, step) == u
+        assert 0 <= u < 1
+
+
+# Shapes that are not multiples of the kernel's blocks (16 rows, 8 columns) exercise the padding.
+SHAPES = [(1, 32), (2, 37), (3, 20), (2, 4)]
+
+
+@pytest.mark.parametrize("layers, hidden", SHAPES)
+def test_native_step_equals_nn_lstm_forward(layers, hidden):
+    from charrnn.native_step import NativeLSTM
+
+    model = make_model("lstm", layers, hidden=hidden, seed=layers)
+    ids = torch.randint(V, (1, 30), generator=torch.Generator().manual_seed(hidden))
+    with torch.no_grad():
+        ref, _, (h, c) = model(ids)
+    net = NativeLSTM(model)
+    last = net.prefill(ids[:, :7])
+    torch.testing.assert_close(last[0], ref[0, 6], atol=ATOL, rtol=0)
+    for t in range(7, 30):
+        torch.testing.assert_close(net.step(ids[:, t])[0], ref[0, t], atol=ATOL, rtol=0, msg=lambda m: f"t={t}: {m}")
+    for l in range(layers):
+        torch.testing.assert_close(net.h(l), h[l], atol=ATOL, rtol=0)
+        torch.testing.assert_close(net.c[l], c[l], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layers, hidden", SHAPES)
+def test_native_bf16_step_stays_close(layers, hidden):
+    from charrnn.native_step import NativeLSTM
+
+    model = make_model("lstm", layers, hidden=hidden, seed=layers)
+    ids = torch.randint(V, (1, 30), generator=torch.Generator().manual_seed(hidden))
+    with torch.no_grad():
+        ref, _, _ = model(ids)
+    net = NativeLSTM(model, torch.bfloat16)
+    net.prefill(ids[:, :1])
+    for t in range(1, 30):
+        torch.testing.assert_close(net.step(ids[:, t])[0], ref[0, t], atol=0.05, rtol=0)
+
+
+@pytest.mark.skipif(not getattr(native.lib(), "amx", False), reason="no AMX tiles on this CPU: batches use the torch products")
+@pytest.mark.parametrize("layers, hidden, streams", [(1, 32, 3), (2, 37, 17), (3, 20, 32)])
+def test_native_batch_stays_close_and_rows_are_independent(layers, hidden, streams):
+    from charrnn.native_step import NativeLSTM
+
+    model = make_model("lstm", layers, hidden=hidden, seed=layers)
+    ids = torch.randint(V, (streams, 30), generator=torch.Generator().manual_seed(hidden))
+    with torch.no_grad():
+        ref, _, _ = model(ids)
+    batch, one = NativeLSTM(model, torch.bfloat16, streams), NativeLSTM(model, torch.bfloat16)
+    batch.prefill(ids[:, :5])
+    one.prefill(ids[:1, :5])
+    for t in range(5, 30):
+        got = batch.step(ids[:, t])
+        torch.testing.assert_close(got, ref[:, t], atol=0.05, rtol=0)
+        torch.testing.assert_close(one.step(ids[:1, t])[0], got[0], atol=1e-4, rtol=0)
+
+
+def _tokens(model, prompt, **kw) -> torch.Tensor:
+    cfg = SampleConfig(**{"length": 200, "temperature": 1.0, "seed": 42, "precision": "fp32", **kw})
+    return torch.cat(list(generate(model, prompt, cfg)), dim=1)
+
+
+def test_native_and_torch_paths_draw_the_same_tokens(loaded, monkeypatch):
+    model, tok, _ = loaded
+    prompt = tok.encode("The ")
+    for kw in [{}, {"top_k": 5}, {"top_p": 0.8, "temperature": 0.7}]:
+        fast = _tokens(model, prompt, **kw)
+        monkeypatch.setenv("CHARRNN_NATIVE", "0")
+        slow = _tokens(model, prompt, **kw)
+        monkeypatch.delenv("CHARRNN_NATIVE")
+        assert fast.tolist() == slow.tolist(), kw
+
+
+def test_a_sample_does_not_depend_on_how_many_are_drawn(loaded):
+    """Stream i's random numbers depend on (seed, i, step) only: sample 0 of three is the lone sample."""
+    model, tok, _ = loaded
+    prompt = tok.encode("A")
+    one = _tokens(model, prompt)
+    three = _tokens(model, prompt, num_samples=3)
+    assert three[0].tolist() == one[0].tolist()
+    assert three[1].tolist() != three[0].tolist()
+
+
+def test_without_a_compiler_sampling_falls_back_to_the_same_text(run_dir, tmp_path):
+    args = ["sample", "-c", run_dir, "--length", "300", "--seed", "9", "--precision", "fp32"]
+    fast = run_charrnn(*args)
+    env = {**subprocess_env(), "CC": str(tmp_path / "no-such-compiler"), "CHARRNN_CACHE": str(tmp_path / "cache")}
+    slow = subprocess.run(CHARRNN + [str(a) for a in args], capture_output=True, env=env, timeout=60)
+    assert fast.returncode == slow.returncode == 0, slow.stderr
+    assert slow.stderr == b""
+    assert not any((tmp_path / "cache").glob("*.so"))
+    assert slow.stdout == fast.stdout
