@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from charrnn.errors import CharrnnError
 
 FORMAT = 1
@@ -28,6 +26,8 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
+            import torch
+
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())  # the rename must not land before the data
@@ -69,6 +69,8 @@ def resolve(path: str | Path | None) -> Path:
 
 
 def load(path: str | Path | None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     p = resolve(path)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)

@@ -266,7 +266,7 @@ def sample(
     unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
-    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 for 8+ samples)."),
+    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 where faster: LSTMs on CPUs with bf16, 8+ samples)."),
 ) -> None:
     """Write new text in the style of the training corpus to stdout.
 

@@ -110,6 +110,15 @@ def _compile(cc: str, out: Path) -> bool:
     return False
 
 
+def code_signature() -> str:
+    """What packed weights depend on besides the checkpoint: the packing code, kernels and CPU."""
+    key = hashlib.sha256()
+    for name in ("kernels.c", "kernel.py", "native_step.py"):
+        key.update(SOURCE.with_name(name).read_bytes())
+    key.update(_cpu_signature().encode())
+    return key.hexdigest()
+
+
 def _build() -> Path | None:
     if sys.platform == "win32":
         return None
@@ -139,8 +148,7 @@ def lib() -> ctypes.CDLL | None:
     if not _tried:
         _tried = True
         try:
-            import torch  # noqa: F401  load torch's OpenMP runtime first, so the kernels share it
-
+            # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
             path = _build()
             _loaded = _declare(ctypes.CDLL(str(path))) if path else None
         except OSError:

@@ -7,60 +7,29 @@ with the recurrent state kept (``Stepper``), so a token costs the same at any le
 from __future__ import annotations
 
 import ctypes
-import math
-import time
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
 from charrnn import native
-from charrnn.config import check_choice
+from charrnn.config import SampleConfig
 from charrnn.device import pick_precision
-from charrnn.errors import UsageError
+from charrnn.kernel import chunks, make_sampler
 from charrnn.model import RNNLM
 from charrnn.native_step import NativeLSTM
 from charrnn.step import Stepper
-from charrnn.tokenizer import UNK, Tokenizer
+from charrnn.tokenizer import banned_tokens, encode_prompt  # noqa: F401  (the API of sampling)
 
 
-@dataclass
-class SampleConfig:
-    length: int = 500
-    """Tokens to generate per sample."""
-    temperature: float = 1.0
-    """0 means greedy."""
-    top_k: int | None = None
-    top_p: float | None = None
-    num_samples: int = 1
-    seed: int | None = None
-    precision: str = "auto"
-    """Weights of the step: fp32, or bf16 (half the bytes read per token; next-token distributions
-    agree to a KL of about 1e-5 nats). auto: bf16 where the device has it, else fp32."""
-
-    def __post_init__(self) -> None:
-        if self.length < 0:
-            raise UsageError(f"--length must be >= 0, not {self.length}")
-        if not 0 <= self.temperature < math.inf:
-            raise UsageError(f"--temp must be a number >= 0, not {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UsageError(f"--top-k must be >= 1, not {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise UsageError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.num_samples < 1:
-            raise UsageError(f"--num-samples must be >= 1, not {self.num_samples}")
-        check_choice("--precision", self.precision, ("auto", "fp32", "bf16"))
-
-    def step_dtype(self, model: RNNLM) -> torch.dtype:
-        if self.precision == "auto":
-            # Where training would autocast (bf16 CPUs, CUDA), half-width weights are supported.
-            half = pick_precision("auto", model.emb.weight.device) != "fp32"
-            return torch.bfloat16 if half else torch.float32
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
+def step_dtype(cfg: SampleConfig, model: RNNLM) -> torch.dtype:
+    """auto: bf16 where it is faster and the device has it (training would autocast there): in the
+    native kernel, or for 8+ streams of torch products; fp32 otherwise, as exactness costs nothing."""
+    if cfg.precision == "auto":
+        if pick_precision("auto", model.emb.weight.device) == "fp32":
+            return torch.float32
+        fast = cfg.num_samples >= 8 or NativeLSTM.supports(model, cfg.num_samples, torch.bfloat16)
+        return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -107,13 +76,12 @@ class Chooser:
     never for p[i] = 0). The native kernel does this on CPU; torch ops elsewhere, with the same
     uniform numbers. ``banned`` tokens are never chosen."""
 
-    def __init__(self, cfg: "SampleConfig", banned: list[int] | None = None, step: int = 0):
+    def __init__(self, cfg: SampleConfig, banned: list[int] | None = None, step: int = 0):
         self.cfg, self.banned = cfg, list(banned or [])
-        self.seed = (cfg.seed if cfg.seed is not None else 0) & M64
         self.lib = native.lib()
+        self.c, self._keep = make_sampler(cfg, self.banned)
+        self.c.step = step
         self._ban = torch.tensor(self.banned, dtype=torch.long)
-        self.c = native.Sampler(cfg.temperature, cfg.top_p if cfg.top_p is not None else 1.0, cfg.top_k or 0,
-                                len(self.banned), self._ban.data_ptr(), self.seed, step, 0)
         self._work = torch.empty(0)
 
     @property
@@ -133,7 +101,7 @@ class Chooser:
         else:
             if self.banned:
                 logits = logits.index_fill(1, self._ban.to(logits.device), float("-inf"))
-            u = [uniform(self.seed, b, self.c.step) for b in range(B)]
+            u = [uniform(self.c.seed, b, self.c.step) for b in range(B)]
             out = _choose_torch(logits, self.cfg.temperature, self.cfg.top_k, self.cfg.top_p, u)
         self.c.step += 1
         return out
@@ -163,15 +131,6 @@ def choose(
     return Chooser(cfg, step=step)(logits)
 
 
-def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:
-    ids = tok.encode(prompt, unknown=unknown)
-    if not ids:
-        # No prompt: start as a document would, after a newline where the model knows one.
-        start = "\n" if "\n" in tok.stoi else None
-        ids = [tok.stoi[start] if start else 0]
-    return ids
-
-
 def generate(
     model: RNNLM,
     prompt_ids: list[int],
@@ -185,28 +144,17 @@ def generate(
     (``NativeLSTM.supports``), which draws a chunk of tokens per call; chunks grow to about 20 ms
     of work, so text still streams."""
     B, dev = cfg.num_samples, model.emb.weight.device
-    chooser = Chooser(cfg, banned)
-    ids = torch.tensor(prompt_ids, dtype=torch.long).expand(B, -1)
-    dtype = cfg.step_dtype(model)
+    dtype = step_dtype(cfg, model)
     if NativeLSTM.supports(model, B, dtype):
         net = NativeLSTM(model, dtype, B)
-        net.prefill(ids)
-        done, n = 0, 1
-        while done < cfg.length:
-            n = min(n, cfg.length - done)
-            t0 = time.perf_counter()
-            yield net.generate(chooser, n)
-            done += n
-            n = max(1, min(4 * n, 1024, int(0.02 * n / max(time.perf_counter() - t0, 1e-9))))
+        for chunk in chunks(net.kernel, prompt_ids, cfg, list(banned or [])):
+            yield torch.tensor(chunk, dtype=torch.long)
         return
+    chooser = Chooser(cfg, banned)
     stepper = Stepper(model, B, dtype)
-    logits = stepper.prefill(ids)
+    logits = stepper.prefill(torch.tensor(prompt_ids, dtype=torch.long).expand(B, -1))
     for i in range(cfg.length):
         nxt = chooser(logits)
         yield nxt[:, None]
         if i + 1 < cfg.length:
             logits = stepper.step(nxt.to(dev))
-
-
-def banned_tokens(tok: Tokenizer) -> list[int]:
-    return [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []

@@ -1,15 +1,20 @@
-"""Samples to a text stream: prompt echo, streaming, stop strings, separators, JSON lines."""
+"""Samples to a text stream: prompt echo, streaming, stop strings, separators, JSON lines.
+
+torch is imported only where the weights must come from a checkpoint: a checkpoint sampled
+before on this CPU is read from its cached pack (kernel.py), which starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
-from typing import TextIO
+from pathlib import Path
+from typing import Callable, Iterable, TextIO
 
-from charrnn.checkpoint import load_model
-from charrnn.sample import SampleConfig, banned_tokens, encode_prompt, generate
-from charrnn.device import pick_device
+from charrnn.checkpoint import resolve
+from charrnn.config import SampleConfig
+from charrnn.tokenizer import Tokenizer, banned_tokens, encode_prompt
 
 
 class _Sample:
@@ -70,7 +75,9 @@ def write_samples(
     """Generate and write; sample 0 streams as it is produced. Returns the generated texts."""
     seed = seed if seed is not None else secrets.randbelow(2**31)
     cfg = SampleConfig(length, temperature, top_k, top_p, num_samples, seed, precision)
-    model, tok, _ = load_model(checkpoint, pick_device(device))
+    path = resolve(checkpoint)
+    found = _from_pack(path, cfg) if device == "cpu" else None
+    tok, token_chunks = found or _from_checkpoint(path, cfg, device)
     prompt_ids = encode_prompt(tok, prompt, unknown)
     head = prompt if echo else ""
     samples = [_Sample(stop) for _ in range(num_samples)]
@@ -79,8 +86,8 @@ def write_samples(
         out.write(head)
     last_flush = time.monotonic()
     vocab = tok.vocab
-    for chunk in generate(model, prompt_ids, cfg, banned_tokens(tok)):
-        for s, ids in zip(samples, chunk.tolist()):
+    for chunk in token_chunks(prompt_ids, banned_tokens(tok)):
+        for s, ids in zip(samples, chunk):
             if not s.done:
                 s.add("".join([vocab[i] for i in ids]))
         if live:
@@ -103,6 +110,44 @@ def write_samples(
             out.write(separator + head + t + _end(head + t))
     out.flush()
     return texts
+
+
+Chunks = Callable[[list[int], list[int]], Iterable[list[list[int]]]]
+
+
+def _from_pack(path: Path, cfg: SampleConfig) -> tuple[Tokenizer, Chunks] | None:
+    """Without torch: the native kernel over the weights packed by an earlier run, if cached."""
+    from charrnn import kernel, native
+
+    found = kernel.load_pack(kernel.pack_path(path, cfg.precision))
+    if found is None:
+        return None
+    header, blob, offset = found
+    lib = native.lib()
+    if lib is None or not kernel.Kernel.supports(lib, header, cfg.num_samples):
+        return None
+    k = kernel.Kernel(lib, header, blob, offset, cfg.num_samples)
+    return Tokenizer.from_dict(header["tokenizer"]), lambda ids, banned: kernel.chunks(k, ids, cfg, banned)
+
+
+def _from_checkpoint(path: Path, cfg: SampleConfig, device: str) -> tuple[Tokenizer, Chunks]:
+    """With torch: the model from its checkpoint; where the native kernel runs it, its packed
+    weights are cached for the next run."""
+    from charrnn import kernel
+    from charrnn.checkpoint import load_model
+    from charrnn.device import pick_device
+    from charrnn.native_step import NativeLSTM, pack_model
+    from charrnn.sample import generate, step_dtype
+
+    model, tok, _ = load_model(path, pick_device(device))
+    dtype = step_dtype(cfg, model)
+    if NativeLSTM.supports(model, cfg.num_samples, dtype):
+        header, blob, offset = pack_model(model, dtype)
+        header["tokenizer"] = tok.to_dict()
+        kernel.save_pack(kernel.pack_path(path, cfg.precision), header, blob, offset)
+        k = NativeLSTM(model, dtype, cfg.num_samples, (header, blob, offset)).kernel
+        return tok, lambda ids, banned: kernel.chunks(k, ids, cfg, banned)
+    return tok, lambda ids, banned: (c.tolist() for c in generate(model, ids, cfg, banned))
 
 
 def _end(text: str) -> str:

@@ -94,3 +94,16 @@ class Tokenizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
         return cls(d["level"], d["vocab"])
+
+
+def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:
+    ids = tok.encode(prompt, unknown=unknown)
+    if not ids:
+        # No prompt: start as a document would, after a newline where the model knows one.
+        start = "\n" if "\n" in tok.stoi else None
+        ids = [tok.stoi[start] if start else 0]
+    return ids
+
+
+def banned_tokens(tok: Tokenizer) -> list[int]:
+    return [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []

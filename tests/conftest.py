@@ -6,10 +6,13 @@ Everything is sized to run in seconds on two CPU cores: hidden 32, tens of steps
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,10 @@ import torch
 # The machine is shared: one thread keeps the suite polite and the numbers deterministic.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The compiled kernels and packed weights of this session go to a cache of its own, not the user's.
+_CACHE = tempfile.mkdtemp(prefix="charrnn-test-cache-")
+os.environ["CHARRNN_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 WORDS = (
     "the quick brown fox jumps over lazy dog and then runs away from a cat "

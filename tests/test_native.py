@@ -4,6 +4,7 @@ same tokens as the torch path for the same seed, and a quiet fallback where noth
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -44,7 +45,7 @@ def test_native_step_equals_nn_lstm_forward(layers, hidden):
         torch.testing.assert_close(net.step(ids[:, t])[0], ref[0, t], atol=ATOL, rtol=0, msg=lambda m: f"t={t}: {m}")
     for l in range(layers):
         torch.testing.assert_close(net.h(l), h[l], atol=ATOL, rtol=0)
-        torch.testing.assert_close(net.c[l], c[l], atol=ATOL, rtol=0)
+        torch.testing.assert_close(net.c(l), c[l], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("layers, hidden", SHAPES)
@@ -114,3 +115,36 @@ def test_without_a_compiler_sampling_falls_back_to_the_same_text(run_dir, tmp_pa
     assert slow.stderr == b""
     assert not any((tmp_path / "cache").glob("*.so"))
     assert slow.stdout == fast.stdout
+
+
+TORCH_CHECK = (
+    "import sys, runpy\n"
+    "sys.argv = ['charrnn'] + sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module('charrnn', run_name='__main__')\n"
+    "finally:\n"
+    "    sys.stderr.write('torch imported: %s\\n' % ('torch' in sys.modules))\n"
+)
+
+
+def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
+    """The first run packs the weights with torch and caches them; the next run of the same
+    checkpoint starts from the pack, never imports torch, and writes the same text."""
+    env = {**subprocess_env(), "CHARRNN_CACHE": str(tmp_path / "cache")}
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes((run_dir / "best.pt").read_bytes())
+    outs = []
+    for args in (["-N", "1"], ["-N", "1"], ["-N", "3", "--json"], ["-N", "3", "--json"]):
+        r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5", *args],
+                           capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        outs.append((r.stdout, r.stderr.decode().strip()))
+    batches_native = native.lib().amx  # several streams run from a pack only where AMX runs them
+    assert [o[1] for o in outs] == [f"torch imported: {x}" for x in (True, False, not batches_native, not batches_native)]
+    assert outs[0][0] == outs[1][0] and outs[2][0] == outs[3][0]
+    assert len(list((tmp_path / "cache" / "packs").glob("*.pack"))) == 1
+    # A changed checkpoint file is a different pack: never stale weights.
+    ckpt.write_bytes((run_dir / "last.pt").read_bytes())
+    r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5"],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stderr.decode().strip() == "torch imported: True"
