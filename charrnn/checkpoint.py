@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from charrnn.errors import CharrnnError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 1
 DEFAULT_ROOT = Path("checkpoints")

@@ -26,7 +26,7 @@ PACK_MAGIC = b"charrnn-pack 1\n"
 PACKS_KEPT = 8
 
 
-def _up(n: int, m: int) -> int:
+def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
@@ -62,8 +62,8 @@ class Kernel:
         self.L, self.H, self.V, self.K = L, H, V, K
         base = ctypes.addressof(ctypes.c_char.from_buffer(blob)) + offset
         at = {name: base + off for name, (off, _) in header["arrays"].items()}
-        Bp = 1 if streams == 1 else _up(streams, 16)
-        self.head_rows = _up(V, 16)
+        Bp = 1 if streams == 1 else round_up(streams, 16)
+        self.head_rows = round_up(V, 16)
         f32 = ctypes.c_float
         # 32 spare zeros: the head reads the last layer's h through a K padded to 32.
         self.xh = [(f32 * (Bp * k + 32))() for k in K]
@@ -83,7 +83,7 @@ class Kernel:
         w, Ka, bias, xh, c = self._arrays
         self.net = native.Net(
             L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp, int(streams > 1),
-            at["table"], w, Ka, bias, at["head_w"], at["head_b"], _up(H, 32), xh, c,
+            at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
         )
         self._toks = (ctypes.c_int64 * streams)()
@@ -94,6 +94,8 @@ class Kernel:
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
+        if len(tokens) != self.B or not all(0 <= t < self.V for t in tokens):
+            raise ValueError(f"step needs {self.B} token ids below {self.V}, not {tokens}")
         self._toks[:] = tokens
         self.lib.charrnn_lstm_step(ctypes.byref(self.net), self._toks)
 
@@ -162,6 +164,8 @@ def load_pack(path: Path) -> tuple[dict[str, Any], bytearray, int] | None:
             if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
                 return None
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            if any(off < 0 or off + n > header["nbytes"] for off, n in header["arrays"].values()):
+                return None
             blob, offset = aligned_buffer(header["nbytes"])
             if f.readinto(memoryview(blob)[offset : offset + header["nbytes"]]) != header["nbytes"]:
                 return None

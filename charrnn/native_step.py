@@ -16,19 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import native
-from charrnn.kernel import Kernel, aligned_buffer
+from charrnn.kernel import Kernel, aligned_buffer, round_up
 from charrnn.model import RNNLM
 from charrnn.step import Stepper
-
-
-def _up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 def pack(w: torch.Tensor, bf16: bool) -> torch.Tensor:
     """(R, K) fp32 -> the kernel's blocked layout, R padded to 16 and K to 32 with zeros."""
     R, K = w.shape
-    Rp, Kp = _up(R, 16), _up(K, 32)
+    Rp, Kp = round_up(R, 16), round_up(K, 32)
     w = F.pad(w, (0, Kp - K, 0, Rp - R))
     if bf16:
         return w.to(torch.bfloat16).view(Rp // 16, 16, Kp // 2, 2).permute(0, 2, 1, 3).contiguous()
@@ -40,18 +36,18 @@ def pack_model(model: RNNLM, dtype: torch.dtype) -> tuple[dict[str, Any], bytear
     """(header, blob, offset): every array the kernel reads, packed, 64-byte aligned."""
     s, bf16 = model.shape, dtype == torch.bfloat16
     ref = Stepper(model, 1)
-    H, rows = s.hidden, _up(4 * s.hidden, 16)
+    H, rows = s.hidden, round_up(4 * s.hidden, 16)
     arrays = {"table": F.pad(ref.table, (0, rows - 4 * H))}
     for l, lin in enumerate(ref.rec):
         arrays[f"w{l}"] = pack(lin.w, bf16)
         if l > 0:
             arrays[f"b{l}"] = F.pad(lin.b, (0, rows - 4 * H))
     arrays["head_w"] = pack(ref.head.w, False)
-    arrays["head_b"] = F.pad(ref.head.b, (0, _up(s.vocab_size, 16) - s.vocab_size))
+    arrays["head_b"] = F.pad(ref.head.b, (0, round_up(s.vocab_size, 16) - s.vocab_size))
     where, nbytes = {}, 0
     for name, t in arrays.items():
         where[name] = (nbytes, t.numel() * t.element_size())
-        nbytes = _up(nbytes + where[name][1], 64)
+        nbytes = round_up(nbytes + where[name][1], 64)
     blob, offset = aligned_buffer(nbytes)
     base = ctypes.addressof(ctypes.c_char.from_buffer(blob)) + offset
     for name, t in arrays.items():
@@ -59,7 +55,7 @@ def pack_model(model: RNNLM, dtype: torch.dtype) -> tuple[dict[str, Any], bytear
         ctypes.memmove(base + where[name][0], t.data_ptr(), where[name][1])
     header = {
         "layers": s.layers, "hidden": H, "vocab": s.vocab_size, "rows": rows, "bf16": bf16,
-        "K": [_up(lin.w.size(1), 32) for lin in ref.rec], "arrays": where, "nbytes": nbytes,
+        "K": [round_up(lin.w.size(1), 32) for lin in ref.rec], "arrays": where, "nbytes": nbytes,
     }
     return header, blob, offset
 

@@ -1,7 +1,8 @@
 """Next-token choice (greedy, temperature, top-k, top-p) and the generation loop.
 
 The prompt is fed once; after that each step feeds one sampled token per stream back in,
-with the recurrent state kept (``Stepper``), so a token costs the same at any length.
+with the recurrent state kept, so a token costs the same at any length. LSTMs on CPU run in the
+native kernel (``native_step``/``kernel``); everything else steps with ``Stepper``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from charrnn.kernel import chunks, make_sampler
 from charrnn.model import RNNLM
 from charrnn.native_step import NativeLSTM
 from charrnn.step import Stepper
-from charrnn.tokenizer import banned_tokens, encode_prompt  # noqa: F401  (the API of sampling)
 
 
 def step_dtype(cfg: SampleConfig, model: RNNLM) -> torch.dtype:

@@ -11,6 +11,10 @@ The prompt goes through the model's own ``nn`` module once (``prefill``); ``step
 from its state. In fp32 the math is that of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (tested to float
 tolerance). ``dtype=torch.bfloat16`` stores the big matrices in bf16 (half the bytes read per
 token) while the state, gates and logits stay fp32.
+
+Sampling an LSTM on CPU uses the native kernel's whole step instead (``kernel.py``); ``Stepper``
+serves GPUs, GRU and RNN cells, fp32 batches, and machines without a C compiler (its LSTM cell
+still runs natively where the kernel is built). ``NativeLSTM`` takes its prepared weights.
 """
 
 from __future__ import annotations

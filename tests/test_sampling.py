@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from charrnn.errors import UsageError
-from charrnn.sample import SampleConfig, banned_tokens, choose, encode_prompt, filter_logits, generate
+from charrnn.sample import SampleConfig, choose, filter_logits, generate
+from charrnn.tokenizer import banned_tokens, encode_prompt
 from charrnn.stream import write_samples
 from charrnn.tokenizer import UNK
 
