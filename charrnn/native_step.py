@@ -10,15 +10,19 @@ tolerance. Several streams need bf16 weights and AMX tiles, where one product se
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from charrnn import native
+from charrnn import kernel, native
+from charrnn.config import SampleConfig
+from charrnn.device import pick_precision
 from charrnn.kernel import Kernel, aligned_buffer, round_up
 from charrnn.model import RNNLM
 from charrnn.step import Stepper
+from charrnn.tokenizer import Tokenizer
 
 
 def pack(w: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -96,3 +100,26 @@ class NativeLSTM:
         """Feed one token per stream (B,); return the next-token logits (B, V), a buffer reused next step."""
         self.kernel.step(toks.tolist())
         return self.logits
+
+
+def step_dtype(cfg: SampleConfig, model: RNNLM) -> torch.dtype:
+    """auto: bf16 where it is faster and the device has it (training would autocast there): in the
+    native kernel, or for 8+ streams of torch products; fp32 otherwise, as exactness costs nothing."""
+    if cfg.precision == "auto":
+        if pick_precision("auto", model.emb.weight.device) == "fp32":
+            return torch.float32
+        fast = cfg.num_samples >= 8 or NativeLSTM.supports(model, cfg.num_samples, torch.bfloat16)
+        return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+
+
+def cache_pack(path: Path, model: RNNLM, tok: Tokenizer, cfg: SampleConfig) -> tuple[dict[str, Any], bytearray, int] | None:
+    """Pack ``model`` for the kernel as ``cfg`` samples it, and cache the pack for the checkpoint
+    file ``path`` it was loaded from or saved to; None where the kernel cannot run it."""
+    dtype = step_dtype(cfg, model)
+    if not NativeLSTM.supports(model, cfg.num_samples, dtype):
+        return None
+    header, blob, offset = pack_model(model, dtype)
+    header["tokenizer"] = tok.to_dict()
+    kernel.save_pack(kernel.pack_path(path, cfg.precision), header, blob, offset)
+    return header, blob, offset

@@ -14,22 +14,10 @@ import torch
 
 from charrnn import native
 from charrnn.config import SampleConfig
-from charrnn.device import pick_precision
 from charrnn.kernel import chunks, make_sampler
 from charrnn.model import RNNLM
-from charrnn.native_step import NativeLSTM
+from charrnn.native_step import NativeLSTM, step_dtype
 from charrnn.step import Stepper
-
-
-def step_dtype(cfg: SampleConfig, model: RNNLM) -> torch.dtype:
-    """auto: bf16 where it is faster and the device has it (training would autocast there): in the
-    native kernel, or for 8+ streams of torch products; fp32 otherwise, as exactness costs nothing."""
-    if cfg.precision == "auto":
-        if pick_precision("auto", model.emb.weight.device) == "fp32":
-            return torch.float32
-        fast = cfg.num_samples >= 8 or NativeLSTM.supports(model, cfg.num_samples, torch.bfloat16)
-        return torch.bfloat16 if fast else torch.float32
-    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:

@@ -133,19 +133,16 @@ def _from_pack(path: Path, cfg: SampleConfig) -> tuple[Tokenizer, Chunks] | None
 def _from_checkpoint(path: Path, cfg: SampleConfig, device: str) -> tuple[Tokenizer, Chunks]:
     """With torch: the model from its checkpoint; where the native kernel runs it, its packed
     weights are cached for the next run."""
-    from charrnn import kernel
+    from charrnn import kernel, native
     from charrnn.checkpoint import load_model
     from charrnn.device import pick_device
-    from charrnn.native_step import NativeLSTM, pack_model
-    from charrnn.sample import generate, step_dtype
+    from charrnn.native_step import cache_pack
+    from charrnn.sample import generate
 
     model, tok, _ = load_model(path, pick_device(device))
-    dtype = step_dtype(cfg, model)
-    if NativeLSTM.supports(model, cfg.num_samples, dtype):
-        header, blob, offset = pack_model(model, dtype)
-        header["tokenizer"] = tok.to_dict()
-        kernel.save_pack(kernel.pack_path(path, cfg.precision), header, blob, offset)
-        k = NativeLSTM(model, dtype, cfg.num_samples, (header, blob, offset)).kernel
+    packed = cache_pack(path, model, tok, cfg)
+    if packed is not None:
+        k = kernel.Kernel(native.lib(), *packed, cfg.num_samples)
         return tok, lambda ids, banned: kernel.chunks(k, ids, cfg, banned)
     return tok, lambda ids, banned: (c.tolist() for c in generate(model, ids, cfg, banned))
 

@@ -20,12 +20,13 @@ import torch.distributed as dist
 
 from charrnn import checkpoint
 from charrnn.autosize import autosize
-from charrnn.config import RunConfig
+from charrnn.config import RunConfig, SampleConfig
 from charrnn.data import make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
+from charrnn.native_step import cache_pack
 from charrnn.tokenizer import Tokenizer
 
 
@@ -225,6 +226,9 @@ def train(
             best = score.loss
         if improved or (score is None and final):
             checkpoint.save(payload(False), out / "best.pt")
+            if final and env.world == 1 and env.device.type == "cpu":
+                # The first `charrnn sample` of this run then starts without importing torch.
+                cache_pack(out / "best.pt", model, tok, SampleConfig())
         checkpoint.save(payload(True), out / "last.pt")
         timing["save"] = time.monotonic() - t0
 

@@ -12,7 +12,7 @@ import torch
 from charrnn import native
 from charrnn.sample import SampleConfig, generate, uniform
 
-from conftest import CHARRNN, run_charrnn, subprocess_env
+from conftest import CHARRNN, TINY_FLAGS, run_charrnn, subprocess_env
 from test_step import ATOL, V, make_model
 
 pytestmark = pytest.mark.skipif(native.lib() is None, reason="no C compiler here: the native kernels cannot be built")
@@ -148,3 +148,16 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
     r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5"],
                        capture_output=True, env=env, timeout=60)
     assert r.returncode == 0 and r.stderr.decode().strip() == "torch imported: True"
+
+
+def test_sampling_right_after_training_needs_no_torch(tmp_path, corpus_file):
+    """Training on CPU caches the pack of its final best.pt: the first sample is already fast."""
+    env = {**subprocess_env(), "CHARRNN_CACHE": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    args = ["train", str(corpus_file), "--max-steps", "30", "--eval-every", "1000", "--out", str(run), "--quiet", *TINY_FLAGS]
+    r = subprocess.run(CHARRNN + args, capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(run), "--length", "50", "--seed", "1"],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.decode().strip() == "torch imported: False"
