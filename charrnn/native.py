@@ -6,7 +6,8 @@ what torch ops can do from Python. It needs a C compiler (``cc``, or ``$CC``) wh
 without one, or with ``CHARRNN_NATIVE=0``, ``lib()`` is None and charrnn uses its torch path.
 The library is cached under ``$CHARRNN_CACHE`` (default ``~/.cache/charrnn``), keyed by the
 source, the compiler and the CPU, and written to a temporary file and renamed, so concurrent
-first runs are safe.
+first runs are safe. A failed build is remembered (a ``.failed`` file beside it): delete it, or
+the cache folder, to try again.
 """
 
 from __future__ import annotations
@@ -131,13 +132,22 @@ def _build() -> Path | None:
     key.update(_cpu_signature().encode())
     key.update(platform.machine().encode())
     path = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    failed = path.with_suffix(".failed")  # a compiler that cannot build it is not asked again
     if path.exists():
         return path
+    if failed.exists():
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    return path if _compile(cc, path) else None
+    if _compile(cc, path):
+        return path
+    try:
+        failed.touch()
+    except OSError:
+        pass
+    return None
 
 
 def lib() -> ctypes.CDLL | None:
