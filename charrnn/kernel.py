@@ -57,8 +57,11 @@ class Kernel:
     (from ``offset`` on, 64-byte aligned)."""
 
     def __init__(self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1):
+        if not self.supports(lib, header, streams):
+            raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
         self.lib, self.header, self.blob, self.B = lib, header, blob, streams
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
+        _check_sizes(header)
         self.L, self.H, self.V, self.K = L, H, V, K
         base = ctypes.addressof(ctypes.c_char.from_buffer(blob)) + offset
         at = {name: base + off for name, (off, _) in header["arrays"].items()}
@@ -82,7 +85,7 @@ class Kernel:
         )
         w, Ka, bias, xh, c = self._arrays
         self.net = native.Net(
-            L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp, int(streams > 1),
+            L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp, int(streams > 1),  # > 1: AMX
             at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
         )
@@ -90,7 +93,8 @@ class Kernel:
 
     @staticmethod
     def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int) -> bool:
-        return streams == 1 or (header["bf16"] and lib.amx)
+        """One stream always; several only in bf16 on AMX tiles (elsewhere torch's products win)."""
+        return streams == 1 or bool(header["bf16"] and lib.amx)
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
@@ -111,6 +115,22 @@ class Kernel:
         out = (ctypes.c_int64 * (self.B * n))()
         self.lib.charrnn_lstm_generate(ctypes.byref(self.net), ctypes.byref(sampler), n, out)
         return [out[b * n : (b + 1) * n] for b in range(self.B)]
+
+
+def _check_sizes(header: dict[str, Any]) -> None:
+    """Every array the kernel will read lies whole in the blob, at the size the shape implies."""
+    L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
+    wbytes = 2 if header["bf16"] else 4
+    want = {"table": V * rows * 4, "head_w": round_up(V, 16) * round_up(H, 32) * 4, "head_b": round_up(V, 16) * 4}
+    for l in range(L):
+        want[f"w{l}"] = rows * K[l] * wbytes
+        if l > 0:
+            want[f"b{l}"] = rows * 4
+    arrays = header["arrays"]
+    if rows != round_up(4 * H, 16) or len(K) != L or set(arrays) != set(want) or any(
+        arrays[k][1] != n or arrays[k][0] < 0 or arrays[k][0] + n > header["nbytes"] for k, n in want.items()
+    ):
+        raise ValueError("the pack's arrays do not match its shape")
 
 
 def chunks(kernel: Kernel, prompt_ids: list[int], cfg: SampleConfig, banned: list[int]) -> Iterator[list[list[int]]]:
@@ -164,12 +184,14 @@ def load_pack(path: Path) -> tuple[dict[str, Any], bytearray, int] | None:
             if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
                 return None
             header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-            if any(off < 0 or off + n > header["nbytes"] for off, n in header["arrays"].values()):
-                return None
+            _check_sizes(header)
             blob, offset = aligned_buffer(header["nbytes"])
             if f.readinto(memoryview(blob)[offset : offset + header["nbytes"]]) != header["nbytes"]:
                 return None
-        os.utime(path)  # recently used: kept longest
-        return header, blob, offset
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    try:
+        os.utime(path)  # recently used: kept longest
+    except OSError:
+        pass
+    return header, blob, offset

@@ -37,8 +37,8 @@ double charrnn_uniform(uint64_t seed, uint64_t index, uint64_t step) {
 /* ---------------------------------------------------------------- the sampler */
 
 typedef struct {
-    float temperature; /* 0: greedy */
-    float top_p;       /* 1: off */
+    double temperature; /* 0: greedy */
+    double top_p;       /* 1: off */
     int32_t top_k;     /* 0: off */
     int32_t nbanned;
     const int64_t *banned;
@@ -87,15 +87,15 @@ static float kth_largest(float *z, int n, int k) {
 static int64_t sample_row(const float *x, int V, const Sampler *s, int64_t index, float *work) {
     float *z = work, *w = work + V;
     Pair *pairs = (Pair *)(work + 2 * V);
-    float inv = s->temperature > 0 ? 1.0f / s->temperature : 1.0f;
-    for (int i = 0; i < V; i++) z[i] = x[i] * inv;
+    double inv = s->temperature > 0 ? 1.0 / s->temperature : 1.0;
+    for (int i = 0; i < V; i++) z[i] = (float)(x[i] * inv);
     for (int b = 0; b < s->nbanned; b++)
         if (s->banned[b] >= 0 && s->banned[b] < V) z[s->banned[b]] = -INFINITY;
     int best = 0;
     for (int i = 1; i < V; i++)
         if (z[i] > z[best]) best = i;
     /* Below this temperature 1/T overflows; the draw is the argmax anyway. */
-    if (s->temperature < 1e-6f) return best;
+    if (s->temperature < 1e-6) return best;
     float m = z[best];
     if (m == -INFINITY) return best;
     if (s->top_k > 0 && s->top_k < V) {
@@ -109,12 +109,12 @@ static int64_t sample_row(const float *x, int V, const Sampler *s, int64_t index
         w[i] = z[i] == -INFINITY ? 0.0f : expf(z[i] - m);
         total += w[i];
     }
-    if (s->top_p < 1.0f) {
+    if (s->top_p < 1.0) {
         int n = 0;
         for (int i = 0; i < V; i++)
             if (w[i] > 0) pairs[n].v = w[i], pairs[n++].i = i;
         qsort(pairs, n, sizeof(Pair), by_value_desc);
-        double before = 0, limit = (double)s->top_p * total, kept = 0;
+        double before = 0, limit = s->top_p * total, kept = 0;
         for (int j = 0; j < n; j++) {
             if (before >= limit) w[pairs[j].i] = 0;
             else kept += pairs[j].v;

@@ -2,7 +2,7 @@
 
 Sampling one token at a time is bound by memory bandwidth and per-call overhead, and a compiled
 step (AVX-512 bf16 dot products, both cores, no Python per token) is several times faster than
-what torch ops can do from Python. It needs a C compiler (``cc``, or ``$CC``) when first used;
+what torch ops can do from Python. It needs a C compiler (``cc``, or ``$CC``, which may carry arguments) when first used;
 without one, or with ``CHARRNN_NATIVE=0``, ``lib()`` is None and charrnn uses its torch path.
 The library is cached under ``$CHARRNN_CACHE`` (default ``~/.cache/charrnn``), keyed by the
 source, the compiler and the CPU, and written to a temporary file and renamed, so concurrent
@@ -16,6 +16,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,8 @@ c_float_p = ctypes.POINTER(ctypes.c_float)
 
 class Sampler(ctypes.Structure):
     _fields_ = [
-        ("temperature", ctypes.c_float),
-        ("top_p", ctypes.c_float),
+        ("temperature", ctypes.c_double),
+        ("top_p", ctypes.c_double),
         ("top_k", ctypes.c_int32),
         ("nbanned", ctypes.c_int32),
         ("banned", ctypes.c_void_p),
@@ -94,17 +95,19 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
-def _compile(cc: str, out: Path) -> bool:
+def _compile(cc: list[str], out: Path) -> bool | None:
+    """True when built; False when the compiler refused every flag set; None when it could not
+    be run or timed out (worth another try next time)."""
     for flags in _FLAG_SETS:
         fd, tmp = tempfile.mkstemp(prefix=".kernels.", suffix=".so", dir=out.parent)
         os.close(fd)
         try:
-            r = subprocess.run([cc, *_COMMON, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, timeout=120)
+            r = subprocess.run([*cc, *_COMMON, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, timeout=120)
             if r.returncode == 0:
                 os.replace(tmp, out)
                 return True
         except (OSError, subprocess.SubprocessError):
-            pass
+            return None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -112,10 +115,11 @@ def _compile(cc: str, out: Path) -> bool:
 
 
 def code_signature() -> str:
-    """What packed weights depend on besides the checkpoint: the packing code, kernels and CPU."""
+    """What packed weights depend on besides the checkpoint: charrnn's code (the packing, the
+    model and tokenizer it reads, the kernels) and the CPU."""
     key = hashlib.sha256()
-    for name in ("kernels.c", "kernel.py", "native_step.py"):
-        key.update(SOURCE.with_name(name).read_bytes())
+    for path in sorted(SOURCE.parent.glob("*.py")) + [SOURCE]:
+        key.update(path.read_bytes())
     key.update(_cpu_signature().encode())
     return key.hexdigest()
 
@@ -123,12 +127,12 @@ def code_signature() -> str:
 def _build() -> Path | None:
     if sys.platform == "win32":
         return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
+    cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang") or ""]
+    if not cc[0]:
         return None
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
-    key.update(cc.encode())
+    key.update(" ".join(cc).encode())
     key.update(_cpu_signature().encode())
     key.update(platform.machine().encode())
     path = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
@@ -141,12 +145,14 @@ def _build() -> Path | None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    if _compile(cc, path):
+    built = _compile(cc, path)
+    if built:
         return path
-    try:
-        failed.touch()
-    except OSError:
-        pass
+    if built is False:
+        try:
+            failed.touch()
+        except OSError:
+            pass
     return None
 
 

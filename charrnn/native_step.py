@@ -72,7 +72,7 @@ class NativeLSTM:
         lib = native.lib()
         if lib is None or model.shape.cell != "lstm" or model.emb.weight.device.type != "cpu":
             return False
-        return streams == 1 or (dtype == torch.bfloat16 and lib.amx)
+        return Kernel.supports(lib, {"bf16": dtype == torch.bfloat16}, streams)
 
     def __init__(self, model: RNNLM, dtype: torch.dtype = torch.float32, streams: int = 1, packed=None):
         if not self.supports(model, streams, dtype):

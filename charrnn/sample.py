@@ -29,7 +29,8 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        # Stable: among equal logits the lower index comes first, as in the native kernel.
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
         drop = mass_before >= top_p
@@ -98,12 +99,15 @@ class Chooser:
 def _choose_torch(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, u: list[float]) -> torch.Tensor:
     if temperature < 1e-6:  # below this, 1/temperature overflows: the draw is the argmax anyway
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.double(), temperature, top_k, top_p)
-    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # (B, V)
+    z = filter_logits(logits.double(), temperature, top_k, top_p)
+    cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)  # (B, V)
     total = cdf[:, -1:]
     target = torch.tensor(u, dtype=torch.float64, device=cdf.device)[:, None] * total
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # below the top, always
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # Nothing left to draw from (every token banned, or NaN logits): the argmax, as the kernel does.
+    empty = ~(total[:, 0] > 0)
+    return torch.where(empty, logits.argmax(dim=-1), drawn) if empty.any() else drawn
 
 
 def choose(

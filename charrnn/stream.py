@@ -126,7 +126,10 @@ def _from_pack(path: Path, cfg: SampleConfig) -> tuple[Tokenizer, Chunks] | None
     lib = native.lib()
     if lib is None or not kernel.Kernel.supports(lib, header, cfg.num_samples):
         return None
-    k = kernel.Kernel(lib, header, blob, offset, cfg.num_samples)
+    try:
+        k = kernel.Kernel(lib, header, blob, offset, cfg.num_samples)
+    except (ValueError, KeyError, TypeError):
+        return None
     return Tokenizer.from_dict(header["tokenizer"]), lambda ids, banned: kernel.chunks(k, ids, cfg, banned)
 
 

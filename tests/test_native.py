@@ -161,3 +161,23 @@ def test_sampling_right_after_training_needs_no_torch(tmp_path, corpus_file):
                        capture_output=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stderr.decode().strip() == "torch imported: False"
+
+
+def test_both_paths_break_top_p_ties_the_same_way(monkeypatch):
+    """Equal logits at the nucleus boundary: the lower index is kept first, on either path."""
+    from charrnn.sample import choose
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 4, (2560, 12), generator=g).float()  # many ties
+    fast = choose(logits, 1.0, top_k=None, top_p=0.6, seed=3)
+    monkeypatch.setenv("CHARRNN_NATIVE", "0")
+    slow = choose(logits, 1.0, top_k=None, top_p=0.6, seed=3)
+    assert fast.tolist() == slow.tolist()
+
+
+def test_all_tokens_banned_still_gives_a_valid_id(engine):
+    from charrnn.sample import Chooser
+
+    cfg = SampleConfig(temperature=1.0, seed=0)
+    ids = Chooser(cfg, banned=list(range(V)))(torch.randn(3, V))
+    assert ids.shape == (3,) and all(0 <= i < V for i in ids.tolist())
