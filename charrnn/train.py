@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from charrnn import checkpoint
+from charrnn import checkpoint, native
 from charrnn.autosize import autosize
 from charrnn.config import RunConfig, SampleConfig
 from charrnn.data import make_batches, split, to_ids
@@ -108,6 +108,8 @@ def train(
         budget = max(budget - resumed["train_seconds"], 1.0)
     deadline = (started if started is not None else t_start) + budget if budget else None
     env = setup_env(cfg.train.device, cfg.train.precision)
+    if env.world == 1 and env.device.type == "cpu":
+        native.lib()  # a first build of the sampling kernel happens now, not in the timed final save
 
     # Tokenizer: from the run being resumed, the model being fine-tuned, or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
