@@ -59,10 +59,10 @@ class Kernel:
     def __init__(self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1):
         if not self.supports(lib, header, streams):
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
-        self.lib, self.header, self.blob, self.B = lib, header, blob, streams
+        self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
         _check_sizes(header)
-        self.L, self.H, self.V, self.K = L, H, V, K
+        self.V, self.K = V, K
         base = ctypes.addressof(ctypes.c_char.from_buffer(blob)) + offset
         at = {name: base + off for name, (off, _) in header["arrays"].items()}
         Bp = 1 if streams == 1 else round_up(streams, 16)
@@ -85,7 +85,7 @@ class Kernel:
         )
         w, Ka, bias, xh, c = self._arrays
         self.net = native.Net(
-            L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp, int(streams > 1),  # > 1: AMX
+            L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp,
             at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
         )

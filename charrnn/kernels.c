@@ -352,8 +352,7 @@ static void gemm_f32(const float *w, int R, int K, const float *x, int ldx, int 
 typedef struct {
     int32_t layers, H, V, bf16, nthreads, rows; /* rows: 4H padded to 16 */
     int32_t head_rows;                          /* V padded to 16 */
-    int32_t B, Bp;                              /* streams; padded to 16 when B > 1 */
-    int32_t amx;                                /* B > 1: the products run on AMX tiles */
+    int32_t B, Bp;                              /* streams; padded to 16 when B > 1 (AMX tiles) */
     const float *table;                         /* (V, rows): emb @ W_ih0.T + biases, gates i f o g */
     const void **w;                             /* per layer, packed: layer 0 W_hh, then [W_ih | W_hh] */
     const int32_t *K;                           /* per layer: columns, padded to 32 */
@@ -373,7 +372,7 @@ static float *h_of(const Net *n, int l, int b) { return n->xh[l] + (size_t)b * n
 
 static void products(const Net *n, const void *w, int K, const float *x) {
 #if defined(HAVE_AMX)
-    if (n->B > 1 && n->amx) {
+    if (n->B > 1) { /* Kernel.supports allows several streams only where AMX runs */
         uint16_t *a = n->scratch;
         for (size_t i = 0; i < (size_t)n->Bp * K; i++) a[i] = f32_to_bf16(x[i]);
         gemm_amx(w, n->rows, K, a, n->Bp, n->gates, n->nthreads);

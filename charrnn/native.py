@@ -13,6 +13,7 @@ the cache folder, to try again.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -33,9 +34,6 @@ _FLAG_SETS = [
 _COMMON = ["-O3", "-fno-trapping-math", "-shared", "-fPIC"]
 _loaded: ctypes.CDLL | None = None
 _tried = False
-
-c_float_p = ctypes.POINTER(ctypes.c_float)
-
 
 class Sampler(ctypes.Structure):
     _fields_ = [
@@ -61,7 +59,6 @@ class Net(ctypes.Structure):
         ("head_rows", ctypes.c_int32),
         ("B", ctypes.c_int32),
         ("Bp", ctypes.c_int32),
-        ("amx", ctypes.c_int32),
         ("table", ctypes.c_void_p),
         ("w", ctypes.POINTER(ctypes.c_void_p)),
         ("K", ctypes.POINTER(ctypes.c_int32)),
@@ -85,6 +82,7 @@ def cache_dir() -> Path:
     return Path(base) / "charrnn"
 
 
+@functools.cache
 def _cpu_signature() -> str:
     """What -march=native depends on: the CPU's model and flags."""
     try:
@@ -114,6 +112,7 @@ def _compile(cc: list[str], out: Path) -> bool | None:
     return False
 
 
+@functools.cache
 def code_signature() -> str:
     """What packed weights depend on besides the checkpoint: charrnn's code (the packing, the
     model and tokenizer it reads, the kernels) and the CPU."""
