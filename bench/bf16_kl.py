@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
-from charrnn import native
+from charrnn.sampling.native import build as native
 from charrnn.checkpoint import load_model
-from charrnn.native_step import NativeLSTM
+from charrnn.sampling.native.pack import NativeLSTM
 
 
 def kl_rows(ref_logits: torch.Tensor, got_logits: torch.Tensor) -> torch.Tensor:

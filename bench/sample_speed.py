@@ -23,11 +23,12 @@ import time
 
 import torch
 
-from charrnn import native
+from charrnn.sampling.native import build as native
 from charrnn.model import RNNLM, ModelShape
-from charrnn.native_step import step_dtype
-from charrnn.sample import SampleConfig, generate
-from charrnn.step import Stepper
+from charrnn.sampling.engine import step_dtype
+from charrnn.config import SampleConfig
+from charrnn.sampling.engine import generate
+from charrnn.sampling.torch_step import Stepper
 
 V = 65
 
@@ -82,7 +83,7 @@ def charrnn_loop(model: RNNLM, streams: int = 1, use_native: bool = True):
 def weight_bytes(model: RNNLM) -> int:
     """Bytes the default one-stream step reads per token: every layer's matrices and biases (bf16
     matrices where sampling uses them), the head, one table row."""
-    dtype = step_dtype(SampleConfig(), model)
+    dtype = step_dtype("auto", model, 1)
     s = Stepper(model, 1, dtype)
     lins = s.rec + [x for x in s.inp if x is not None] + [s.head]
     return sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None) + s.table[0].numel() * 4

@@ -1,7 +1,39 @@
 """charrnn: learn the style of a text with a recurrent network and write more of it.
 
-The package root stays light (no torch import) so that ``charrnn --help`` is instant;
-import the library modules directly: ``charrnn.train``, ``charrnn.sample``, ``charrnn.model``.
+    import charrnn
+    model = charrnn.load("checkpoints/shakespeare")
+    print(model.sample("ROMEO:", length=200, temperature=0.7, seed=1))
+
+The public names are imported on first use (PEP 562), so ``import charrnn`` and
+``charrnn --help`` never import torch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "load": "charrnn.api",
+    "train": "charrnn.api",
+    "CharRNN": "charrnn.api",
+    "TrainResult": "charrnn.api",
+    "Score": "charrnn.evaluate",
+    "LineScore": "charrnn.evaluate",
+    "RunConfig": "charrnn.config",
+    "SampleConfig": "charrnn.config",
+    "CharrnnError": "charrnn.errors",
+    "UsageError": "charrnn.errors",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

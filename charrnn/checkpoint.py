@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from charrnn.errors import CharrnnError
 
@@ -21,23 +21,31 @@ FORMAT = 1
 DEFAULT_ROOT = Path("checkpoints")
 
 
-def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], sync: bool = True) -> None:
+    """Call ``write`` on a temporary file in the same folder, then rename it to ``path``: a crash
+    never leaves half a file, and readers see the old file or the new one. ``sync``: flush to disk
+    before the rename (for files that must survive a power cut, such as checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
-            import torch
-
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the data
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not land before the data
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(obj: dict[str, Any], path: str | Path) -> None:
+    """A checkpoint dict to ``path``, atomically (``atomic_write``)."""
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _umask() -> int:
@@ -47,10 +55,7 @@ def _umask() -> int:
 
 
 def write_text(text: str, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
 
 
 def resolve(path: str | Path | None) -> Path:
@@ -94,3 +99,31 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
     model = RNNLM(ModelShape(**ckpt["shape"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), Tokenizer.from_dict(ckpt["tokenizer"]), ckpt
+
+
+def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What ``charrnn info`` says of a loaded checkpoint: corpus, tokens, shape, parameters,
+    steps, tokens seen, best validation loss (nats/token), the run's settings."""
+    import math
+
+    shape, weights = ckpt["shape"], ckpt["model"]
+    params = sum(t.numel() for t in weights.values())
+    best = ckpt.get("best_val_loss")
+    return {
+        "checkpoint": ckpt["path"],
+        "corpus": ckpt.get("corpus"),
+        "level": ckpt["tokenizer"]["level"],
+        "vocab_size": len(ckpt["tokenizer"]["vocab"]),
+        "cell": shape["cell"],
+        "layers": shape["layers"],
+        "hidden": shape["hidden"],
+        "embed": shape["embed"],
+        "dropout": shape["dropout"],
+        "parameters": params,
+        "non_embedding_parameters": params - weights["emb.weight"].numel(),
+        "steps": ckpt.get("step"),
+        "tokens_seen": ckpt.get("tokens_seen"),
+        "best_val_loss": None if best is None or not math.isfinite(best) else round(best, 6),
+        "charrnn_version": ckpt.get("charrnn_version"),
+        "config": ckpt.get("config"),
+    }

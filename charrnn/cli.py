@@ -30,6 +30,7 @@ T0 = _process_start()
 
 import json  # noqa: E402
 import os  # noqa: E402
+import secrets  # noqa: E402
 import sys  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
@@ -124,10 +125,6 @@ def _read_arg(text: str) -> str:
         raise CharrnnError("the prompt on stdin is not UTF-8 text") from None
 
 
-def _absolute(path: str | None) -> str | None:
-    """Runs remember their corpus (for --resume) by absolute path."""
-    return path if path in (None, "-") else os.path.abspath(path)
-
 
 def _silence_stdout() -> None:
     """The reader went away (`| head`): send what is still buffered nowhere, so exit is quiet."""
@@ -148,25 +145,6 @@ def _emit(text: str) -> None:
         print(text, flush=True)
     except BrokenPipeError:
         _quiet_pipe()
-
-
-# What a resumed run may change (its limits, where it runs); a fine-tuned model keeps its shape.
-_RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
-_SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
-
-
-def _check_fixed(flags: dict, resume: bool, init_from: str | None) -> None:
-    given = [name for section in flags.values() for name, value in section.items() if value is not None]
-    if resume:
-        fixed = [n for n in given if n not in _RESUMABLE]
-        if fixed:
-            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming a run; "
-                             "start a new one with --out (or fine-tune with --init-from)")
-    elif init_from:
-        fixed = [n for n in given if n in _SHAPE]
-        if fixed:
-            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change with --init-from: "
-                             "the fine-tuned model keeps its parent's tokens and shape")
 
 
 @app.command()
@@ -208,29 +186,24 @@ def train(
     Example: charrnn train corpus.txt --time-budget 5m
     """
     try:
-        from charrnn.config import RunConfig, load_yaml, merge, parse_duration
+        from charrnn.api import train as run_training
+        from charrnn.config import parse_duration
         from charrnn.console import RichReporter
-        from charrnn.data import read_corpus
-        from charrnn.train import saved_corpus, train as run_training
 
-        flags = {
-            "tokenizer": {"level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count},
-            "data": {"corpus": _absolute(corpus), "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching},
-            "model": {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout},
-            "train": {
-                "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
-                "max_steps": max_steps, "epochs": epochs,
-                "time_budget": parse_duration(time_budget) if time_budget else None,
-                "eval_every": eval_every, "device": device, "precision": precision, "seed": seed, "out": out,
-            },
+        settings = {
+            "level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count,
+            "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching,
+            "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
+            "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
+            "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "device": device,
+            "precision": precision, "seed": seed,
         }
-        _check_fixed(flags, resume, init_from)
-        cfg = RunConfig.from_dict(merge(load_yaml(config) if config else {}, flags))
-        if resume and cfg.data.corpus is None:
-            cfg.data.corpus = saved_corpus(cfg.train.out)
-        text, name = read_corpus(cfg.data.corpus)
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
-        summary = run_training(cfg, text, name, resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0)
+        result = run_training(
+            corpus, out=out, time_budget=parse_duration(time_budget) if time_budget else None, config=config,
+            resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
+        )
+        summary = result.to_dict()
     except CharrnnError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -273,12 +246,13 @@ def sample(
     Example: charrnn sample --prompt 'ROMEO:' --temp 0.7 --length 300 --seed 1
     """
     try:
-        from charrnn.stream import write_samples
+        from charrnn.api import load
 
-        write_samples(
-            checkpoint=checkpoint, prompt=_read_arg(prompt), length=length, temperature=0.0 if greedy else temp,
-            top_k=top_k, top_p=top_p, num_samples=num_samples, seed=seed, stop=_unescape(stop), echo=echo,
-            separator=_unescape(separator), unknown=unknown.value, as_json=as_json, device=device, precision=precision, out=sys.stdout,
+        model = load(checkpoint, device, precision)
+        _write_samples(
+            model, sys.stdout, prompt=_read_arg(prompt), length=length, temperature=0.0 if greedy else temp,
+            top_k=top_k, top_p=top_p, n=num_samples, seed=seed if seed is not None else secrets.randbelow(2**31),
+            stop=_unescape(stop), echo=echo, separator=_unescape(separator), unknown=unknown.value, as_json=as_json,
         )
     except CharrnnError as e:
         _fail(e)
@@ -286,6 +260,38 @@ def sample(
         _quiet_pipe()
     except KeyboardInterrupt:
         raise typer.Exit(130)
+
+
+def _write_samples(model, out, *, prompt: str, echo: bool, separator: str, as_json: bool, **options) -> None:
+    """Sample 0 streams as it is produced; the others follow, each after ``separator``; with
+    ``as_json`` one object per sample (text, seed, index) once all are done."""
+    head = prompt if echo else ""
+    n = options["n"]
+    texts = [""] * n
+    chunks = model.generate(prompt, **options)  # a prompt it cannot encode fails before anything is written
+    if not as_json:
+        out.write(head)
+    last_flush = time.monotonic()
+    for pieces in chunks:
+        texts = [t + p for t, p in zip(texts, pieces)]
+        if not as_json and pieces[0]:
+            out.write(pieces[0])
+            now = time.monotonic()
+            if now - last_flush > 0.05:
+                out.flush()
+                last_flush = now
+    if as_json:
+        for i, t in enumerate(texts):
+            out.write(json.dumps({"text": head + t, "seed": options["seed"], "index": i}) + "\n")
+    else:
+        out.write(_end(head + texts[0]))
+        for t in texts[1:]:
+            out.write(separator + head + t + _end(head + t))
+    out.flush()
+
+
+def _end(text: str) -> str:
+    return "" if text.endswith("\n") else "\n"
 
 
 @app.command()
@@ -303,14 +309,21 @@ def score(
     Example: charrnn score val.txt -c checkpoints/shakespeare --json
     """
     try:
-        from charrnn.scoring import score_lines, score_text
+        from charrnn.api import load
+        from charrnn.data import read_corpus
 
+        model = load(checkpoint, device, precision)
+        text, _ = read_corpus(file)
         if per_line:
-            for r in score_lines(file, checkpoint, unknown.value, device, precision):
-                loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
-                print(json.dumps(r) if as_json else f"{loss}\t{r['line']}")
+            # Newlines only: str.splitlines() would also split on form feeds and other separators.
+            lines = text.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            for r in model.score_lines(lines, unknown.value):
+                loss = "-" if r.loss is None else f"{r.loss:.4f}"
+                print(json.dumps(r.to_dict()) if as_json else f"{loss}\t{r.line}")
         else:
-            r = score_text(file, checkpoint, unknown.value, device, precision)
+            r = model.score(text, unknown.value).to_dict()
             if as_json:
                 print(json.dumps(r))
             else:
@@ -333,9 +346,9 @@ def info(
     Example: charrnn info checkpoints/shakespeare --json
     """
     try:
-        from charrnn.scoring import describe
+        from charrnn.checkpoint import describe, load
 
-        d = describe(checkpoint)
+        d = describe(load(checkpoint))
     except CharrnnError as e:
         _fail(e)
     if as_json:

@@ -197,6 +197,62 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return d
 
 
+# What a resumed run may change (its limits, where it runs, the corpus path it reads); a
+# fine-tuned model keeps its parent's tokens and shape. Enforced for the library and the CLI alike.
+RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
+LIMITS = ("max_steps", "epochs", "time_budget")
+SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
+
+
+def section_of(name: str) -> str:
+    """The section of RunConfig that holds the setting ``name``; UsageError when none does."""
+    for f in fields(RunConfig):
+        if name in {g.name for g in fields(f.default_factory)}:
+            return f.name
+    known = sorted(g.name for f in fields(RunConfig) for g in fields(f.default_factory))
+    raise UsageError(f"unknown setting {name!r}; known: {', '.join(known)}")
+
+
+def check_fixed(given: list[str], resume: bool, init_from: bool) -> None:
+    """Refuse settings that a resumed run (``RESUMABLE``) or a fine-tuned one (``SHAPE``) cannot change."""
+    if resume:
+        fixed = [n for n in given if n not in RESUMABLE]
+        if fixed:
+            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming a run; "
+                             "start a new one with --out (or fine-tune with --init-from)")
+    elif init_from:
+        fixed = [n for n in given if n in SHAPE]
+        if fixed:
+            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change with --init-from: "
+                             "the fine-tuned model keeps its parent's tokens and shape")
+
+
+def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
+    """The configuration of a resumed run: the saved one, with what ``RESUMABLE`` lets change.
+    New limits replace all the saved ones (a saved time budget must not cap a new max_steps)."""
+    if any(getattr(given.train, n) is not None for n in LIMITS):
+        for n in LIMITS:
+            setattr(saved.train, n, getattr(given.train, n))
+    for name in ("eval_every", "device", "precision", "out"):
+        value = getattr(given.train, name)
+        if value is not None and value != "auto":
+            setattr(saved.train, name, value)
+    return saved
+
+
+def build_run_config(config: str | Path | dict | None, settings: dict[str, Any], resume: bool = False, init_from: Any = None) -> RunConfig:
+    """A RunConfig from a YAML file (or a dict of sections) and flat ``settings`` by field name,
+    which win; None values count as not given. Raises UsageError for unknown names, bad values,
+    and settings a resumed or fine-tuned run cannot change."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    check_fixed(list(given), resume, init_from is not None)
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, value in given.items():
+        overrides.setdefault(section_of(name), {})[name] = value
+    base = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    return RunConfig.from_dict(merge(base, overrides))
+
+
 def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Flags given on the command line win over the YAML file."""
     out = {k: dict(v or {}) for k, v in base.items()}
@@ -225,7 +281,7 @@ class SampleConfig:
 
     length: int = 500
     """Tokens to generate per sample."""
-    temperature: float = 1.0
+    temperature: float = 0.8
     """0 means greedy."""
     top_k: int | None = None
     top_p: float | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from charrnn.train import Reporter
+from charrnn.training.loop import Reporter
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -1,24 +1,29 @@
-"""Loss of a model on a whole token sequence: every token after the first is scored once.
+"""Loss of a model on a token sequence (``evaluate``) and on lines one by one (``score_lines``).
 
-The text is cut into B chunks that run side by side. Each chunk (but the first, which
-starts the text) is first primed on the ``warmup`` tokens before it without scoring them,
-so every prediction sees at least that much context, as if the text were read in one pass.
+``evaluate`` scores every token after the first once. The text is cut into B chunks that run
+side by side. Each chunk (but the first, which starts the text) is first primed on the
+``warmup`` tokens before it without scoring them, so every prediction sees at least that much
+context, as if the text were read in one pass.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from charrnn.model import RNNLM
+from charrnn.tokenizer import Tokenizer
 
 
 @dataclass
 class Score:
+    """A model's loss on a text."""
+
     loss: float
     """Mean nats per token."""
     tokens: int
@@ -82,3 +87,57 @@ def evaluate(
     model.train(was_training)
     chars = int(torch.as_tensor(token_chars, device=device)[ids[1:]].sum())
     return Score(float(total) / n_pred, n_pred, chars)
+
+
+@dataclass
+class LineScore:
+    """One line's score: ``loss`` in nats/token and ``bits_per_char`` (None when the line has too
+    few tokens to score), over ``tokens`` predicted tokens."""
+
+    line: str
+    loss: float | None
+    bits_per_char: float | None
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def score_lines(model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None, batch: int = 256) -> list[LineScore]:
+    """Each line on its own, as if it followed a newline: its tokens and its closing newline are
+    scored. Lines of similar length share a batch of at most ``batch`` lines and 2^24 logits.
+    Raises UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
+    device = next(model.parameters()).device
+    nl = tok.encode("\n", unknown="skip")
+    encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
+    chars = torch.tensor(tok.char_lengths())
+    results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
+    # A line needs two tokens to score one.
+    order = sorted((i for i in range(len(lines)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
+    with autocast or nullcontext():
+        for idx in _line_batches(order, [len(e) for e in encoded], batch, model.shape.vocab_size):
+            seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
+            T = max(len(s) for s in seqs) - 1
+            x = torch.stack([F.pad(s[:-1], (0, T - len(s) + 1)) for s in seqs]).to(device)
+            y = torch.stack([F.pad(s[1:], (0, T - len(s) + 1), value=-100) for s in seqs]).to(device)
+            logits, _, _ = model(x, None)  # (B, T, V)
+            nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
+            for j, i in enumerate(idx):
+                n = len(seqs[j]) - 1
+                sc = Score(float(nll[j]) / n, n, int(chars[seqs[j][1:]].sum()))
+                r = results[i]
+                r.loss, r.bits_per_char, r.tokens = round(sc.loss, 6), round(sc.bits_per_char, 6), n
+    return results
+
+
+def _line_batches(order: list[int], lengths: list[int], most: int, vocab_size: int) -> Iterator[list[int]]:
+    """Runs of ``order`` (sorted by length) of at most ``most`` lines and about 2^24 logits."""
+    run: list[int] = []
+    for i in order:
+        if run and (len(run) >= most or (len(run) + 1) * lengths[i] * vocab_size > 2**24):
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run

@@ -94,7 +94,7 @@ def corpus_file(tmp_path_factory, corpus_text) -> Path:
 def trained_run(tmp_path_factory, corpus_text):
     """One char-level LSTM run trained through the library API, shared by the whole session.
     Returns (run folder, training summary)."""
-    from charrnn.train import train
+    from charrnn.training.loop import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     cfg = tiny_config(out, **{"train.max_steps": 60, "train.eval_every": 20})
@@ -118,7 +118,7 @@ def loaded(run_dir):
 @pytest.fixture(params=["native", "torch"])
 def engine(request, monkeypatch) -> str:
     """Run a test once with the native kernels and once with the torch path they stand in for."""
-    from charrnn import native
+    from charrnn.sampling.native import build as native
 
     if request.param == "torch":
         monkeypatch.setenv("CHARRNN_NATIVE", "0")

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from charrnn.sample import choose
+from charrnn.sampling.decode import choose
 
 N = 20_000
 Z = 3.719016  # standard normal quantile at 0.9999
@@ -142,7 +142,8 @@ def test_rows_are_drawn_from_their_own_logits(engine):
 
 def test_successive_steps_draw_independently(engine):
     """One stream over many steps (as generation draws) follows the distribution too."""
-    from charrnn.sample import Chooser, SampleConfig
+    from charrnn.config import SampleConfig
+    from charrnn.sampling.decode import Chooser
 
     chooser = Chooser(SampleConfig(temperature=1.0, seed=11))
     ids = torch.cat([chooser(LOGITS[None]) for _ in range(4000)])

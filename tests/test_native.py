@@ -9,8 +9,10 @@ import sys
 import pytest
 import torch
 
-from charrnn import native
-from charrnn.sample import SampleConfig, generate, uniform
+from charrnn.sampling.native import build as native
+from charrnn.config import SampleConfig
+from charrnn.sampling.decode import uniform
+from charrnn.sampling.engine import generate
 
 from conftest import CHARRNN, TINY_FLAGS, run_charrnn, subprocess_env
 from test_step import ATOL, V, make_model
@@ -32,7 +34,7 @@ SHAPES = [(1, 32), (2, 37), (3, 20), (2, 4)]
 
 @pytest.mark.parametrize("layers, hidden", SHAPES)
 def test_native_step_equals_nn_lstm_forward(layers, hidden):
-    from charrnn.native_step import NativeLSTM
+    from charrnn.sampling.native.pack import NativeLSTM
 
     model = make_model("lstm", layers, hidden=hidden, seed=layers)
     ids = torch.randint(V, (1, 30), generator=torch.Generator().manual_seed(hidden))
@@ -50,7 +52,7 @@ def test_native_step_equals_nn_lstm_forward(layers, hidden):
 
 @pytest.mark.parametrize("layers, hidden", SHAPES)
 def test_native_bf16_step_stays_close(layers, hidden):
-    from charrnn.native_step import NativeLSTM
+    from charrnn.sampling.native.pack import NativeLSTM
 
     model = make_model("lstm", layers, hidden=hidden, seed=layers)
     ids = torch.randint(V, (1, 30), generator=torch.Generator().manual_seed(hidden))
@@ -65,7 +67,7 @@ def test_native_bf16_step_stays_close(layers, hidden):
 @pytest.mark.skipif(not getattr(native.lib(), "amx", False), reason="no AMX tiles on this CPU: batches use the torch products")
 @pytest.mark.parametrize("layers, hidden, streams", [(1, 32, 3), (2, 37, 17), (3, 20, 32)])
 def test_native_batch_stays_close_and_rows_are_independent(layers, hidden, streams):
-    from charrnn.native_step import NativeLSTM
+    from charrnn.sampling.native.pack import NativeLSTM
 
     model = make_model("lstm", layers, hidden=hidden, seed=layers)
     ids = torch.randint(V, (streams, 30), generator=torch.Generator().manual_seed(hidden))
@@ -165,7 +167,7 @@ def test_sampling_right_after_training_needs_no_torch(tmp_path, corpus_file):
 
 def test_both_paths_break_top_p_ties_the_same_way(monkeypatch):
     """Equal logits at the nucleus boundary: the lower index is kept first, on either path."""
-    from charrnn.sample import choose
+    from charrnn.sampling.decode import choose
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(0, 4, (2560, 12), generator=g).float()  # many ties
@@ -176,7 +178,7 @@ def test_both_paths_break_top_p_ties_the_same_way(monkeypatch):
 
 
 def test_all_tokens_banned_still_gives_a_valid_id(engine):
-    from charrnn.sample import Chooser
+    from charrnn.sampling.decode import Chooser
 
     cfg = SampleConfig(temperature=1.0, seed=0)
     ids = Chooser(cfg, banned=list(range(V)))(torch.randn(3, V))

@@ -11,7 +11,7 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.errors import UsageError
-from charrnn.train import train
+from charrnn.training.loop import train
 
 from conftest import TINY_FLAGS, tiny_config
 

@@ -9,7 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.evaluate import evaluate
-from charrnn.scoring import describe, score_lines, score_text
+import charrnn
+from charrnn.checkpoint import describe, load
+
+
+def score_text(path: str, checkpoint: str, unknown: str = "auto") -> dict:
+    return charrnn.load(checkpoint, precision="fp32").score(open(path, encoding="utf-8").read(), unknown).to_dict()
+
+
+def score_lines(path: str, checkpoint: str) -> list[dict]:
+    lines = open(path, encoding="utf-8").read().splitlines()
+    return [r.to_dict() for r in charrnn.load(checkpoint, precision="fp32").score_lines(lines)]
 
 
 def _one_pass_loss(model, ids: list[int]) -> float:
@@ -25,7 +35,7 @@ def test_score_of_a_short_text_is_the_exact_mean_loss(tmp_path, loaded, corpus_t
     text = corpus_text[:200]
     f = tmp_path / "short.txt"
     f.write_text(text, encoding="utf-8")
-    r = score_text(str(f), str(run_dir), device="cpu", precision="fp32")
+    r = score_text(str(f), str(run_dir))
     assert r["tokens"] == len(text) - 1 and r["chars"] == len(text) - 1
     assert r["loss"] == pytest.approx(_one_pass_loss(model, tok.encode(text)), abs=1e-5)
 
@@ -36,7 +46,7 @@ def test_score_of_a_long_text_matches_one_pass(tmp_path, loaded, corpus_text, ru
     text = corpus_text[:3000]
     f = tmp_path / "long.txt"
     f.write_text(text, encoding="utf-8")
-    r = score_text(str(f), str(run_dir), device="cpu", precision="fp32")
+    r = score_text(str(f), str(run_dir))
     assert r["tokens"] == len(text) - 1
     assert r["loss"] == pytest.approx(_one_pass_loss(model, tok.encode(text)), rel=2e-3)
 
@@ -58,7 +68,7 @@ def test_score_lines_scores_each_line_after_a_newline(tmp_path, loaded, run_dir)
     lines = ["The quick brown fox.", "", "A cat runs away!", "Lazy dog"]
     f = tmp_path / "lines.txt"
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    results = list(score_lines(str(f), str(run_dir), device="cpu", precision="fp32"))
+    results = list(score_lines(str(f), str(run_dir)))
     assert [r["line"] for r in results] == lines
     for line, r in zip(lines, results):
         ids = tok.encode("\n" + line + "\n")
@@ -69,7 +79,7 @@ def test_score_lines_scores_each_line_after_a_newline(tmp_path, loaded, run_dir)
 
 def test_describe(run_dir, loaded):
     model, tok, ckpt = loaded
-    d = describe(str(run_dir))
+    d = describe(load(run_dir))
     assert d["vocab_size"] == len(tok) == model.shape.vocab_size
     assert d["parameters"] == model.num_parameters()
     assert d["config"] == ckpt["config"]
@@ -80,7 +90,7 @@ def test_word_models_score_new_words_as_unk(tmp_path, corpus_text):
     """Any new text has words a word model never saw: by default they count as <unk>;
     a character model names unseen characters instead."""
     from charrnn.errors import CharrnnError
-    from charrnn.train import train
+    from charrnn.training.loop import train
 
     from conftest import tiny_config
 
@@ -88,9 +98,9 @@ def test_word_models_score_new_words_as_unk(tmp_path, corpus_text):
     train(tiny_config(out, **{"tokenizer.level": "word", "train.max_steps": 5}), corpus_text, "w")
     f = tmp_path / "new.txt"
     f.write_text("The zebra runs away.\nQuokkas sing.\n", encoding="utf-8")
-    r = score_text(str(f), str(out), device="cpu", precision="fp32")
+    r = score_text(str(f), str(out))
     assert r["tokens"] > 0 and math.isfinite(r["loss"])
     with pytest.raises(CharrnnError, match="zebra"):
-        score_text(str(f), str(out), unknown="error", device="cpu", precision="fp32")
-    lines = list(score_lines(str(f), str(out), device="cpu", precision="fp32"))
+        score_text(str(f), str(out), unknown="error")
+    lines = list(score_lines(str(f), str(out)))
     assert [l["line"] for l in lines] == ["The zebra runs away.", "Quokkas sing."]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charrnn.model import RNNLM, ModelShape
-from charrnn.step import Stepper
+from charrnn.sampling.torch_step import Stepper
 
 ATOL = 1e-5
 V, T = 23, 30

@@ -14,7 +14,7 @@ from charrnn.checkpoint import load_model
 from charrnn.config import RunConfig
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.tokenizer import UnknownTokenError
-from charrnn.train import train
+from charrnn.training.loop import train
 
 from conftest import make_corpus, tiny_config
 
@@ -192,7 +192,7 @@ def test_too_small_corpus_is_a_usage_error(tmp_path):
 
 
 def test_learning_rate_schedule():
-    from charrnn.train import lr_at
+    from charrnn.training.loop import lr_at
 
     assert lr_at(0, 0.0, 1.0, 10, 0.05) == pytest.approx(0.1)  # warmup: linear from peak / warmup
     assert lr_at(9, 0.9, 1.0, 10, 0.05) == pytest.approx(1.0)

@@ -1,23 +1,14 @@
-"""Next-token choice (greedy, temperature, top-k, top-p) and the generation loop.
-
-The prompt is fed once; after that each step feeds one sampled token per stream back in,
-with the recurrent state kept, so a token costs the same at any length. LSTMs on CPU run in the
-native kernel (``native_step``/``kernel``); everything else steps with ``Stepper``.
-"""
+"""The next-token rule: greedy, temperature, top-k, top-p, drawn exactly from counter-based
+uniform numbers, identically here (torch ops) and in the native kernel (kernels.c)."""
 
 from __future__ import annotations
 
 import ctypes
-from typing import Iterator
-
 import torch
 
-from charrnn import native
 from charrnn.config import SampleConfig
-from charrnn.kernel import chunks, make_sampler
-from charrnn.model import RNNLM
-from charrnn.native_step import NativeLSTM, step_dtype
-from charrnn.step import Stepper
+from charrnn.sampling.native import build
+from charrnn.sampling.native.abi import make_sampler
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -67,8 +58,8 @@ class Chooser:
 
     def __init__(self, cfg: SampleConfig, banned: list[int] | None = None, step: int = 0):
         self.cfg, self.banned = cfg, list(banned or [])
-        self.lib = native.lib()
-        self.c, self._keep = make_sampler(cfg, self.banned)
+        self.lib = build.lib()
+        self.c, self._keep = make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, self.banned)
         self.c.step = step
         self._ban = torch.tensor(self.banned, dtype=torch.long)
         self._work = torch.empty(0)
@@ -121,32 +112,3 @@ def choose(
     """One token id per row of ``logits`` (B, V), as ``Chooser`` draws it; row b is stream b."""
     cfg = SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     return Chooser(cfg, step=step)(logits)
-
-
-def generate(
-    model: RNNLM,
-    prompt_ids: list[int],
-    cfg: SampleConfig,
-    banned: list[int] | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield the next tokens of every stream in chunks (num_samples, n), ``cfg.length`` in all.
-
-    The same seed gives the same tokens; greedy ignores the seed. ``banned`` tokens (the word
-    model's <unk>) are never emitted. LSTM sampling on CPU runs in the native kernel where it can
-    (``NativeLSTM.supports``), which draws a chunk of tokens per call; chunks grow to about 20 ms
-    of work, so text still streams."""
-    B, dev = cfg.num_samples, model.emb.weight.device
-    dtype = step_dtype(cfg, model)
-    if NativeLSTM.supports(model, B, dtype):
-        net = NativeLSTM(model, dtype, B)
-        for chunk in chunks(net.kernel, prompt_ids, cfg, list(banned or [])):
-            yield torch.tensor(chunk, dtype=torch.long)
-        return
-    chooser = Chooser(cfg, banned)
-    stepper = Stepper(model, B, dtype)
-    logits = stepper.prefill(torch.tensor(prompt_ids, dtype=torch.long).expand(B, -1))
-    for i in range(cfg.length):
-        nxt = chooser(logits)
-        yield nxt[:, None]
-        if i + 1 < cfg.length:
-            logits = stepper.step(nxt.to(dev))

@@ -1,29 +1,19 @@
-"""LSTM streams in the native kernel, and the packed weights it reads; no torch here.
+"""LSTM streams in the native kernel over packed weights; no torch here.
 
 Sampling's hot loop runs in C (kernels.c): a chunk of tokens per call, every stream advanced as
 one batch. ``Kernel`` owns its buffers and the C ``Net`` that points into them. Its weights come
-as one blob of packed arrays (``native_step.pack_model`` makes it from a model), which is also
-cached on disk next to the compiled kernels, keyed by the checkpoint file: a second ``charrnn
-sample`` of the same checkpoint reads the blob and never imports torch, so text starts in a
-fraction of a second. The prompt always goes through the kernel's own step, so a cached and an
-uncached run compute exactly the same numbers.
+as one blob of packed arrays (``pack.pack_model`` makes it from a model; ``cache.py`` keeps it on
+disk). The prompt always goes through the kernel's own step, so a cached and an uncached run
+compute exactly the same numbers.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
 import os
-import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from charrnn import native
-from charrnn.config import SampleConfig
-
-PACK_MAGIC = b"charrnn-pack 1\n"
-PACKS_KEPT = 8
+from charrnn.sampling.native.abi import Net, Sampler
 
 
 def round_up(n: int, m: int) -> int:
@@ -44,14 +34,6 @@ def threads() -> int:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def make_sampler(cfg: SampleConfig, banned: list[int]) -> tuple[native.Sampler, Any]:
-    """The C sampler for cfg, and the banned-token array it points to (keep it alive)."""
-    ban = (ctypes.c_int64 * max(1, len(banned)))(*banned)
-    top_p = cfg.top_p if cfg.top_p is not None else 1.0
-    seed = (cfg.seed or 0) & (2**64 - 1)
-    return native.Sampler(cfg.temperature, top_p, cfg.top_k or 0, len(banned), ctypes.addressof(ban), seed, 0, 0), ban
-
-
 class Kernel:
     """``streams`` LSTM streams over packed weights: ``header`` says where each array lies in ``blob``
     (from ``offset`` on, 64-byte aligned)."""
@@ -61,7 +43,7 @@ class Kernel:
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
         self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
-        _check_sizes(header)
+        check_sizes(header)
         self.V, self.K = V, K
         base = ctypes.addressof(ctypes.c_char.from_buffer(blob)) + offset
         at = {name: base + off for name, (off, _) in header["arrays"].items()}
@@ -84,7 +66,7 @@ class Kernel:
             (P * L)(*[ctypes.addressof(x) for x in self.c]),
         )
         w, Ka, bias, xh, c = self._arrays
-        self.net = native.Net(
+        self.net = Net(
             L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp,
             at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
@@ -110,14 +92,14 @@ class Kernel:
         for t in range(len(prompts[0])):
             self.step([p[t] for p in prompts])
 
-    def generate(self, sampler: native.Sampler, n: int) -> list[list[int]]:
+    def generate(self, sampler: Sampler, n: int) -> list[list[int]]:
         """Draw n tokens per stream, feeding each back in: one list per stream."""
         out = (ctypes.c_int64 * (self.B * n))()
         self.lib.charrnn_lstm_generate(ctypes.byref(self.net), ctypes.byref(sampler), n, out)
         return [out[b * n : (b + 1) * n] for b in range(self.B)]
 
 
-def _check_sizes(header: dict[str, Any]) -> None:
+def check_sizes(header: dict[str, Any]) -> None:
     """Every array the kernel will read lies whole in the blob, at the size the shape implies."""
     L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
     wbytes = 2 if header["bf16"] else 4
@@ -131,67 +113,3 @@ def _check_sizes(header: dict[str, Any]) -> None:
         arrays[k][1] != n or arrays[k][0] < 0 or arrays[k][0] + n > header["nbytes"] for k, n in want.items()
     ):
         raise ValueError("the pack's arrays do not match its shape")
-
-
-def chunks(kernel: Kernel, prompt_ids: list[int], cfg: SampleConfig, banned: list[int]) -> Iterator[list[list[int]]]:
-    """Every stream's next tokens in chunks, ``cfg.length`` in all. Chunks grow to about 20 ms of
-    work, so the first token shows at once and text still streams."""
-    sampler, keep = make_sampler(cfg, banned)
-    kernel.prefill([prompt_ids] * kernel.B)
-    done, n = 0, 1
-    while done < cfg.length:
-        n = min(n, cfg.length - done)
-        t0 = time.perf_counter()
-        yield kernel.generate(sampler, n)
-        done += n
-        n = max(1, min(4 * n, 1024, int(0.02 * n / max(time.perf_counter() - t0, 1e-9))))
-    del keep
-
-
-# ---------------------------------------------------------------- the on-disk cache of packs
-
-
-def pack_path(checkpoint: Path, precision: str) -> Path:
-    """Where the pack of this checkpoint file (as it is now) and precision lives."""
-    st = checkpoint.stat()
-    key = hashlib.sha256()
-    for part in (os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, st.st_ino, precision, native.code_signature()):
-        key.update(str(part).encode() + b"\0")
-    return native.cache_dir() / "packs" / f"{key.hexdigest()[:24]}.pack"
-
-
-def save_pack(path: Path, header: dict[str, Any], blob: bytearray, offset: int) -> None:
-    """Write atomically; keep only the newest PACKS_KEPT packs. A cache: failures are ignored."""
-    head = json.dumps(header).encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(PACK_MAGIC + len(head).to_bytes(8, "little") + head)
-            f.write(memoryview(blob)[offset : offset + header["nbytes"]])
-        os.replace(tmp, path)
-        packs = sorted(path.parent.glob("*.pack"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in packs[PACKS_KEPT:]:
-            old.unlink()
-    except OSError:
-        pass
-
-
-def load_pack(path: Path) -> tuple[dict[str, Any], bytearray, int] | None:
-    """(header, blob, offset), or None where there is no complete pack."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(len(PACK_MAGIC)) != PACK_MAGIC:
-                return None
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-            _check_sizes(header)
-            blob, offset = aligned_buffer(header["nbytes"])
-            if f.readinto(memoryview(blob)[offset : offset + header["nbytes"]]) != header["nbytes"]:
-                return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    try:
-        os.utime(path)  # recently used: kept longest
-    except OSError:
-        pass
-    return header, blob, offset

@@ -1,4 +1,4 @@
-"""The C kernels of kernels.c: compiled once per machine on first use, loaded with ctypes.
+"""Building and loading kernels.c: compiled once per machine on first use, loaded with ctypes.
 
 Sampling one token at a time is bound by memory bandwidth and per-call overhead, and a compiled
 step (AVX-512 bf16 dot products, both cores, no Python per token) is several times faster than
@@ -24,7 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from charrnn.sampling.native.abi import declare
+
 SOURCE = Path(__file__).with_name("kernels.c")
+PACKAGE = Path(__file__).parents[2]  # charrnn/
 _FLAG_SETS = [
     ["-march=native", "-mprefer-vector-width=512", "-fopenmp"],
     ["-march=native", "-fopenmp"],
@@ -34,46 +37,6 @@ _FLAG_SETS = [
 _COMMON = ["-O3", "-fno-trapping-math", "-shared", "-fPIC"]
 _loaded: ctypes.CDLL | None = None
 _tried = False
-
-class Sampler(ctypes.Structure):
-    _fields_ = [
-        ("temperature", ctypes.c_double),
-        ("top_p", ctypes.c_double),
-        ("top_k", ctypes.c_int32),
-        ("nbanned", ctypes.c_int32),
-        ("banned", ctypes.c_void_p),
-        ("seed", ctypes.c_uint64),
-        ("step", ctypes.c_int64),
-        ("index", ctypes.c_int64),
-    ]
-
-
-class Net(ctypes.Structure):
-    _fields_ = [
-        ("layers", ctypes.c_int32),
-        ("H", ctypes.c_int32),
-        ("V", ctypes.c_int32),
-        ("bf16", ctypes.c_int32),
-        ("nthreads", ctypes.c_int32),
-        ("rows", ctypes.c_int32),
-        ("head_rows", ctypes.c_int32),
-        ("B", ctypes.c_int32),
-        ("Bp", ctypes.c_int32),
-        ("table", ctypes.c_void_p),
-        ("w", ctypes.POINTER(ctypes.c_void_p)),
-        ("K", ctypes.POINTER(ctypes.c_int32)),
-        ("bias", ctypes.POINTER(ctypes.c_void_p)),
-        ("head_w", ctypes.c_void_p),
-        ("head_b", ctypes.c_void_p),
-        ("head_K", ctypes.c_int32),
-        ("xh", ctypes.POINTER(ctypes.c_void_p)),
-        ("c", ctypes.POINTER(ctypes.c_void_p)),
-        ("gates", ctypes.c_void_p),
-        ("logits", ctypes.c_void_p),
-        ("scratch", ctypes.c_void_p),
-        ("work", ctypes.c_void_p),
-    ]
-
 
 def cache_dir() -> Path:
     if os.environ.get("CHARRNN_CACHE"):
@@ -117,7 +80,7 @@ def code_signature() -> str:
     """What packed weights depend on besides the checkpoint: charrnn's code (the packing, the
     model and tokenizer it reads, the kernels) and the CPU."""
     key = hashlib.sha256()
-    for path in sorted(SOURCE.parent.glob("*.py")) + [SOURCE]:
+    for path in sorted(PACKAGE.rglob("*.py")) + [SOURCE]:
         key.update(path.read_bytes())
     key.update(_cpu_signature().encode())
     return key.hexdigest()
@@ -165,25 +128,7 @@ def lib() -> ctypes.CDLL | None:
         try:
             # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
             path = _build()
-            _loaded = _declare(ctypes.CDLL(str(path))) if path else None
+            _loaded = declare(ctypes.CDLL(str(path))) if path else None
         except OSError:
             _loaded = None
     return _loaded
-
-
-def _declare(so: ctypes.CDLL) -> ctypes.CDLL:
-    P, i32 = ctypes.c_void_p, ctypes.c_int32
-    so.charrnn_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
-    so.charrnn_uniform.restype = ctypes.c_double
-    so.charrnn_sample.argtypes = [i32, i32, P, i32, ctypes.POINTER(Sampler), P, P]
-    so.charrnn_sample.restype = None
-    so.charrnn_lstm_cell.argtypes = [i32, i32, P, i32, P, i32, P, i32, P, i32, i32]
-    so.charrnn_lstm_cell.restype = None
-    so.charrnn_lstm_step.argtypes = [ctypes.POINTER(Net), P]
-    so.charrnn_lstm_step.restype = None
-    so.charrnn_lstm_generate.argtypes = [ctypes.POINTER(Net), ctypes.POINTER(Sampler), i32, P]
-    so.charrnn_lstm_generate.restype = None
-    so.charrnn_amx_init.argtypes = []
-    so.charrnn_amx_init.restype = ctypes.c_int
-    so.amx = bool(so.charrnn_amx_init())
-    return so

@@ -1,8 +1,9 @@
-"""LSTM streams stepped by the native kernel, for callers that hold a torch model.
+"""Packing a torch LSTM's weights for the native kernel: the only module of native/ that imports torch.
 
 ``pack_model`` takes ``Stepper``'s prepared weights (layer 0's input folded into a table, deeper
 layers' ``[W_ih | W_hh]`` side by side, gates ordered i, f, o, g), pads them to the kernel's
-blocks and packs them into one blob (see kernels.c and kernel.py). One stream uses
+blocks and packs them into one blob (see kernels.c and kernel.py); ``cache_pack`` also stores it
+for the checkpoint it came from (cache.py). One stream uses
 matrix-vector products, fp32 or bf16; in fp32 its logits are those of ``nn.LSTM`` to float
 tolerance. Several streams need bf16 weights and AMX tiles, where one product serves them all.
 """
@@ -16,12 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from charrnn import kernel, native
-from charrnn.config import SampleConfig
-from charrnn.device import pick_precision
-from charrnn.kernel import Kernel, aligned_buffer, round_up
 from charrnn.model import RNNLM
-from charrnn.step import Stepper
+from charrnn.sampling.native import build
+from charrnn.sampling.native.cache import pack_path, save_pack
+from charrnn.sampling.native.kernel import Kernel, aligned_buffer, round_up
+from charrnn.sampling.torch_step import Stepper
 from charrnn.tokenizer import Tokenizer
 
 
@@ -69,7 +69,7 @@ class NativeLSTM:
 
     @staticmethod
     def supports(model: RNNLM, streams: int, dtype: torch.dtype) -> bool:
-        lib = native.lib()
+        lib = build.lib()
         if lib is None or model.shape.cell != "lstm" or model.emb.weight.device.type != "cpu":
             return False
         return Kernel.supports(lib, {"bf16": dtype == torch.bfloat16}, streams)
@@ -78,7 +78,7 @@ class NativeLSTM:
         if not self.supports(model, streams, dtype):
             raise ValueError("the native kernel cannot step this model here")
         self.packed = packed or pack_model(model, dtype)
-        self.kernel = k = Kernel(native.lib(), *self.packed, streams)
+        self.kernel = k = Kernel(build.lib(), *self.packed, streams)
         self.B, self.H = streams, model.shape.hidden
         self.logits = torch.frombuffer(k.logits, dtype=torch.float32).view(-1, k.head_rows)[:streams, : k.V]
 
@@ -102,24 +102,16 @@ class NativeLSTM:
         return self.logits
 
 
-def step_dtype(cfg: SampleConfig, model: RNNLM) -> torch.dtype:
-    """auto: bf16 where it is faster and the device has it (training would autocast there): in the
-    native kernel, or for 8+ streams of torch products; fp32 otherwise, as exactness costs nothing."""
-    if cfg.precision == "auto":
-        if pick_precision("auto", model.emb.weight.device) == "fp32":
-            return torch.float32
-        fast = cfg.num_samples >= 8 or NativeLSTM.supports(model, cfg.num_samples, torch.bfloat16)
-        return torch.bfloat16 if fast else torch.float32
-    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-
-
-def cache_pack(path: Path, model: RNNLM, tok: Tokenizer, cfg: SampleConfig) -> tuple[dict[str, Any], bytearray, int] | None:
-    """Pack ``model`` for the kernel as ``cfg`` samples it, and cache the pack for the checkpoint
-    file ``path`` it was loaded from or saved to; None where the kernel cannot run it."""
-    dtype = step_dtype(cfg, model)
-    if not NativeLSTM.supports(model, cfg.num_samples, dtype):
+def cache_pack(
+    path: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, precision: str, streams: int = 1
+) -> tuple[dict[str, Any], bytearray, int] | None:
+    """Pack ``model`` in ``dtype`` with its tokenizer, and cache the pack for the checkpoint file
+    ``path`` it was loaded from or saved to, under the ``precision`` asked for ('auto', 'bf16',
+    'fp32'); None where the kernel cannot run ``streams`` streams of it."""
+    if not NativeLSTM.supports(model, streams, dtype):
         return None
     header, blob, offset = pack_model(model, dtype)
-    header["tokenizer"] = tok.to_dict()
-    kernel.save_pack(kernel.pack_path(path, cfg.precision), header, blob, offset)
+    header["tokenizer"] = tok.to_dict() if tok is not None else None
+    if path is not None:
+        save_pack(pack_path(path, precision), header, blob, offset)
     return header, blob, offset

@@ -18,16 +18,16 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from charrnn import checkpoint, native
-from charrnn.autosize import autosize
-from charrnn.config import RunConfig, SampleConfig
+from charrnn import checkpoint
+from charrnn.config import RunConfig, resumed_config
 from charrnn.data import make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
-from charrnn.native_step import cache_pack
+from charrnn.sampling.native import build
 from charrnn.tokenizer import Tokenizer
+from charrnn.training.autosize import autosize
 
 
 DEFAULT_BUDGET = 300
@@ -101,7 +101,7 @@ def train(
         if resumed["corpus_sha"] != corpus_sha:
             raise UsageError(f"the corpus differs from the one {out} was trained on; use --init-from to fine-tune")
         new_budget = cfg.train.time_budget
-        cfg = _resume_config(RunConfig.from_dict(resumed["config"]), cfg)
+        cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
     budget = cfg.train.time_budget
     if resumed and budget and new_budget is None:
         # The saved budget covered the whole run: what is left of it is this command's.
@@ -109,7 +109,7 @@ def train(
     deadline = (started if started is not None else t_start) + budget if budget else None
     env = setup_env(cfg.train.device, cfg.train.precision)
     if env.world == 1 and env.device.type == "cpu":
-        native.lib()  # a first build of the sampling kernel happens now, not in the timed final save
+        build.lib()  # a first build of the sampling kernel happens now, not in the timed final save
 
     # Tokenizer: from the run being resumed, the model being fine-tuned, or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
@@ -230,7 +230,9 @@ def train(
             checkpoint.save(payload(False), out / "best.pt")
             if final and env.world == 1 and env.device.type == "cpu":
                 # The first `charrnn sample` of this run then starts without importing torch.
-                cache_pack(out / "best.pt", model, tok, SampleConfig())
+                from charrnn.sampling.engine import Engine
+
+                Engine(tok, model=model, path=out / "best.pt").kernel(1)
         checkpoint.save(payload(True), out / "last.pt")
         timing["save"] = time.monotonic() - t0
 
@@ -411,20 +413,6 @@ def _agree(env: Env, out_of_time: bool, interrupted: bool, progress: float) -> t
     t = torch.tensor(mine, dtype=torch.float64, device=env.device)
     dist.all_reduce(t)
     return bool(t[0] > 0), bool(t[1] > 0), float(t[2])
-
-
-def _resume_config(saved: RunConfig, given: RunConfig) -> RunConfig:
-    """A resumed run keeps its model and data settings. New limits replace all the saved ones
-    (a saved --time-budget must not cap a new --max-steps); device and precision may change."""
-    limits = ("max_steps", "epochs", "time_budget")
-    if any(getattr(given.train, n) is not None for n in limits):
-        for n in limits:
-            setattr(saved.train, n, getattr(given.train, n))
-    for name in ("eval_every", "device", "precision", "out"):
-        value = getattr(given.train, name)
-        if value is not None and value != "auto":
-            setattr(saved.train, name, value)
-    return saved
 
 
 def _version() -> str:

@@ -12,7 +12,7 @@ from its state. In fp32 the math is that of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (t
 tolerance). ``dtype=torch.bfloat16`` stores the big matrices in bf16 (half the bytes read per
 token) while the state, gates and logits stay fp32.
 
-Sampling an LSTM on CPU uses the native kernel's whole step instead (``kernel.py``); ``Stepper``
+Sampling an LSTM on CPU uses the native kernel's whole step instead (``native/kernel.py``); ``Stepper``
 serves GPUs, GRU and RNN cells, fp32 batches, and machines without a C compiler (its LSTM cell
 still runs natively where the kernel is built). ``NativeLSTM`` takes its prepared weights.
 """
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from charrnn import native
 from charrnn.model import RNNLM, State
+from charrnn.sampling.native import build
 
 
 class _Linear:
@@ -113,7 +113,7 @@ class Stepper:
             self.head = _Linear(model.head.weight.float(), model.head.bias.float(), self.hs[-1], self.logits, torch.float32)
 
         # On CPU the LSTM cell runs in the native kernel (one call instead of six torch ops).
-        self.native = native.lib() if self.cell == "lstm" and dev.type == "cpu" else None
+        self.native = build.lib() if self.cell == "lstm" and dev.type == "cpu" else None
         if self.native is not None:
             self._cells = [
                 (B, H, self.gates.data_ptr(), G * H, self.c[l].data_ptr(), H, self.hs[l].data_ptr(), self.hs[l].stride(0),

@@ -1,0 +1,194 @@
+"""The sampling engine: a loaded model that draws tokens for N streams, in the native kernel or
+with torch ops, chosen here and nowhere else; and the one generation loop over either.
+
+The prompt is fed once; after that each step feeds one sampled token per stream back in, with
+the recurrent state kept, so a token costs the same at any length (O(1) per token). An LSTM on
+CPU runs in the native kernel (native/) where it can run that many streams in that precision;
+GPUs, GRU and RNN cells, and machines without a C compiler step with ``Stepper`` (torch ops).
+Both draw with the same rule and the same uniform numbers (decode.py).
+
+``Engine.open`` reads a checkpoint's cached pack when there is one, without importing torch;
+the model itself is loaded only when a call needs it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from charrnn.checkpoint import resolve
+from charrnn.config import SampleConfig
+from charrnn.sampling.native import build
+from charrnn.sampling.native.abi import make_sampler
+from charrnn.sampling.native.cache import load_pack, pack_path
+from charrnn.sampling.native.kernel import Kernel
+from charrnn.tokenizer import Tokenizer, banned_tokens
+
+if TYPE_CHECKING:
+    import torch
+
+    from charrnn.model import RNNLM
+
+Pack = tuple[dict[str, Any], bytearray, int]
+
+
+class Streams(Protocol):
+    """B streams that draw tokens: ``prefill`` feeds the prompt from the zero state, ``draw(n)``
+    returns the next n tokens of each stream (B lists of n ids)."""
+
+    def prefill(self, prompt_ids: list[int]) -> None: ...
+    def draw(self, n: int) -> list[list[int]]: ...
+
+
+class KernelStreams:
+    """Streams in the native kernel: n tokens per C call, Python untouched per token."""
+
+    def __init__(self, kernel: Kernel, cfg: SampleConfig, banned: list[int]):
+        self.kernel = kernel
+        self.sampler, self._keep = make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, banned)
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        self.kernel.prefill([prompt_ids] * self.kernel.B)
+
+    def draw(self, n: int) -> list[list[int]]:
+        return self.kernel.generate(self.sampler, n)
+
+
+class TorchStreams:
+    """Streams stepped by ``Stepper`` (torch ops), drawn by ``Chooser``."""
+
+    def __init__(self, model: RNNLM, cfg: SampleConfig, banned: list[int], dtype: torch.dtype):
+        from charrnn.sampling.decode import Chooser
+        from charrnn.sampling.torch_step import Stepper
+
+        self.stepper = Stepper(model, cfg.num_samples, dtype)
+        self.chooser = Chooser(cfg, banned)
+        self.B, self.logits, self.last = cfg.num_samples, None, None
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        import torch
+
+        self.logits = self.stepper.prefill(torch.tensor(prompt_ids, dtype=torch.long).expand(self.B, -1))
+
+    def draw(self, n: int) -> list[list[int]]:
+        import torch
+
+        out = []
+        for _ in range(n):
+            if self.logits is None:  # stepped lazily: the last token drawn is never fed in for nothing
+                self.logits = self.stepper.step(self.last.to(self.stepper.table.device))
+            self.last = self.chooser(self.logits)
+            self.logits = None
+            out.append(self.last)
+        return torch.stack(out, dim=1).tolist()
+
+
+def generate_chunks(streams: Streams, prompt_ids: list[int], length: int) -> Iterator[list[list[int]]]:
+    """The generation loop: every stream's next ``length`` tokens, in chunks (B lists each).
+    Chunks grow to about 20 ms of work, so the first token shows at once and text still streams."""
+    streams.prefill(prompt_ids)
+    done, n = 0, 1
+    while done < length:
+        n = min(n, length - done)
+        t0 = time.perf_counter()
+        yield streams.draw(n)
+        done += n
+        n = max(1, min(4 * n, 1024, int(0.02 * n / max(time.perf_counter() - t0, 1e-9))))
+
+
+def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
+    """The weights' dtype for ``streams`` streams. auto: bf16 where it is faster and the device has
+    it (training would autocast there): in the native kernel, or for 8+ streams of torch products;
+    fp32 otherwise, as exactness then costs nothing."""
+    import torch
+
+    from charrnn.device import pick_precision
+    from charrnn.sampling.native.pack import NativeLSTM
+
+    if precision == "auto":
+        if pick_precision("auto", model.emb.weight.device) == "fp32":
+            return torch.float32
+        fast = streams >= 8 or NativeLSTM.supports(model, streams, torch.bfloat16)
+        return torch.bfloat16 if fast else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+class Engine:
+    """One model ready to sample: the tokenizer, and the native kernel or torch per stream count.
+
+    ``precision``: 'auto', 'fp32' or 'bf16' weights for the step (see ``step_dtype``)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer | None, *, model: RNNLM | None = None, path: Path | None = None,
+        device: str = "cpu", precision: str = "auto", pack: Pack | None = None,
+    ):
+        self.tokenizer, self.path, self.device, self.precision = tokenizer, path, device, precision
+        self._model, self._pack = model, pack
+        self._kernels: dict[int, Kernel | None] = {}
+        self.banned = banned_tokens(tokenizer) if tokenizer is not None else []
+
+    @classmethod
+    def open(cls, checkpoint: str | Path | None, device: str = "cpu", precision: str = "auto") -> Engine:
+        """From a checkpoint (a .pt file, a run folder, or None for the newest): its cached pack
+        where one exists for this precision (no torch import), else the model itself.
+        Raises CharrnnError for a missing or unreadable checkpoint."""
+        path = resolve(checkpoint)
+        if device == "cpu" and build.lib() is not None:
+            found = load_pack(pack_path(path, precision))
+            if found is not None:
+                return cls(Tokenizer.from_dict(found[0]["tokenizer"]), path=path, precision=precision, pack=found)
+        from charrnn.checkpoint import load_model
+        from charrnn.device import pick_device
+
+        model, tok, _ = load_model(path, pick_device(device))
+        return cls(tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision)
+
+    @property
+    def model(self) -> RNNLM:
+        """The torch model, loaded from the checkpoint on first use."""
+        if self._model is None:
+            from charrnn.checkpoint import load_model
+
+            self._model, _, _ = load_model(self.path, "cpu")
+        return self._model
+
+    def chunks(self, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
+        """``cfg.num_samples`` streams' next ``cfg.length`` tokens, in chunks (see ``generate_chunks``).
+        The same seed gives the same tokens on the same engine; greedy ignores the seed."""
+        kernel = self.kernel(cfg.num_samples)
+        if kernel is not None:
+            streams: Streams = KernelStreams(kernel, cfg, self.banned)
+        else:
+            streams = TorchStreams(self.model, cfg, self.banned, step_dtype(self.precision, self.model, cfg.num_samples))
+        return generate_chunks(streams, prompt_ids, cfg.length)
+
+    def kernel(self, streams: int) -> Kernel | None:
+        """The native kernel for ``streams`` streams, or None where torch steps instead. Made once:
+        from the cached pack where it can run them, else from the model (and the pack cached)."""
+        if streams in self._kernels:
+            return self._kernels[streams]
+        lib = build.lib()
+        kernel = None
+        if lib is not None and self.device == "cpu":
+            if self._pack is None or not Kernel.supports(lib, self._pack[0], streams):
+                from charrnn.sampling.native.pack import cache_pack
+
+                dtype = step_dtype(self.precision, self.model, streams)
+                packed = cache_pack(self.path, self.model, self.tokenizer, dtype, self.precision, streams)
+                self._pack = packed or self._pack
+            if self._pack is not None and Kernel.supports(lib, self._pack[0], streams):
+                kernel = Kernel(lib, *self._pack, streams)
+        self._kernels[streams] = kernel
+        return kernel
+
+
+def generate(model: RNNLM, prompt_ids: list[int], cfg: SampleConfig, banned: list[int] | None = None) -> Iterator[torch.Tensor]:
+    """The next tokens of every stream of a model in memory, as (num_samples, n) tensors,
+    ``cfg.length`` in all. ``banned`` tokens (the word model's <unk>) are never emitted."""
+    import torch
+
+    engine = Engine(None, model=model, device=model.emb.weight.device.type, precision=cfg.precision)
+    engine.banned = list(banned or [])
+    for chunk in engine.chunks(prompt_ids, cfg):
+        yield torch.tensor(chunk, dtype=torch.long)

@@ -1,0 +1,1 @@
+"""Training: loop.py (train(): setup, then the loop), autosize.py (defaults sized to the budget)."""
