@@ -3,6 +3,14 @@
 Both are lossless: ``decode(encode(text)) == text`` for any text made of known tokens.
 Characters are exact Unicode code points (a BOM, CR, tabs are data). Words keep the
 whitespace between them as tokens of their own, so decoded text reads like the corpus.
+
+The word rule (``WORD_RULE`` 2): a token is a run of whitespace, or a word, or any other single
+character. A word is a run of word characters (letters, digits, underscore, in any script) that
+may hold an apostrophe (' or ’) or a hyphen between two word characters, and a '.' or ','
+between two digits: ``don't``, ``well-known``, ``rock'n'roll``, ``3.14``, ``1,000`` stay whole;
+``dogs'``, ``--`` and a sentence's final '.' are tokens of their own. Rule 1 (checkpoints made
+before it) split at every apostrophe, hyphen and dot. ``token_stream`` applies the same rules
+to large texts with numpy.
 """
 
 from __future__ import annotations
@@ -14,8 +22,14 @@ from typing import Any, Iterable
 from charrnn.errors import CharrnnError
 
 UNK = "<unk>"
+WORD_RULE = 2
+"""The word rule new tokenizers use (see the module docstring)."""
 # Every character falls in exactly one alternative, so the tokens partition the text.
-WORD_RE = re.compile(r"\w+|[^\w\s]|\s+")
+WORD_RES = {
+    1: re.compile(r"\w+|[^\w\s]|\s+"),
+    2: re.compile(r"(?:\w|(?<=\w)['’-](?=\w)|(?<=\d)[.,](?=\d))+|[^\w\s]|\s+"),
+}
+WORD_RE = WORD_RES[WORD_RULE]
 
 
 class UnknownTokenError(CharrnnError):
@@ -31,8 +45,11 @@ def _show(tokens: Iterable[str], limit: int = 8) -> str:
 class Tokenizer:
     """A vocabulary of string tokens; ``level`` says how text is split into them."""
 
-    def __init__(self, level: str, vocab: list[str]):
+    def __init__(self, level: str, vocab: list[str], rule: int = WORD_RULE):
         self.level = level
+        if rule not in WORD_RES:
+            raise CharrnnError(f"unknown word rule {rule!r}; this checkpoint needs a newer charrnn")
+        self.rule = rule
         self.vocab = list(vocab)
         self.stoi = {t: i for i, t in enumerate(self.vocab)}
         if len(self.stoi) != len(self.vocab):
@@ -48,7 +65,7 @@ class Tokenizer:
             raise CharrnnError("the corpus is empty; give a file with some text in it")
         if level == "char":
             return cls("char", sorted(set(text)))
-        counts = Counter(WORD_RE.findall(text))
+        counts = Counter(WORD_RE.findall(text))  # the reference for token_stream's word counts
         kept = [t for t, n in counts.most_common() if n >= min_count and t != UNK]
         if max_vocab is not None:
             kept = kept[: max(max_vocab - 1, 1)]
@@ -57,7 +74,7 @@ class Tokenizer:
         return cls("word", [UNK] + sorted(kept))
 
     def split(self, text: str) -> list[str]:
-        return list(text) if self.level == "char" else WORD_RE.findall(text)
+        return list(text) if self.level == "char" else WORD_RES[self.rule].findall(text)
 
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         """Token ids of ``text``. ``unknown``: 'error' names unseen tokens, 'skip' drops them,
@@ -89,11 +106,14 @@ class Tokenizer:
         return [len(t) for t in self.vocab]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "vocab": self.vocab}
+        d = {"level": self.level, "vocab": self.vocab}
+        if self.level == "word":
+            d["rule"] = self.rule
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
-        return cls(d["level"], d["vocab"])
+        return cls(d["level"], d["vocab"], d.get("rule", 1))  # no rule: saved before rule 2
 
 
 def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:

@@ -1,0 +1,466 @@
+"""Inputs -> token ids, streamed into a cache that later runs reuse.
+
+Inputs: text files, folders (read recursively: files sorted by path, names starting with '.'
+skipped), ``-`` for stdin, or nothing for the built-in default corpus. Several inputs are read
+in the order given and joined with ``SEPARATOR`` (one newline) between files; a single file is
+its bytes exactly. Files must be UTF-8.
+
+The token ids go to ``<cache>/tokens/<content>-<settings>/ids.bin`` (raw, the smallest integer
+type that holds the vocabulary; ``<cache>`` is ``$CHARRNN_CACHE`` or ``~/.cache/charrnn``) and
+are memory-mapped, so a corpus of any size costs its vocabulary plus the pages being read. An
+entry is found again by the SHA-256 of the corpus' bytes and the tokenizer settings; a second
+index maps each file's path, size, mtime and inode to that hash, so an unchanged corpus is
+found without reading it, and an edited file is read again. Entries can be deleted at any time.
+
+The build reads the text in chunks twice at most: pass 1 hashes it and finds the vocabulary
+(character counts, or word indices written to a temporary file), pass 2 writes the ids.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.token_stream import CharCounter, CharEncoder, WordIndexer, smallest_dtype, word_vocab
+from charrnn.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, _show
+
+SEPARATOR = "\n"
+"""Written between two input files."""
+DEFAULT_CORPUS = "python-stdlib"
+DEFAULT_CORPUS_CHARS = 1_200_000
+CHUNK_BYTES = 4 << 20
+_FORMAT = 1  # of cache entries; a change makes new entries
+
+
+class BudgetExceeded(CharrnnError):
+    pass
+
+
+@dataclass
+class Corpus:
+    """Token ids of some inputs, memory-mapped from the cache."""
+
+    ids: np.ndarray
+    """(tokens,) the ids, a read-only numpy memmap of the smallest integer type."""
+    tokenizer: Tokenizer
+    sha: str
+    """The first 16 hex digits of the SHA-256 of the text's bytes (separators included)."""
+    name: str
+    """For the default run folder: the input's name (the first one's, '+N' for N more)."""
+    inputs: list[str]
+    """The inputs as given, absolute paths (or '-'), to read again on --resume."""
+    chars: int
+    nbytes: int
+    cached: bool
+    """True when the ids came from the cache."""
+    seconds: float
+    """Time spent finding or building the ids."""
+    unknown: dict[str, int] = field(default_factory=dict)
+    """Tokens outside a given vocabulary (up to 1000 distinct) and their counts."""
+    unknown_total: int = 0
+
+
+@dataclass
+class _Files:
+    paths: list[Path]
+    name: str
+    spooled: Path | None = None  # stdin, copied to a file to read twice
+
+
+def resolve(inputs: list[str] | str | None) -> tuple[list[Path], str]:
+    """The files ``inputs`` stand for, in reading order, and the corpus name. UsageError for a
+    missing input or a folder with no files."""
+    if inputs is None or inputs == []:
+        return default_files(), DEFAULT_CORPUS
+    if isinstance(inputs, (str, Path)):
+        inputs = [str(inputs)]
+    paths: list[Path] = []
+    for item in inputs:
+        if item == "-":
+            paths.append(Path("-"))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = _walk(p)
+            if not found:
+                raise UsageError(f"the folder {item} holds no files to read; give text files or another folder")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise UsageError(f"corpus not found: {item}")
+    first = inputs[0]
+    name = "stdin" if first == "-" else (Path(first).resolve().name if Path(first).is_dir() else Path(first).stem)
+    name = name or "corpus"
+    return paths, name if len(inputs) == 1 else f"{name}+{len(inputs) - 1}"
+
+
+def _walk(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def default_files() -> list[Path]:
+    """The running interpreter's own standard library source: on every machine, no download,
+    and nothing copied into this repository. Files in sorted order, about 1.2M characters."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files, size = [], 0
+    for f in sorted(root.glob("*.py")):
+        try:
+            size += len(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        files.append(f)
+        if size >= DEFAULT_CORPUS_CHARS:
+            break
+    if not files:
+        raise CharrnnError(f"no Python sources found under {root}; give a corpus file instead")
+    return files
+
+
+def cache_root() -> Path:
+    from charrnn.sampling.native.build import cache_dir
+
+    return cache_dir() / "tokens"
+
+
+def load(
+    inputs: list[str] | str | None = None,
+    *,
+    text: str | None = None,
+    level: str = "char",
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    tokenizer: Tokenizer | None = None,
+    unknown: str = "unk",
+    deadline: float | None = None,
+    message: Callable[[str], None] | None = None,
+) -> Corpus:
+    """The token ids of ``inputs`` (or of ``text``), from the cache or built into it.
+
+    With ``tokenizer`` its vocabulary is used as it is (resume, fine-tuning, scoring), and
+    ``unknown`` says what becomes of tokens outside it: 'unk' (word level: <unk>; character level:
+    an error), 'skip' (dropped, counted in ``Corpus.unknown``) or 'error'. Otherwise the vocabulary
+    is built at ``level`` with ``max_vocab``/``min_count``. ``deadline`` (time.monotonic) stops a
+    build that would pass it (BudgetExceeded). ``message`` hears one line when a build starts.
+    Raises UsageError for missing or non-UTF-8 inputs, CharrnnError for an empty corpus,
+    UnknownTokenError for unseen tokens under 'error'."""
+    t0 = time.monotonic()
+    if tokenizer is not None:
+        level = tokenizer.level
+    spec = _spec(level, max_vocab, min_count, tokenizer, unknown)
+    root = cache_root()
+    if text is not None:
+        files = _Files([], "corpus")
+        given = []
+    else:
+        paths, name = resolve(inputs)
+        files = _Files(paths, name)
+        given = [p if p == "-" else str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, str) else inputs or [])]
+    fingerprint = _fingerprint(files.paths) if text is None else None
+    if fingerprint:
+        sha = _read_json(root / "index" / f"{fingerprint}.json").get("sha")
+        hit = sha and _open_entry(root, sha, spec)
+        if hit:
+            return _corpus(hit, files.name, given, True, t0)
+    try:
+        if any(str(p) == "-" for p in files.paths):
+            _spool_stdin(files, root)
+        entry = _build(files, text, spec, level, max_vocab, min_count, tokenizer, unknown, root, deadline, message)
+    finally:
+        if files.spooled is not None:
+            files.spooled.unlink(missing_ok=True)
+    if fingerprint:
+        _write_json(root / "index" / f"{fingerprint}.json", {"sha": entry["sha"]})
+    return _corpus(entry, files.name, given, False, t0)
+
+
+def _corpus(entry: dict, name: str, given: list[str], cached: bool, t0: float) -> Corpus:
+    n = entry["tokens"]
+    ids = np.memmap(entry["path"], dtype=entry["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, entry["dtype"])
+    return Corpus(
+        ids, Tokenizer.from_dict(entry["tokenizer"]), entry["sha"][:16], name, given, entry["chars"], entry["bytes"],
+        cached, time.monotonic() - t0, entry.get("unknown", {}), entry.get("unknown_total", 0),
+    )
+
+
+def _spec(level: str, max_vocab: int | None, min_count: int, tok: Tokenizer | None, unknown: str) -> dict:
+    spec = {"format": _FORMAT, "separator": SEPARATOR, "level": level}
+    if tok is not None:
+        vocab = json.dumps(tok.to_dict(), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        spec.update(vocab=hashlib.sha256(vocab).hexdigest()[:32], unknown=unknown)
+    elif level == "word":
+        spec.update(max_vocab=max_vocab, min_count=min_count, rule=WORD_RULE)
+    return spec
+
+
+def _spec_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint(paths: list[Path]) -> str | None:
+    """Cheap identity of the input files (path, size, mtime, inode); None for stdin."""
+    parts = []
+    for p in paths:
+        if str(p) == "-":
+            return None
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        parts.append([str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev])
+    key = json.dumps([_FORMAT, SEPARATOR, parts]).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def _open_entry(root: Path, sha: str, spec: dict) -> dict | None:
+    folder = root / f"{sha[:24]}-{_spec_key(spec)}"
+    meta = _read_json(folder / "meta.json")
+    if meta.get("spec") != spec or meta.get("sha") != sha:
+        return None
+    path = folder / "ids.bin"
+    try:
+        if path.stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
+            return None
+        os.utime(folder)  # the entry's age says when it was last used
+    except OSError:
+        return None
+    return {**meta, "path": str(path)}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from charrnn.checkpoint import atomic_write
+
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False).encode("utf-8")), sync=False)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def _spool_stdin(files: _Files, root: Path) -> None:
+    """stdin is read once into a file under the cache, so it can be read twice."""
+    root.mkdir(parents=True, exist_ok=True)
+    spool = root / f".stdin-{os.getpid()}"
+    with open(spool, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
+    files.spooled = spool
+    files.paths = [spool if str(p) == "-" else p for p in files.paths]
+
+
+class _Reader:
+    """The text in chunks of about CHUNK_BYTES, SEPARATOR between files, hashing the bytes."""
+
+    def __init__(self, files: _Files, text: str | None, deadline: float | None, total: int) -> None:
+        self.files, self.text, self.deadline, self.total = files, text, deadline, total
+        self.sha = hashlib.sha256()
+        self.chars = self.nbytes = 0
+
+    def chunks(self) -> Iterator[str]:
+        self.sha, self.chars, self.nbytes = hashlib.sha256(), 0, 0
+        for piece in self._pieces():
+            self.chars += len(piece)
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise BudgetExceeded(
+                    f"tokenizing the corpus ({self.total / 1e6:.0f} MB) did not finish within the time budget; "
+                    "give one run a larger --time-budget: the tokens are cached for the runs after it"
+                )
+            yield piece
+
+    def _pieces(self) -> Iterator[str]:
+        if self.text is not None:
+            for i in range(0, len(self.text), CHUNK_BYTES):
+                piece = self.text[i : i + CHUNK_BYTES]
+                raw = piece.encode("utf-8", "surrogatepass")
+                self.sha.update(raw)
+                self.nbytes += len(raw)
+                yield piece
+            return
+        sep = SEPARATOR.encode()
+        for i, path in enumerate(self.files.paths):
+            lead = ""
+            if i:
+                self.sha.update(sep)
+                self.nbytes += len(sep)
+                lead = SEPARATOR
+            decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            offset = 0
+            shown = "stdin" if path == self.files.spooled else str(path)
+            try:
+                f = open(path, "rb")
+            except OSError as e:
+                raise UsageError(f"cannot read {shown}: {e.strerror}") from None
+            with f:
+                while True:
+                    try:
+                        raw = f.read(CHUNK_BYTES)
+                    except OSError as e:
+                        raise UsageError(f"cannot read {shown}: {e.strerror}") from None
+                    pending = len(decoder.getstate()[0])
+                    try:
+                        piece = decoder.decode(raw, final=not raw)
+                    except UnicodeDecodeError as e:
+                        where = offset - pending + e.start
+                        fix = f"iconv -f latin1 -t utf-8 {shown} > {Path(shown).stem}.utf8.txt" if path != self.files.spooled else "iconv -f latin1 -t utf-8"
+                        raise UsageError(f"{shown} is not UTF-8 text (bad byte at offset {where}); convert it, e.g. {fix}") from None
+                    self.sha.update(raw)
+                    self.nbytes += len(raw)
+                    offset += len(raw)
+                    if lead or piece:
+                        yield lead + piece
+                        lead = ""
+                    if not raw:
+                        break
+
+
+def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, deadline, message) -> dict:
+    total = len(text) if text is not None else sum(_size(p) for p in files.paths)
+    if message and total > 20e6:
+        message(f"tokenizing {total / 1e6:,.0f} MB once; later runs on the same files reuse the tokens")
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_stale(root)
+    work = root / f".build-{os.getpid()}-{time.monotonic_ns()}"
+    work.mkdir()
+    try:
+        reader = _Reader(files, text, deadline, total)
+        if level == "char":
+            meta = _build_chars(reader, tok, unknown, work)
+        else:
+            meta = _build_words(reader, tok, unknown, max_vocab, min_count, work)
+        sha = reader.sha.hexdigest()
+        meta.update(spec=spec, sha=sha, chars=reader.chars, bytes=reader.nbytes)
+        if reader.chars == 0:
+            raise CharrnnError("the corpus is empty; give a file with some text in it")
+        existing = _open_entry(root, sha, spec)
+        if existing:
+            return existing
+        (work / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "path"}, ensure_ascii=False), encoding="utf-8")
+        folder = root / f"{sha[:24]}-{_spec_key(spec)}"
+        try:
+            os.rename(work, folder)
+        except OSError:  # another process finished the same entry first
+            existing = _open_entry(root, sha, spec)
+            if existing:
+                return existing
+            raise
+        return {**meta, "path": str(folder / "ids.bin")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _clean_stale(root: Path) -> None:
+    """Builds and spools left by processes that died."""
+    for p in root.glob(".*-*"):
+        try:
+            pid = int(p.name.split("-")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            pass
+
+
+def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Path) -> dict:
+    if tok is None:
+        counter = CharCounter()
+        for piece in reader.chunks():
+            counter.feed(piece)
+        tok = Tokenizer("char", counter.vocab())
+    encoder = CharEncoder(tok.vocab)
+    dtype = smallest_dtype(len(tok))
+    missing: dict[str, int] = {}
+    n = 0
+    with open(work / "ids.bin", "wb") as f:
+        for piece in reader.chunks():
+            ids = encoder.encode(piece)
+            bad = ids < 0
+            if bad.any():
+                cps, counts = np.unique(np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)[bad], return_counts=True)
+                for c, k in zip(cps.tolist(), counts.tolist()):
+                    missing[chr(c)] = missing.get(chr(c), 0) + k
+                if unknown != "skip":
+                    raise _unknown_error("characters", missing, unknown)
+                ids = ids[~bad]
+            f.write(ids.astype(dtype).tobytes())
+            n += len(ids)
+    return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": n, "unknown": missing,
+            "unknown_total": sum(missing.values())}
+
+
+def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab, min_count, work: Path) -> dict:
+    given = tok is not None
+    indexer = WordIndexer(tok.rule if given else WORD_RULE, tok.vocab if given else None)
+    rest = ""
+    n = 0
+    with open(work / "pass1.bin", "wb") as f:
+        for piece in reader.chunks():
+            ids, rest = indexer.feed(rest + piece, final=False)
+            f.write(ids.tobytes())
+            n += len(ids)
+            if len(rest) > 64 * CHUNK_BYTES:  # no whitespace for that long: cut anyway
+                ids, rest = indexer.feed(rest, final=True)
+                f.write(ids.tobytes())
+                n += len(ids)
+        ids, _ = indexer.feed(rest, final=True)
+        f.write(ids.tobytes())
+        n += len(ids)
+    if not given:
+        vocab, remap = word_vocab(indexer, max_vocab, min_count)
+        if len(vocab) == 1:
+            raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
+        tok = Tokenizer("word", vocab)
+    else:
+        remap = np.arange(len(tok), dtype=np.int32)
+        if indexer.missing and unknown not in ("unk", "skip"):
+            raise _unknown_error("words", indexer.missing, unknown)
+    dtype = smallest_dtype(len(tok))
+    unk = tok.stoi.get(UNK, 0)
+    out = 0
+    provisional = np.memmap(work / "pass1.bin", np.int32, mode="r", shape=(n,)) if n else np.zeros(0, np.int32)
+    with open(work / "ids.bin", "wb") as f:
+        for i in range(0, n, CHUNK_BYTES):
+            part = np.asarray(provisional[i : i + CHUNK_BYTES])
+            if unknown == "skip":
+                part = part[part >= 0]
+            ids = np.where(part >= 0, remap[part], unk)
+            f.write(ids.astype(dtype).tobytes())
+            out += len(ids)
+    del provisional
+    (work / "pass1.bin").unlink()
+    missing = indexer.missing if given else {}
+    return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": out, "unknown": missing,
+            "unknown_total": sum(missing.values())}
+
+
+def _unknown_error(what: str, missing: dict[str, int], unknown: str) -> UnknownTokenError:
+    hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
+    return UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
