@@ -108,6 +108,23 @@ class CharRNN:
             raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
         return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
 
+    def score_file(self, inputs: str | Path | list[str | Path], unknown: str = "auto") -> Score:
+        """``score`` for files of any size (several files, folders and ``-`` as for training,
+        joined the same way): the text is tokenized in chunks into the token cache and read
+        window by window, so memory stays bounded. Raises UsageError for missing or non-UTF-8
+        files, CharrnnError when there are fewer than two tokens, UnknownTokenError for unseen ones."""
+        from charrnn import corpus
+        from charrnn.evaluate import evaluate
+
+        tok = self.tokenizer
+        if unknown == "auto":
+            unknown = "unk" if tok.unk_id is not None else "error"
+        paths = [str(p) for p in inputs] if isinstance(inputs, list) else [str(inputs)]
+        ids = corpus.load(paths, tokenizer=tok, unknown=unknown).ids
+        if len(ids) < 2:
+            raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
+        return evaluate(self._model(), ids, tok.char_lengths(), autocast=self._autocast())
+
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
         """Each line on its own, as if it followed a newline: its tokens and closing newline are
         scored. A line the model cannot score (too short) has ``loss`` None."""

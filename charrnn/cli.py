@@ -313,8 +313,8 @@ def score(
         from charrnn.data import read_corpus
 
         model = load(checkpoint, device, precision)
-        text, _ = read_corpus(file)
         if per_line:
+            text, _ = read_corpus(file)
             # Newlines only: str.splitlines() would also split on form feeds and other separators.
             lines = text.split("\n")
             if lines and lines[-1] == "":
@@ -323,7 +323,7 @@ def score(
                 loss = "-" if r.loss is None else f"{r.loss:.4f}"
                 print(json.dumps(r.to_dict()) if as_json else f"{loss}\t{r.line}")
         else:
-            r = model.score(text, unknown.value).to_dict()
+            r = model.score_file(file, unknown.value).to_dict()
             if as_json:
                 print(json.dumps(r))
             else:

@@ -50,8 +50,8 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    corpus: str | None = None
-    """The text file (- for stdin); None: the built-in default corpus."""
+    corpus: str | list[str] | None = None
+    """The text file (- for stdin), or several files and folders; None: the built-in default corpus."""
     val_fraction: float = 0.1
     """The tail of the corpus held out for validation."""
     seq_len: int | None = None
@@ -104,7 +104,10 @@ class TrainConfig:
     time_budget: float | str | None = None
     """Seconds for the whole command, evaluation and saving included."""
     eval_every: int | None = None
-    """Steps between evaluations on the whole validation split."""
+    """Steps between evaluations."""
+    eval_tokens: int | None = None
+    """Validation tokens each evaluation scores at most (default 250,000): evenly spaced windows,
+    the same every time; the whole split when it is smaller; 0: always the whole split."""
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337
@@ -119,6 +122,7 @@ class TrainConfig:
         _positive("--epochs", self.epochs)
         _positive("--time-budget", self.time_budget)
         _positive("--eval-every", self.eval_every)
+        _positive("--eval-tokens", self.eval_tokens, allow_zero=True)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
         _positive("--grad-clip", self.grad_clip, allow_zero=True)
         check_choice("--device", self.device, DEVICES)
@@ -175,6 +179,8 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
         return value if "int" in kinds and isinstance(value, int) else float(value)
     if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if "list[str]" in kinds and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
     if "str" in kinds and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value) if not isinstance(value, str) else value
     want = " or ".join(k for k in kinds if k != "None")
@@ -199,7 +205,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 # What a resumed run may change (its limits, where it runs, the corpus path it reads); a
 # fine-tuned model keeps its parent's tokens and shape. Enforced for the library and the CLI alike.
-RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
+RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "eval_tokens", "device", "precision", "out"}
 LIMITS = ("max_steps", "epochs", "time_budget")
 SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
 
@@ -233,7 +239,7 @@ def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
     if any(getattr(given.train, n) is not None for n in LIMITS):
         for n in LIMITS:
             setattr(saved.train, n, getattr(given.train, n))
-    for name in ("eval_every", "device", "precision", "out"):
+    for name in ("eval_every", "eval_tokens", "device", "precision", "out"):
         value = getattr(given.train, name)
         if value is not None and value != "auto":
             setattr(saved.train, name, value)

@@ -54,7 +54,7 @@ class RichReporter(Reporter):
         self.progress.update(self.task, val=f"{score.loss:.4f}")
         self.progress.console.print(
             f"step {step}: val loss {score.loss:.4f} nats/token, {score.bits_per_char:.4f} bits/char, "
-            f"perplexity {score.perplexity:.2f}",
+            f"perplexity {score.perplexity:.2f} (on {score.tokens:,} tokens)",
             markup=False,
         )
 

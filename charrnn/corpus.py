@@ -358,6 +358,13 @@ def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, d
             return existing
         (work / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "path"}, ensure_ascii=False), encoding="utf-8")
         folder = root / f"{sha[:24]}-{_spec_key(spec)}"
+        if folder.exists():  # damaged or half deleted: set it aside
+            stale = root / f".stale-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                os.rename(folder, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            except OSError:
+                pass
         try:
             os.rename(work, folder)
         except OSError:  # another process finished the same entry first

@@ -1,5 +1,7 @@
-"""Corpus -> token ids -> train/val split -> (B, T) batches, sharded by rank.
+"""Token ids -> train/val split -> (B, T) batches, sharded by rank.
 
+Ids may be any 1-D array of integers: a torch tensor, a numpy array, or the numpy memmap of a
+corpus' token cache (``corpus.py``); a batch reads only its own B x T tokens from it.
 A batch is a pure function of the step number, so resuming a run only needs the step.
 """
 
@@ -10,6 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError, UsageError
@@ -81,6 +84,17 @@ def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.T
     return ids[:n_train], ids[n_train:]
 
 
+def as_numpy(ids) -> np.ndarray:
+    """A 1-D numpy view of ``ids`` (a CPU tensor, a numpy array or memmap), without a copy."""
+    if isinstance(ids, torch.Tensor):
+        return ids.detach().cpu().numpy()
+    return ids if isinstance(ids, np.ndarray) else np.asarray(ids)
+
+
+def _long(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).long()
+
+
 def _seed(*parts: int) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
@@ -90,7 +104,8 @@ class StreamBatches:
     so the hidden state carries over (char-rnn's truncated BPTT). Each epoch starts at a fresh
     random offset so chunk boundaries move; ``reset`` marks where the carried state must be zeroed."""
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, ids, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+        ids = as_numpy(ids)
         self.ids, self.B, self.T, self.seed, self.rank, self.world = ids, batch_size, seq_len, seed, rank, world
         self.stream_len = (len(ids) - 1 - seq_len) // (world * batch_size)
         self.steps_per_epoch = self.stream_len // seq_len
@@ -105,8 +120,8 @@ class StreamBatches:
         g = torch.Generator().manual_seed(_seed(self.seed, epoch))
         offset = int(torch.randint(self.T, (1,), generator=g))
         n = self.world * self.B * self.stream_len
-        x = self.ids[offset : offset + n].view(self.world * self.B, self.stream_len)
-        y = self.ids[offset + 1 : offset + 1 + n].view(self.world * self.B, self.stream_len)
+        x = self.ids[offset : offset + n].reshape(self.world * self.B, self.stream_len)  # views, no copy
+        y = self.ids[offset + 1 : offset + 1 + n].reshape(self.world * self.B, self.stream_len)
         rows = slice(self.rank * self.B, (self.rank + 1) * self.B)
         self._x, self._y, self._epoch = x[rows], y[rows], epoch
 
@@ -115,26 +130,27 @@ class StreamBatches:
         if epoch != self._epoch:
             self._load_epoch(epoch)
         cols = slice(k * self.T, (k + 1) * self.T)
-        return self._x[:, cols].long(), self._y[:, cols].long(), k == 0
+        return _long(self._x[:, cols]), _long(self._y[:, cols]), k == 0
 
 
 class RandomBatches:
     """B windows of T tokens at random places (nanoGPT's way); no state carries between batches."""
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, ids, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+        ids = as_numpy(ids)
         if len(ids) <= seq_len + 1:
             raise UsageError(f"the training split ({len(ids)} tokens) is shorter than --seq-len {seq_len}")
         self.ids, self.B, self.T, self.seed, self.rank = ids, batch_size, seq_len, seed, rank
         self.steps_per_epoch = max(1, len(ids) // (batch_size * seq_len * world))
-        self._arange = torch.arange(seq_len + 1)
+        self._arange = np.arange(seq_len + 1)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
         g = torch.Generator().manual_seed(_seed(self.seed, self.rank, step))
         starts = torch.randint(len(self.ids) - self.T - 1, (self.B,), generator=g)
-        w = self.ids[starts[:, None] + self._arange].long()
+        w = _long(self.ids[starts.numpy()[:, None] + self._arange])
         return w[:, :-1], w[:, 1:], True
 
 
-def make_batches(kind: str, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+def make_batches(kind: str, ids, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
     cls = StreamBatches if kind == "stream" else RandomBatches
     return cls(ids, batch_size, seq_len, seed, rank, world)

@@ -3,7 +3,8 @@
 ``evaluate`` scores every token after the first once. The text is cut into B chunks that run
 side by side. Each chunk (but the first, which starts the text) is first primed on the
 ``warmup`` tokens before it without scoring them, so every prediction sees at least that much
-context, as if the text were read in one pass.
+context, as if the text were read in one pass. With ``max_tokens`` a long text is scored on B
+evenly spaced windows instead (training's bounded evaluation, ``--eval-tokens``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.data import as_numpy
 from charrnn.model import RNNLM
 from charrnn.tokenizer import Tokenizer
 
@@ -50,43 +53,67 @@ class Score:
 @torch.inference_mode()
 def evaluate(
     model: RNNLM,
-    ids: torch.Tensor,
-    token_chars: list[int] | torch.Tensor,
+    ids,
+    token_chars: list[int] | torch.Tensor | np.ndarray,
     batch_size: int = 64,
     seq_len: int = 256,
     warmup: int = 256,
     autocast=None,
+    max_tokens: int | None = None,
 ) -> Score:
-    """``token_chars[i]`` is the length in characters of token i, for bits per character."""
+    """Loss on ``ids`` ((n,) integers: a tensor, a numpy array or a token cache's memmap, read
+    (B, seq_len) window by window, so memory does not grow with n). ``token_chars[i]`` is the
+    length in characters of token i, for bits per character.
+
+    Every prediction is scored once, unless ``max_tokens`` is given and the text has more
+    predictions: then ``batch_size`` windows of ``max_tokens // batch_size`` tokens, evenly spaced
+    from the start of the text to its end (the same ones every time), are scored. ``Score.tokens``
+    says how many predictions were scored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    ids = ids.to(device=device, dtype=torch.long)
-    n_pred = len(ids) - 1
+    arr = as_numpy(ids)
+    n_pred = len(arr) - 1
     if n_pred < 1:
         return Score(float("nan"), 0, 0)
-    B = max(1, min(batch_size, n_pred // max(warmup, 1)))
-    L = math.ceil(n_pred / B)
-    pad = B * L - n_pred
-    x = F.pad(ids[:-1], (0, pad)).view(B, L)
-    y = F.pad(ids[1:], (0, pad), value=-100).view(B, L)
+    if max_tokens is None or n_pred <= max_tokens:
+        B = max(1, min(batch_size, n_pred // max(warmup, 1)))
+        L = math.ceil(n_pred / B)
+        starts = [j * L for j in range(B)]
+    else:
+        B = max(1, min(batch_size, max_tokens))
+        L = max_tokens // B
+        starts = [j * (n_pred - L) // (B - 1) for j in range(B)] if B > 1 else [0]
+    # Every window but the first (which starts the text) is primed on the tokens before it.
+    prime_len = min([warmup, *starts[1:]])
     # Bound the logits held at once (B x T x V floats) for large vocabularies.
     seq_len = max(8, min(seq_len, 2**24 // (B * model.shape.vocab_size)))
+    chars_of = np.asarray(token_chars.cpu() if isinstance(token_chars, torch.Tensor) else token_chars, np.int64)
     ctx = autocast or nullcontext()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    scored = chars = 0
     with ctx:
         state = model.zero_state(B, device)
-        if B > 1 and warmup > 0:
-            # L >= warmup, so every chunk but the first has a full warmup before it.
-            prime = torch.stack([ids[j * L - warmup : j * L] for j in range(1, B)])
-            _, _, primed = model(prime, None)
+        if B > 1 and prime_len > 0:
+            prime = torch.from_numpy(np.stack([arr[s - prime_len : s] for s in starts[1:]]).astype(np.int64))
+            _, _, primed = model(prime.to(device), None)
             state = tuple(torch.cat([z[:, :1], p.to(z.dtype)], dim=1) for z, p in zip(state, primed))
-        total = torch.zeros((), dtype=torch.float64, device=device)
         for t in range(0, L, seq_len):
-            logits, _, state = model(x[:, t : t + seq_len], state)
-            total += F.cross_entropy(logits.float().flatten(0, 1), y[:, t : t + seq_len].flatten(), reduction="sum", ignore_index=-100)
+            T = min(seq_len, L - t)
+            x = np.zeros((B, T), np.int64)
+            y = np.full((B, T), -100, np.int64)
+            for j, s in enumerate(starts):
+                a, b = s + t, min(s + t + T, s + L, n_pred)
+                if b > a:
+                    x[j, : b - a] = arr[a:b]
+                    y[j, : b - a] = arr[a + 1 : b + 1]
+            real = y[y >= 0]
+            scored += len(real)
+            chars += int(chars_of[real].sum())
+            logits, _, state = model(torch.from_numpy(x).to(device), state)
+            total += F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).to(device).flatten(), reduction="sum", ignore_index=-100)
     model.train(was_training)
-    chars = int(torch.as_tensor(token_chars, device=device)[ids[1:]].sum())
-    return Score(float(total) / n_pred, n_pred, chars)
+    return Score(float(total) / scored, scored, chars)
 
 
 @dataclass
