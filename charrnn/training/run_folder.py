@@ -71,10 +71,12 @@ class RunFolder:
         if not self.writer:
             return
         checkpoint.write_text(cfg.to_yaml(), self.path / "config.yaml")
+        metrics = self.path / "metrics.jsonl"
         if fresh:  # a new run: nothing of an overwritten one may pass for this one's
-            self.best.unlink(missing_ok=True)
-            self.last.unlink(missing_ok=True)
-        checkpoint.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in history), self.path / "metrics.jsonl")
+            for f in (self.best, self.last, metrics):
+                f.unlink(missing_ok=True)
+        else:
+            checkpoint.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in history), metrics)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
