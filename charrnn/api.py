@@ -190,7 +190,7 @@ class TrainResult:
 
 
 def train(
-    corpus: str | Path | None = None,
+    corpus: str | Path | list[str | Path] | None = None,
     *,
     text: str | None = None,
     out: str | Path | None = None,
@@ -206,32 +206,38 @@ def train(
     """Train a model and return what happened; the checkpoints are in the run folder ``out``
     (default checkpoints/<corpus name>/).
 
-    ``corpus``: a UTF-8 text file, ``-`` for stdin, or None for the built-in default corpus;
-    or pass the text itself as ``text``. ``time_budget``: seconds or '90s', '5m' for the whole
-    call. ``config``: a YAML file or a dict of sections, under ``settings``, which take any field
+    ``corpus``: a UTF-8 text file, a folder (read recursively), ``-`` for stdin, or a list of
+    these (joined with a newline between files, see corpus.py), or None for the built-in default
+    corpus; or pass the text itself as ``text``. The corpus is tokenized once into a cache that
+    later runs reuse. ``time_budget``: seconds or '90s', '5m' for the whole
+    call, tokenizing included. ``config``: a YAML file or a dict of sections, under ``settings``, which take any field
     of the run configuration by name (``hidden=512, lr=2e-3, max_steps=1000``; see config.py).
-    ``resume`` continues the run in ``out``; ``init_from`` fine-tunes a checkpoint. Progress
+    ``resume`` continues the run in ``out`` (on the inputs it remembers unless given others);
+    ``init_from`` fine-tunes a checkpoint. Progress
     goes to ``reporter`` (silent by default). Raises UsageError for wrong settings, CharrnnError
-    for failures; a Ctrl-C saves last.pt and returns with ``interrupted`` set."""
+    for failures (including a budget too short for one training step); a Ctrl-C saves last.pt
+    and returns with ``interrupted`` set."""
+    import time
+
     from charrnn.config import build_run_config
-    from charrnn.data import read_corpus
     from charrnn.training.loop import train as fit
 
+    started = time.monotonic() if started is None else started
     settings.update(out=None if out is None else str(out), time_budget=time_budget)
     if corpus is not None:
-        settings["corpus"] = corpus if str(corpus) == "-" else str(Path(corpus).absolute())
+        items = [str(c) for c in corpus] if isinstance(corpus, (list, tuple)) else [str(corpus)]
+        if not items:
+            raise UsageError("the list of corpus files is empty; give at least one file or folder")
+        items = [c if c == "-" else str(Path(c).absolute()) for c in items]
+        settings["corpus"] = items[0] if len(items) == 1 else items
     cfg = build_run_config(config, settings, resume=resume, init_from=init_from)
-    if text is not None:
-        if corpus is not None:
-            raise UsageError("give either a corpus file or text=, not both")
-        name = "corpus"
-    else:
-        if resume and corpus is None:
-            from charrnn.training.run_folder import saved_corpus
+    if text is not None and corpus is not None:
+        raise UsageError("give either a corpus file or text=, not both")
+    if text is None and resume and corpus is None:
+        from charrnn.training.run_folder import saved_corpus
 
-            cfg.data.corpus = saved_corpus(cfg.train.out)
-        text, name = read_corpus(cfg.data.corpus)
-    summary = fit(cfg, text, name, resume=resume, overwrite=overwrite,
+        cfg.data.corpus = saved_corpus(cfg.train.out)
+    summary = fit(cfg, text, "corpus", inputs=cfg.data.corpus, resume=resume, overwrite=overwrite,
                   init_from=None if init_from is None else str(init_from), reporter=reporter, started=started)
     known = {f.name for f in fields(TrainResult)}
     return TrainResult(**{k: v for k, v in summary.items() if k in known},

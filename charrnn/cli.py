@@ -149,7 +149,7 @@ def _emit(text: str) -> None:
 
 @app.command()
 def train(
-    corpus: Optional[str] = typer.Argument(None, help="UTF-8 text file, or - for stdin. Default: the Python standard library's own source."),
+    corpus: Optional[list[str]] = typer.Argument(None, help="UTF-8 text files and folders (read recursively, a newline between files), or - for stdin. Default: the Python standard library's own source."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML file with any of the settings below; flags win."),
     level: Optional[Level] = typer.Option(None, help="Tokens: characters or words.  [default: char]"),
     max_vocab: Optional[int] = typer.Option(None, help="Word level: keep the N most frequent tokens."),
@@ -171,6 +171,7 @@ def train(
     epochs: Optional[float] = typer.Option(None, help="Stop after N passes over the training split."),
     time_budget: Optional[str] = typer.Option(None, help="Wall clock for the whole command: 90s, 5m, 1h."),
     eval_every: Optional[int] = typer.Option(None, help="Steps between evaluations.  [default: auto]"),
+    eval_tokens: Optional[int] = typer.Option(None, help="Validation tokens each evaluation scores at most (evenly spaced windows; 0: all).  [default: 250000]"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
     precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
@@ -195,12 +196,12 @@ def train(
             "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching,
             "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
             "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
-            "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "device": device,
+            "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "eval_tokens": eval_tokens, "device": device,
             "precision": precision, "seed": seed,
         }
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
         result = run_training(
-            corpus, out=out, time_budget=parse_duration(time_budget) if time_budget else None, config=config,
+            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, out=out, time_budget=parse_duration(time_budget) if time_budget else None, config=config,
             resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
         )
         summary = result.to_dict()

@@ -33,8 +33,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.token_stream import CharCounter, CharEncoder, WordIndexer, smallest_dtype, word_vocab
-from charrnn.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, _show
+from charrnn.token_stream import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
+from charrnn.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, show_tokens
 
 SEPARATOR = "\n"
 """Written between two input files."""
@@ -70,6 +70,8 @@ class Corpus:
     unknown: dict[str, int] = field(default_factory=dict)
     """Tokens outside a given vocabulary (up to 1000 distinct) and their counts."""
     unknown_total: int = 0
+    added: list[str] = field(default_factory=list)
+    """With unknown='grow': the tokens appended to the given vocabulary."""
 
 
 @dataclass
@@ -155,7 +157,9 @@ def load(
 
     With ``tokenizer`` its vocabulary is used as it is (resume, fine-tuning, scoring), and
     ``unknown`` says what becomes of tokens outside it: 'unk' (word level: <unk>; character level:
-    an error), 'skip' (dropped, counted in ``Corpus.unknown``) or 'error'. Otherwise the vocabulary
+    an error), 'skip' (dropped, counted in ``Corpus.unknown``), 'error', or 'grow' (fine-tuning:
+    ``Tokenizer.grown``'s vocabulary, the new tokens appended within ``max_vocab`` and
+    ``min_count``, the rest <unk>; listed in ``Corpus.added``). Otherwise the vocabulary
     is built at ``level`` with ``max_vocab``/``min_count``. ``deadline`` (time.monotonic) stops a
     build that would pass it (BudgetExceeded). ``message`` hears one line when a build starts.
     Raises UsageError for missing or non-UTF-8 inputs, CharrnnError for an empty corpus,
@@ -190,12 +194,27 @@ def load(
     return _corpus(entry, files.name, given, False, t0)
 
 
+def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
+    """``load`` under torchrun: rank 0 finds or builds the cache entry, the other ranks wait for
+    it and then read the same one."""
+    if world > 1:
+        import torch.distributed as dist
+
+        if not main:
+            dist.barrier()
+        c = load(**kwargs)
+        if main:
+            dist.barrier()
+        return c
+    return load(**kwargs)
+
+
 def _corpus(entry: dict, name: str, given: list[str], cached: bool, t0: float) -> Corpus:
     n = entry["tokens"]
     ids = np.memmap(entry["path"], dtype=entry["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, entry["dtype"])
     return Corpus(
         ids, Tokenizer.from_dict(entry["tokenizer"]), entry["sha"][:16], name, given, entry["chars"], entry["bytes"],
-        cached, time.monotonic() - t0, entry.get("unknown", {}), entry.get("unknown_total", 0),
+        cached, time.monotonic() - t0, entry.get("unknown", {}), entry.get("unknown_total", 0), entry.get("added", []),
     )
 
 
@@ -204,6 +223,8 @@ def _spec(level: str, max_vocab: int | None, min_count: int, tok: Tokenizer | No
     if tok is not None:
         vocab = json.dumps(tok.to_dict(), ensure_ascii=False).encode("utf-8", "surrogatepass")
         spec.update(vocab=hashlib.sha256(vocab).hexdigest()[:32], unknown=unknown)
+        if unknown == "grow":
+            spec.update(max_vocab=max_vocab, min_count=min_count)
     elif level == "word":
         spec.update(max_vocab=max_vocab, min_count=min_count, rule=WORD_RULE)
     return spec
@@ -337,6 +358,8 @@ class _Reader:
 
 def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, deadline, message) -> dict:
     total = len(text) if text is not None else sum(_size(p) for p in files.paths)
+    if deadline is not None and time.monotonic() > deadline:
+        raise BudgetExceeded("the time budget ran out before the corpus was read (starting up took all of it); give a larger --time-budget")
     if message and total > 20e6:
         message(f"tokenizing {total / 1e6:,.0f} MB once; later runs on the same files reuse the tokens")
     root.mkdir(parents=True, exist_ok=True)
@@ -347,6 +370,7 @@ def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, d
         reader = _Reader(files, text, deadline, total)
         if level == "char":
             meta = _build_chars(reader, tok, unknown, work)
+            meta["added"] = meta["tokenizer"]["vocab"][len(tok):] if tok is not None else []
         else:
             meta = _build_words(reader, tok, unknown, max_vocab, min_count, work)
         sha = reader.sha.hexdigest()
@@ -397,11 +421,15 @@ def _clean_stale(root: Path) -> None:
 
 
 def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Path) -> dict:
-    if tok is None:
+    if tok is None or unknown == "grow":
         counter = CharCounter()
         for piece in reader.chunks():
             counter.feed(piece)
-        tok = Tokenizer("char", counter.vocab())
+        if tok is None:
+            tok = Tokenizer("char", counter.vocab())
+        else:
+            known = set(tok.vocab)
+            tok = Tokenizer("char", tok.vocab + [c for c in counter.vocab() if c not in known])
     encoder = CharEncoder(tok.vocab)
     dtype = smallest_dtype(len(tok))
     missing: dict[str, int] = {}
@@ -425,7 +453,7 @@ def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Pat
 
 def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab, min_count, work: Path) -> dict:
     given = tok is not None
-    indexer = WordIndexer(tok.rule if given else WORD_RULE, tok.vocab if given else None)
+    indexer = WordIndexer(tok.rule if given else WORD_RULE, tok.vocab if given else None, grow=unknown == "grow")
     rest = ""
     n = 0
     with open(work / "pass1.bin", "wb") as f:
@@ -445,6 +473,8 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
         if len(vocab) == 1:
             raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
         tok = Tokenizer("word", vocab)
+    elif unknown == "grow":
+        tok, remap, added = grown_vocab(indexer, tok, max_vocab, min_count)
     else:
         remap = np.arange(len(tok), dtype=np.int32)
         if indexer.missing and unknown not in ("unk", "skip"):
@@ -465,9 +495,9 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
     (work / "pass1.bin").unlink()
     missing = indexer.missing if given else {}
     return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": out, "unknown": missing,
-            "unknown_total": sum(missing.values())}
+            "unknown_total": sum(missing.values()), "added": added if unknown == "grow" else []}
 
 
 def _unknown_error(what: str, missing: dict[str, int], unknown: str) -> UnknownTokenError:
     hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
-    return UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
+    return UnknownTokenError(f"the model never saw these {what}: {show_tokens(missing)}; {hint}")

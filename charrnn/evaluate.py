@@ -23,6 +23,10 @@ from charrnn.model import RNNLM
 from charrnn.tokenizer import Tokenizer
 
 
+DEFAULT_EVAL_TOKENS = 250_000
+"""Training's evaluations score at most this many validation tokens (``--eval-tokens``)."""
+
+
 @dataclass
 class Score:
     """A model's loss on a text."""

@@ -126,9 +126,10 @@ class WordIndexer:
 
     ``feed`` returns the chunk's token indices (int32) and the text it kept back: a chunk is cut
     at the start of its last whitespace run, where no token can span the cut. With ``known``
-    (a fixed vocabulary), tokens outside it get -1 and nothing is added."""
+    (a fixed vocabulary), tokens outside it get -1 and nothing is added, unless ``grow``: then
+    they are indexed after the known ones."""
 
-    def __init__(self, rule: int, known: list[str] | None = None) -> None:
+    def __init__(self, rule: int, known: list[str] | None = None, grow: bool = False) -> None:
         if rule not in WORD_RES:
             raise ValueError(f"unknown word rule {rule}")
         self.rule = rule
@@ -148,7 +149,7 @@ class WordIndexer:
             keys = _keys(code_points("".join(known)), ends - lengths, ends)
             for key, token in zip(keys.tolist(), known):
                 self._add(key, token)
-            self.frozen = True
+            self.frozen = not grow
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -271,3 +272,21 @@ def word_vocab(indexer: WordIndexer, max_vocab: int | None, min_count: int) -> t
     for i in kept:
         remap[i] = final[indexer.strings[i]]
     return vocab, remap
+
+
+def grown_vocab(indexer: WordIndexer, tok, max_vocab: int | None, min_count: int):
+    """``Tokenizer.grown`` from streamed counts: (tokenizer, pass-1 index -> id map, tokens added).
+    ``indexer`` was made with ``known=tok.vocab, grow=True``."""
+    from charrnn.tokenizer import Tokenizer
+
+    n_known, n = len(tok), len(indexer)
+    counts = indexer.counts[n_known:n]
+    order = np.argsort(-counts, kind="stable") + n_known
+    new = [int(i) for i in order if counts[i - n_known] >= min_count and indexer.strings[i] != UNK]
+    if max_vocab is not None:
+        new = new[: max(0, max_vocab - n_known)]
+    remap = np.full(n, tok.stoi.get(UNK, 0), np.int32)
+    remap[:n_known] = np.arange(n_known)
+    remap[new] = np.arange(n_known, n_known + len(new))
+    added = [indexer.strings[i] for i in new]
+    return (Tokenizer(tok.level, tok.vocab + added, tok.rule) if added else tok), remap, added

@@ -81,11 +81,11 @@ class Tokenizer:
         if self.level == "char":
             new = sorted(set(text) - set(self.stoi))
         else:
-            counts = Counter(t for t in WORD_RE.findall(text) if t not in self.stoi and t != UNK)
+            counts = Counter(t for t in self.split(text) if t not in self.stoi and t != UNK)
             new = [t for t, n in counts.most_common() if n >= min_count]
             if max_vocab is not None:
                 new = new[: max(0, max_vocab - len(self.vocab))]
-        return (Tokenizer(self.level, self.vocab + new), new) if new else (self, [])
+        return (Tokenizer(self.level, self.vocab + new, self.rule), new) if new else (self, [])
 
     def split(self, text: str) -> list[str]:
         return list(text) if self.level == "char" else WORD_RES[self.rule].findall(text)

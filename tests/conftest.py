@@ -137,6 +137,11 @@ def cli():
     runner = CliRunner()
 
     def invoke(*args, input: str | bytes | None = None):
+        import time
+
+        import charrnn.cli
+
+        charrnn.cli.T0 = time.monotonic()  # as a fresh process would: budgets count from the command's start
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return invoke

@@ -387,7 +387,9 @@ def files(tmp_path, corpus_file, run_dir):
     empty.write_bytes(b"")
     bad_type = tmp_path / "bad_type.yaml"
     bad_type.write_text("model:\n  hidden: big\n")
+    (tmp_path / "no_files" / ".hidden").mkdir(parents=True)
     return dict(corpus=corpus_file, run=run_dir, unseen=unseen, latin1=latin1, empty=empty, bad_type=bad_type,
+                no_files=tmp_path / "no_files",
                 missing=tmp_path / "missing.txt", out=tmp_path / "out", tmp=tmp_path)
 
 
@@ -398,9 +400,10 @@ MISTAKES = {
     "nonsense cell": (["train", "{corpus}", "--cell", "transformer", "--max-steps", "5", "--out", "{out}"], 2, ["--cell", "lstm, gru, rnn", "'transformer'"]),
     "nonsense batching": (["train", "{corpus}", "--batching", "shuffle", "--max-steps", "5", "--out", "{out}"], 2, ["--batching"]),
     "negative dropout": (["train", "{corpus}", "--dropout", "-0.1", "--max-steps", "5", "--out", "{out}"], 2, ["--dropout"]),
-    "not utf-8": (["train", "{latin1}", "--max-steps", "5", "--out", "{out}"], 1, ["not UTF-8"]),
+    "not utf-8": (["train", "{latin1}", "--max-steps", "5", "--out", "{out}"], 2, ["not UTF-8", "iconv -f latin1 -t utf-8"]),
+    "a folder holding a file that is not utf-8": (["train", "{tmp}", "--max-steps", "5", "--out", "{out}"], 2, ["latin1.txt is not UTF-8"]),
     "empty corpus": (["train", "{empty}", "--max-steps", "5", "--out", "{out}"], 1, ["empty"]),
-    "corpus is a folder": (["train", "{tmp}", "--max-steps", "5", "--out", "{out}"], 2, ["folder"]),
+    "corpus folder without files": (["train", "{no_files}", "--max-steps", "5", "--out", "{out}"], 2, ["no_files holds no files"]),
     "batch too big": (["train", "{corpus}", *TINY_FLAGS, "--dropout", "0", "--batch-size", "5000", "--max-steps", "5", "--out", "{out}"], 2, ["too small", "--batch-size"]),
     "missing config": (["train", "{corpus}", "--config", "{missing}", "--max-steps", "5"], 2, ["config file not found"]),
     "wrongly typed config value": (["train", "{corpus}", "--config", "{bad_type}", "--max-steps", "5", "--out", "{out}"], 2, ["hidden"]),

@@ -8,7 +8,6 @@ files in ``RunFolder`` (run_folder.py).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import signal
 import time
@@ -18,12 +17,12 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from charrnn import checkpoint
+from charrnn import checkpoint, corpus
 from charrnn.config import RunConfig, resumed_config
-from charrnn.data import make_batches, split, to_ids
+from charrnn.data import make_batches, split
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import Score, evaluate
+from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
@@ -52,8 +51,9 @@ class Run:
     cfg: RunConfig
     env: Env
     tok: Tokenizer
-    train_ids: torch.Tensor
-    val_ids: torch.Tensor
+    train_ids: Any
+    """(tokens,) integer ids: a memmap of the token cache."""
+    val_ids: Any
     model: RNNLM
     net: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -69,6 +69,16 @@ class Run:
     tokens_per_second: float = 0.0
 
     @property
+    def eval_tokens(self) -> int | None:
+        """Validation tokens an evaluation scores at most (None: all)."""
+        n = self.cfg.train.eval_tokens
+        return DEFAULT_EVAL_TOKENS if n is None else (n or None)
+
+    @property
+    def val_tokens_scored(self) -> int:
+        return min(len(self.val_ids), self.eval_tokens or len(self.val_ids))
+
+    @property
     def tokens_per_step(self) -> int:
         return self.cfg.data.batch_size * self.cfg.data.seq_len * self.env.world
 
@@ -81,9 +91,10 @@ class Run:
 
 def train(
     cfg: RunConfig,
-    text: str,
+    text: str | None = None,
     corpus_name: str = "corpus",
     *,
+    inputs: list[str] | str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     init_from: str | None = None,
@@ -91,12 +102,13 @@ def train(
     started: float | None = None,
     stop: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train on ``text`` and return a summary (see ``TrainResult`` in api.py for its fields).
+    """Train on ``text``, or else on the files ``inputs`` (see corpus.py; None: the default corpus),
+    and return a summary (see ``TrainResult`` in api.py for its fields).
 
     A time budget counts from ``started`` (time.monotonic() of the command's start; default now).
     ``stop(step)`` returning True ends the run early like Ctrl-C. Raises UsageError for settings
     that cannot work, CharrnnError when training diverges."""
-    run = setup(cfg, text, corpus_name, resume=resume, overwrite=overwrite, init_from=init_from,
+    run = setup(cfg, text, corpus_name, inputs=inputs, resume=resume, overwrite=overwrite, init_from=init_from,
                 reporter=reporter or Reporter(), started=started)
     try:
         interrupted = fit(run, stop)
@@ -107,20 +119,17 @@ def train(
             dist.destroy_process_group()
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
 def setup(
-    cfg: RunConfig, text: str, corpus_name: str, *, resume: bool, overwrite: bool, init_from: str | None,
-    reporter: Reporter, started: float | None,
+    cfg: RunConfig, text: str | None, corpus_name: str, *, inputs=None, resume: bool, overwrite: bool,
+    init_from: str | None, reporter: Reporter, started: float | None,
 ) -> Run:
     t_start = time.monotonic()
     rep = reporter
     if not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget or resume):
         cfg.train.time_budget = DEFAULT_BUDGET
         rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
-    corpus_sha = _sha(text)
+    if text is None:
+        corpus_name = corpus.resolve(inputs)[1]
     folder_path = cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name
     resumed = None
     new_budget = cfg.train.time_budget
@@ -129,20 +138,18 @@ def setup(
         if not last.is_file():
             raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
         resumed = checkpoint.load(last)
-        if resumed["corpus_sha"] != corpus_sha:
-            raise UsageError(f"the corpus differs from the one {folder_path} was trained on; use --init-from to fine-tune")
         cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
     env = setup_env(cfg.train.device, cfg.train.precision)
     folder = RunFolder(cfg.train.out or folder_path, writer=env.main)
     folder.claim(resume, overwrite)
     try:
-        return _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget, init_from, rep, started, t_start)
+        return _build(cfg, (inputs, text), corpus_name, env, folder, resumed, new_budget, init_from, rep, started, t_start)
     except BaseException:
         folder.release()
         raise
 
 
-def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget, init_from, rep, started, t_start) -> Run:
+def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init_from, rep, started, t_start) -> Run:
     budget_s = cfg.train.time_budget
     if resumed and budget_s and new_budget is None:
         # The saved budget covered the whole run: what is left of it is this command's.
@@ -156,17 +163,21 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     # Tokens: from the run being resumed, the model being fine-tuned (grown by the new text's), or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
     source = resumed or parent
-    if source is None:
-        tok = Tokenizer.build(text, cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
-    else:
-        tok = Tokenizer.from_dict(source["tokenizer"])
-    added: list[str] = []
+    tok = Tokenizer.from_dict(source["tokenizer"]) if source else None
+    limit = cfg.tokenizer.max_vocab
     if parent is not None:
         cfg.tokenizer.level = tok.level
-        limit = cfg.tokenizer.max_vocab or (parent["config"].get("tokenizer") or {}).get("max_vocab")
-        tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
-    ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
-    train_ids, val_ids = split(ids, cfg.data.val_fraction)
+        limit = limit or (parent["config"].get("tokenizer") or {}).get("max_vocab")
+    inputs, text = source_text
+    data = corpus.load_ranked(
+        env.main, env.world, inputs=inputs, text=text, level=cfg.tokenizer.level, max_vocab=limit,
+        min_count=cfg.tokenizer.min_count, tokenizer=tok, unknown="grow" if parent else "unk",
+        deadline=deadline, message=rep.message,
+    )
+    if resumed and resumed["corpus_sha"] != data.sha:
+        raise UsageError(f"the corpus differs from the one {folder.path} was trained on; use --init-from to fine-tune")
+    tok, added, corpus_sha = data.tokenizer, data.added, data.sha
+    train_ids, val_ids = split(data.ids, cfg.data.val_fraction)
     if len(val_ids) < 2:
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
@@ -208,13 +219,26 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
         state = TrainState(eval_every=cfg.train.eval_every)
     if state.carried is None:
         state.carried = model.zero_state(cfg.data.batch_size, env.device)
-    folder.start(cfg, state.history, fresh=resumed is None)
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
+    run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
+              corpus_name, corpus_sha, rep, t_start)
+    if budget.check(state.step, run.val_tokens_scored, run.tokens_per_step)[0]:
+        raise CharrnnError(_no_time(run))  # before the folder is touched
+    folder.start(cfg, state.history, fresh=resumed is None)
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
-    return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-               corpus_name, corpus_sha, rep, t_start)
+    return run
+
+
+def _no_time(run: Run) -> str:
+    """Why a time budget cannot buy a single training step, and what budget would."""
+    left = run.budget.deadline - time.monotonic()
+    need = run.budget.reserve(run.val_tokens_scored, run.tokens_per_step) + run.budget.median_step()
+    enough = math.ceil((run.cfg.train.time_budget or 0) + need - left + 20 * run.budget.median_step() + 2)
+    return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
+            f"the final evaluation and save needs about {need:.1f}s: no training step fits; give --time-budget "
+            f"{enough}s or more (or a smaller --eval-tokens)")
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -232,12 +256,14 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
         try:
             while budget.max_steps is None or st.step < budget.max_steps:
                 t0 = time.monotonic()
-                out_of_time, progress = budget.check(st.step, len(run.val_ids), run.tokens_per_step)
+                out_of_time, progress = budget.check(st.step, run.val_tokens_scored, run.tokens_per_step)
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
                         raise KeyboardInterrupt
                 if out_of_time:
+                    if st.step == first_step:
+                        raise CharrnnError(_no_time(run))
                     break
                 _train_step(run, progress)
                 t1 = time.monotonic()
@@ -314,7 +340,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     score = None
     if len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
-                         autocast=env.autocast())
+                         autocast=env.autocast(), max_tokens=run.eval_tokens)
     budget.eval_seconds = time.monotonic() - t0
     if score is not None and not math.isfinite(score.loss):
         raise CharrnnError(f"training diverged by step {st.step} (validation loss {score.loss}); lower --lr")
