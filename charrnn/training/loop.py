@@ -28,7 +28,7 @@ from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
-from charrnn.training.state import TrainState
+from charrnn.training.state import TrainState, gather_ranks
 
 DEFAULT_BUDGET = 300
 REPORT_EVERY = 10
@@ -213,7 +213,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         raise UsageError("give a limit: --max-steps, --epochs or --time-budget")
 
     if resumed:
-        state = TrainState.restore(resumed, model, opt, scaler, env.device)
+        state = TrainState.restore(resumed, model, opt, scaler, env.device, env.rank, env.world)
         state.eval_every = cfg.train.eval_every or state.eval_every
     else:
         state = TrainState(eval_every=cfg.train.eval_every)
@@ -286,6 +286,8 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
         if st.loss_n:
             st.train_loss = float(st.loss_sum) / st.loss_n
         if interrupted:
+            if env.world > 1:
+                st.ranks = gather_ranks(st.carried)
             if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
                 checkpoint.save(run.payload(True), run.folder.last)
         elif not st.history or st.history[-1]["step"] != st.step:
@@ -344,6 +346,8 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     budget.eval_seconds = time.monotonic() - t0
     if score is not None and not math.isfinite(score.loss):
         raise CharrnnError(f"training diverged by step {st.step} (validation loss {score.loss}); lower --lr")
+    if env.world > 1:
+        st.ranks = gather_ranks(st.carried)
     if not env.main:
         return
     t0 = time.monotonic()

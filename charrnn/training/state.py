@@ -35,6 +35,16 @@ def set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def gather_ranks(carried: State) -> list[dict[str, Any]]:
+    """Every rank's carried state and RNG, on every rank (a collective: all ranks must call it)."""
+    import torch.distributed as dist
+
+    mine = {"state": [s.detach().cpu() for s in carried], "rng": rng_state()}
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
 @dataclass
 class TrainState:
     """The loop's counters and carried values. Loss figures are in nats/token."""
@@ -55,6 +65,9 @@ class TrainState:
     """The last reported mean training loss."""
     carried: State | None = None
     """The hidden state carried from one batch to the next (truncated BPTT), (layers, B, H) each."""
+    ranks: list[dict[str, Any]] | None = None
+    """Under torchrun: each rank's carried state and RNG (``gather_ranks``), saved in last.pt so
+    that every rank resumes its own streams exactly."""
 
     def payload(
         self, cfg: RunConfig, model: RNNLM, tok: Tokenizer, corpus: str, corpus_sha: str, tokens_per_step: int,
@@ -87,21 +100,26 @@ class TrainState:
             )
             if scaler is not None and scaler.is_enabled():
                 d["scaler"] = scaler.state_dict()
+            if self.ranks is not None:
+                d["ranks"] = self.ranks
         return d
 
     @classmethod
     def restore(
         cls, ckpt: dict[str, Any], model: RNNLM, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-        device: torch.device,
+        device: torch.device, rank: int = 0, world: int = 1,
     ) -> TrainState:
-        """Load a last.pt into the model, optimizer, scaler and RNG; return the loop's state."""
+        """Load a last.pt into the model, optimizer, scaler and RNG; return the loop's state. Rank
+        ``rank`` of ``world`` takes its own carried state and RNG when the run had as many ranks."""
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        ranks = ckpt.get("ranks")
+        mine = ranks[rank] if ranks is not None and len(ranks) == world else {"rng": ckpt["rng"], "state": ckpt.get("state")}
+        set_rng_state(mine["rng"])
         loss_sum, loss_n, train_loss = ckpt["loss_window"]
-        carried = ckpt.get("state")
+        carried = mine["state"]
         return cls(
             step=ckpt["step"], train_seconds=ckpt["train_seconds"], best_val_loss=ckpt["best_val_loss"],
             history=list(ckpt["history"]), eval_every=ckpt["eval_every"], loss_sum=float(loss_sum),
