@@ -232,3 +232,92 @@ def test_bounded_evaluation_scores_a_fixed_part_of_a_long_split():
     full = evaluate(m, ids, chars)
     assert full.tokens == 39999
     assert abs(a.loss - full.loss) < 0.05  # a fair sample of the whole
+
+
+def test_fine_tuning_vocabulary_grows_from_streamed_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 1009)
+    old_text = make_corpus(3000, seed=7)
+    new_text = make_corpus(3000, seed=8) + "Quartz Zebra 3.14 don't " * 5 + "Ëlan 42\n"
+    f = _write(tmp_path / "new.txt", new_text)
+    for level, limits in [("char", (None, 1)), ("word", (None, 1)), ("word", (None, 3)), ("word", (40, 1))]:
+        parent = Tokenizer.build(old_text, level)
+        grown, added = parent.grown(new_text, *limits)
+        c = corpus.load(str(f), tokenizer=parent, unknown="grow", max_vocab=limits[0], min_count=limits[1])
+        assert c.tokenizer.vocab == grown.vocab and c.added == added, (level, limits)
+        assert c.ids.tolist() == grown.encode(new_text, unknown="unk")
+
+
+def test_score_file_equals_score_on_the_text(tmp_path, run_dir):
+    import charrnn
+
+    text = make_corpus(3000, seed=9)
+    f = _write(tmp_path / "held_out.txt", text)
+    m = charrnn.load(run_dir, precision="fp32")
+    a, b = m.score(text, unknown="skip"), m.score_file(f, unknown="skip")
+    assert (a.loss, a.tokens, a.chars) == pytest.approx((b.loss, b.tokens, b.chars), rel=1e-9)
+
+
+# ---- training on several inputs, budgets ----
+
+def _tiny(*extra):
+    from conftest import TINY_FLAGS
+
+    return [*TINY_FLAGS, "--quiet", *extra]
+
+
+def test_train_on_files_and_folders_and_resume_remembers_them(tmp_path, cli):
+    import json
+
+    import yaml
+
+    a = _write(tmp_path / "a.txt", make_corpus(3000, seed=10))
+    books = tmp_path / "books"
+    _write(books / "one.txt", make_corpus(3000, seed=11))
+    _write(books / "two" / "two.txt", make_corpus(3000, seed=12))
+    out = tmp_path / "run"
+    r = cli("train", a, books, "--max-steps", "6", "--eval-every", "3", "--out", out, "--json", *_tiny())
+    assert r.exit_code == 0, r.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())["data"]["corpus"]
+    assert saved == [str(a), str(books)]
+    r = cli("train", "--resume", "--out", out, "--max-steps", "9", "--json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 9
+    # A file changed under the run: resuming is refused, as for one file.
+    _write(books / "one.txt", make_corpus(3000, seed=13))
+    r = cli("train", "--resume", "--out", out, "--max-steps", "12", "--quiet")
+    assert r.exit_code == 2 and "corpus differs" in r.stderr
+
+
+def test_the_library_takes_a_list_of_inputs(tmp_path):
+    import charrnn
+
+    a = _write(tmp_path / "a.txt", make_corpus(2500, seed=14))
+    b = _write(tmp_path / "b.txt", make_corpus(2500, seed=15))
+    result = charrnn.train([a, b], out=tmp_path / "lib", max_steps=3, hidden=16, layers=1, embed=8, seq_len=16,
+                           batch_size=4, device="cpu", precision="fp32")
+    assert result.steps == 3
+
+
+def test_each_evaluation_scores_at_most_eval_tokens(tmp_path, cli, corpus_file):
+    import json
+
+    out = tmp_path / "run"
+    r = cli("train", corpus_file, "--max-steps", "4", "--eval-every", "2", "--eval-tokens", "200", "--out", out, *_tiny())
+    assert r.exit_code == 0, r.stderr
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [rec["val_tokens"] for rec in records] == [192, 192]  # 64 windows of 3 tokens
+    out2 = tmp_path / "whole"
+    r = cli("train", corpus_file, "--max-steps", "2", "--out", out2, *_tiny())
+    whole = json.loads((out2 / "metrics.jsonl").read_text().splitlines()[-1])
+    assert whole["val_tokens"] == len(corpus_file.read_text()) - int(len(corpus_file.read_text()) * 0.9 + 1e-9) - 1
+
+
+def test_a_budget_that_cannot_buy_a_step_is_refused(tmp_path, cli, corpus_file):
+    out = tmp_path / "run"
+    r = cli("train", corpus_file, "--time-budget", "1s", "--out", out, "--json", *_tiny())
+    assert r.exit_code == 1
+    from conftest import assert_one_error_line
+
+    assert_one_error_line(r.stderr, "no training step fits", "--time-budget")
+    assert r.stdout == ""  # no summary, nothing "saved"
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
