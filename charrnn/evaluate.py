@@ -10,6 +10,7 @@ evenly spaced windows instead (training's bounded evaluation, ``--eval-tokens``)
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -64,6 +65,7 @@ def evaluate(
     warmup: int = 256,
     autocast=None,
     max_tokens: int | None = None,
+    deadline: float | None = None,
 ) -> Score:
     """Loss on ``ids`` ((n,) integers: a tensor, a numpy array or a token cache's memmap, read
     (B, seq_len) window by window, so memory does not grow with n). ``token_chars[i]`` is the
@@ -71,8 +73,10 @@ def evaluate(
 
     Every prediction is scored once, unless ``max_tokens`` is given and the text has more
     predictions: then ``batch_size`` windows of ``max_tokens // batch_size`` tokens, evenly spaced
-    from the start of the text to its end (the same ones every time), are scored. ``Score.tokens``
-    says how many predictions were scored."""
+    from the start of the text to its end (the same ones every time), are scored. ``deadline``
+    (time.monotonic()) cuts every window short after the (B, seq_len) chunk that passes it, so an
+    evaluation never overruns a time budget by more than one chunk. ``Score.tokens`` says how
+    many predictions were scored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -116,8 +120,33 @@ def evaluate(
             chars += int(chars_of[real].sum())
             logits, _, state = model(torch.from_numpy(x).to(device), state)
             total += F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).to(device).flatten(), reduction="sum", ignore_index=-100)
+            if deadline is not None and time.monotonic() > deadline:
+                break
     model.train(was_training)
     return Score(float(total) / scored, scored, chars)
+
+
+@torch.inference_mode()
+def chunk_seconds(model: RNNLM, batch_size: int = 64, seq_len: int = 256, autocast=None) -> float:
+    """Seconds of one (batch_size, seq_len) forward pass, the unit ``evaluate`` works in (timed
+    after a short untimed pass): a budget's estimate before the first real evaluation."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    seq_len = max(8, min(seq_len, 2**24 // (batch_size * model.shape.vocab_size)))
+    x = torch.zeros(batch_size, seq_len, dtype=torch.long, device=device)
+    with autocast or nullcontext():
+        model(x[:, :8], None)
+        t0 = time.perf_counter()
+        logits, _, _ = model(x, None)
+        float(logits[0, 0, 0])  # wait for the device
+    model.train(was_training)
+    return time.perf_counter() - t0
+
+
+def chunks(tokens: int, batch_size: int = 64, seq_len: int = 256, warmup: int = 256) -> int:
+    """About how many (batch_size, seq_len) passes ``evaluate`` makes for ``tokens`` predictions."""
+    return math.ceil(tokens / (batch_size * seq_len)) + (1 if tokens > batch_size * warmup else 0)
 
 
 @dataclass

@@ -314,7 +314,7 @@ def test_each_evaluation_scores_at_most_eval_tokens(tmp_path, cli, corpus_file):
 
 def test_a_budget_that_cannot_buy_a_step_is_refused(tmp_path, cli, corpus_file):
     out = tmp_path / "run"
-    r = cli("train", corpus_file, "--time-budget", "1s", "--out", out, "--json", *_tiny())
+    r = cli("train", corpus_file, "--time-budget", "0.5s", "--out", out, "--json", *_tiny())
     assert r.exit_code == 1
     from conftest import assert_one_error_line
 

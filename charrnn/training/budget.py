@@ -26,6 +26,8 @@ class Budget:
     def __init__(self, deadline: float | None, max_steps: int | None, elapsed_before: float, save_guess: float):
         self.deadline, self.max_steps, self.elapsed_before = deadline, max_steps, elapsed_before
         self.eval_seconds: float | None = None
+        self.eval_chunk_seconds = 0.0
+        """One (B, T) pass of evaluation: an evaluation cut short by the deadline takes at least two."""
         self.save_seconds = save_guess
         self.step_times: deque[float] = deque(maxlen=50)
         self.loop_start = time.monotonic()
@@ -41,6 +43,15 @@ class Budget:
             ev = val_tokens / tokens_per_step * self.median_step() / 3 + 0.3
         # The margin covers the interpreter's exit, which unloading torch makes slow.
         return 1.15 * ev + 1.5 * self.save_seconds + 0.6
+
+    def can_take_one_step(self) -> bool:
+        """Whether one more step still fits before the shortest final evaluation and the save."""
+        need = self.median_step() + 2 * self.eval_chunk_seconds + 1.5 * self.save_seconds + 0.6
+        return self.deadline is None or time.monotonic() + need < self.deadline
+
+    def eval_deadline(self) -> float | None:
+        """When an evaluation must stop to leave time for the save after it."""
+        return None if self.deadline is None else self.deadline - 1.5 * self.save_seconds - 0.6
 
     def check(self, step: int, val_tokens: int, tokens_per_step: int) -> tuple[bool, float]:
         """(out of time, schedule progress in [0, 1]) before taking step ``step``."""

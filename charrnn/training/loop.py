@@ -22,7 +22,7 @@ from charrnn.config import RunConfig, resumed_config
 from charrnn.data import make_batches, split
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, evaluate
+from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, chunk_seconds, chunks, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
@@ -67,6 +67,10 @@ class Run:
     reporter: Reporter
     t_start: float
     tokens_per_second: float = 0.0
+    corpus_seconds: float = 0.0
+    """Seconds spent finding or building the token ids."""
+    started: float | None = None
+    """time.monotonic() of the command's start (the budget's origin)."""
 
     @property
     def eval_tokens(self) -> int | None:
@@ -222,23 +226,28 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
     run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-              corpus_name, corpus_sha, rep, t_start)
-    if budget.check(state.step, run.val_tokens_scored, run.tokens_per_step)[0]:
+              corpus_name, corpus_sha, rep, t_start, started=started if started is not None else t_start)
+    if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
+        budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
+        budget.eval_seconds = budget.eval_chunk_seconds * chunks(run.val_tokens_scored)
+    if not budget.can_take_one_step():
         raise CharrnnError(_no_time(run))  # before the folder is touched
     folder.start(cfg, state.history, fresh=resumed is None)
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
+    run.corpus_seconds = data.seconds
     return run
 
 
 def _no_time(run: Run) -> str:
     """Why a time budget cannot buy a single training step, and what budget would."""
-    left = run.budget.deadline - time.monotonic()
-    need = run.budget.reserve(run.val_tokens_scored, run.tokens_per_step) + run.budget.median_step()
-    enough = math.ceil((run.cfg.train.time_budget or 0) + need - left + 20 * run.budget.median_step() + 2)
+    b = run.budget
+    left = b.deadline - time.monotonic()
+    need = b.median_step() + 2 * b.eval_chunk_seconds + 1.5 * b.save_seconds + 0.6
+    enough = math.ceil((run.cfg.train.time_budget or 0) + need - left + b.reserve(run.val_tokens_scored, run.tokens_per_step) + 5)
     return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
-            f"the final evaluation and save needs about {need:.1f}s: no training step fits; give --time-budget "
-            f"{enough}s or more (or a smaller --eval-tokens)")
+            f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
+            f"--time-budget {enough}s or more")
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -257,6 +266,10 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
             while budget.max_steps is None or st.step < budget.max_steps:
                 t0 = time.monotonic()
                 out_of_time, progress = budget.check(st.step, run.val_tokens_scored, run.tokens_per_step)
+                if out_of_time and st.step == first_step:
+                    # Every run trains at least one step, its final evaluation then cut to fit,
+                    # unless not even that fits.
+                    out_of_time = not budget.can_take_one_step()
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
@@ -342,7 +355,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     score = None
     if len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
-                         autocast=env.autocast(), max_tokens=run.eval_tokens)
+                         autocast=env.autocast(), max_tokens=run.eval_tokens, deadline=budget.eval_deadline())
     budget.eval_seconds = time.monotonic() - t0
     if score is not None and not math.isfinite(score.loss):
         raise CharrnnError(f"training diverged by step {st.step} (validation loss {score.loss}); lower --lr")
@@ -393,6 +406,9 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "checkpoint": str(best if best.exists() else run.folder.last),
         "out": str(run.folder.path),
         "interrupted": interrupted,
+        "setup_seconds": round(run.budget.loop_start - run.started, 2),
+        "eval_seconds": None if run.budget.eval_seconds is None else round(run.budget.eval_seconds, 3),
+        "tokenize_seconds": round(run.corpus_seconds, 2),
     }
 
 
