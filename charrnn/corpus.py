@@ -305,8 +305,8 @@ class _Reader:
             self.chars += len(piece)
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise BudgetExceeded(
-                    f"tokenizing the corpus ({self.total / 1e6:.0f} MB) did not finish within the time budget; "
-                    "give one run a larger --time-budget: the tokens are cached for the runs after it"
+                    f"tokenizing the corpus ({self.total / 1e6:,.0f} MB) did not finish within the time budget: no training "
+                    "step fits; give one run a larger --time-budget (the tokens are cached for the runs after it)"
                 )
             yield piece
 
@@ -359,7 +359,7 @@ class _Reader:
 def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, deadline, message) -> dict:
     total = len(text) if text is not None else sum(_size(p) for p in files.paths)
     if deadline is not None and time.monotonic() > deadline:
-        raise BudgetExceeded("the time budget ran out before the corpus was read (starting up took all of it); give a larger --time-budget")
+        raise BudgetExceeded("the time budget ran out while setting up, before the corpus was read: no training step fits; give a larger --time-budget")
     if message and total > 20e6:
         message(f"tokenizing {total / 1e6:,.0f} MB once; later runs on the same files reuse the tokens")
     root.mkdir(parents=True, exist_ok=True)
