@@ -194,6 +194,21 @@ def load(
     return _corpus(entry, files.name, given, False, t0)
 
 
+def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:
+    """(text, name) of ``inputs`` read whole, joined as ``load`` joins them: for small texts
+    (records, per-line scoring). Raises UsageError for missing or non-UTF-8 inputs."""
+    paths, name = resolve(inputs)
+    files = _Files(paths, name)
+    try:
+        if any(str(p) == "-" for p in paths):
+            _spool_stdin(files, cache_root())
+        text = "".join(_Reader(files, None, None, 0).chunks())
+    finally:
+        if files.spooled is not None:
+            files.spooled.unlink(missing_ok=True)
+    return text, name
+
+
 def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
     """``load`` under torchrun: rank 0 finds or builds the cache entry, the other ranks wait for
     it and then read the same one."""
@@ -232,6 +247,12 @@ def _spec(level: str, max_vocab: int | None, min_count: int, tok: Tokenizer | No
 
 def _spec_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(inputs: list[str] | str | None) -> str | None:
+    """A key that changes when any input file changes (path, size, mtime, inode), without reading
+    them; None for stdin."""
+    return _fingerprint(resolve(inputs)[0])
 
 
 def _fingerprint(paths: list[Path]) -> str | None:

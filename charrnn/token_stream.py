@@ -64,7 +64,10 @@ class CharEncoder:
 
     def __init__(self, vocab: list[str]) -> None:
         self.lut = np.full(N_CODE_POINTS, -1, np.int32)
-        self.lut[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)
+        single = [(i, ord(c)) for i, c in enumerate(vocab) if len(c) == 1]  # not <unk>, <|end|>, ...
+        if single:
+            ids, cps = zip(*single)
+            self.lut[list(cps)] = ids
 
     def encode(self, text: str) -> np.ndarray:
         return self.lut[code_points(text)]

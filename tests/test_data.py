@@ -9,7 +9,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from charrnn.data import RandomBatches, StreamBatches, id_dtype, make_batches, read_corpus, split, to_ids
+from charrnn.corpus import read_text as read_corpus
+from charrnn.data import RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
 from charrnn.errors import CharrnnError, UsageError
 
 
@@ -161,9 +162,7 @@ def test_read_corpus_from_stdin(monkeypatch):
 def test_read_corpus_errors(tmp_path):
     with pytest.raises(UsageError, match="corpus not found"):
         read_corpus(str(tmp_path / "missing.txt"))
-    with pytest.raises(UsageError, match="folder"):
-        read_corpus(str(tmp_path))
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(CharrnnError, match="not UTF-8 .*offset 3"):
+    with pytest.raises(UsageError, match="not UTF-8 .*offset 3"):
         read_corpus(str(bad))

@@ -8,6 +8,7 @@ files in ``RunFolder`` (run_folder.py).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import time
@@ -19,10 +20,10 @@ import torch.distributed as dist
 
 from charrnn import checkpoint, corpus
 from charrnn.config import RunConfig, resumed_config
-from charrnn.data import make_batches, split
+from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, chunk_seconds, chunks, evaluate
+from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, chunk_seconds, chunks, evaluate, score_records
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
@@ -81,6 +82,8 @@ class Run:
     @property
     def val_tokens_scored(self) -> int:
         return min(len(self.val_ids), self.eval_tokens or len(self.val_ids))
+    val_seqs: list[torch.Tensor] | None = None
+    """A records run's validation records, each scored on its own."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -121,6 +124,11 @@ def train(
         run.folder.release()
         if run.env.world > 1:
             dist.destroy_process_group()
+
+
+def corpus_hash(text: str) -> str:
+    """The hash a run keeps of the text it trained on (``corpus_sha``), to notice another text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def setup(
@@ -171,17 +179,32 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     limit = cfg.tokenizer.max_vocab
     if parent is not None:
         cfg.tokenizer.level = tok.level
+        parent_data = parent["config"].get("data") or {}
+        if cfg.data.records is None and parent_data.get("records"):  # a records model stays one
+            cfg.data.records, cfg.data.label_field = parent_data["records"], parent_data.get("label_field")
         limit = limit or (parent["config"].get("tokenizer") or {}).get("max_vocab")
     inputs, text = source_text
-    data = corpus.load_ranked(
-        env.main, env.world, inputs=inputs, text=text, level=cfg.tokenizer.level, max_vocab=limit,
-        min_count=cfg.tokenizer.min_count, tokenizer=tok, unknown="grow" if parent else "unk",
-        deadline=deadline, message=rep.message,
-    )
-    if resumed and resumed["corpus_sha"] != data.sha:
+    val_seqs, added, corpus_seconds = None, [], 0.0
+    if cfg.data.records:  # records are parsed from the whole text (lists of names, lines, JSON lines)
+        t0 = time.monotonic()
+        if text is None:
+            text, _ = corpus.read_text(inputs)
+        corpus_sha = corpus_hash(text)
+        if parent is not None:
+            tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
+        tok, train_seqs, val_seqs = _record_split(cfg, text, tok, source is None)
+        train_ids, val_ids = torch.cat(train_seqs), torch.cat(val_seqs) if val_seqs else torch.zeros(0, dtype=torch.long)
+        corpus_seconds = time.monotonic() - t0
+    else:
+        data = corpus.load_ranked(
+            env.main, env.world, inputs=inputs, text=text, level=cfg.tokenizer.level, max_vocab=limit,
+            min_count=cfg.tokenizer.min_count, tokenizer=tok, unknown="grow" if parent else "unk",
+            deadline=deadline, message=rep.message,
+        )
+        tok, added, corpus_sha, corpus_seconds = data.tokenizer, data.added, data.sha, data.seconds
+        train_ids, val_ids = split(data.ids, cfg.data.val_fraction)
+    if resumed and resumed["corpus_sha"] != corpus_sha:
         raise UsageError(f"the corpus differs from the one {folder.path} was trained on; use --init-from to fine-tune")
-    tok, added, corpus_sha = data.tokenizer, data.added, data.sha
-    train_ids, val_ids = split(data.ids, cfg.data.val_fraction)
     if len(val_ids) < 2:
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
@@ -209,7 +232,10 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
-    batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    if cfg.data.records:
+        batches = RecordBatches(train_seqs, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    else:
+        batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
     max_steps = cfg.train.max_steps
     if cfg.train.epochs:
         max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * batches.steps_per_epoch))
@@ -226,7 +252,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
     run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-              corpus_name, corpus_sha, rep, t_start, started=started if started is not None else t_start)
+              corpus_name, corpus_sha, rep, t_start, val_seqs=val_seqs, started=started if started is not None else t_start)
     if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
         budget.eval_seconds = budget.eval_chunk_seconds * chunks(run.val_tokens_scored)
@@ -235,7 +261,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     folder.start(cfg, state.history, fresh=resumed is None)
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
-    run.corpus_seconds = data.seconds
+    run.corpus_seconds = corpus_seconds
     return run
 
 
@@ -248,6 +274,29 @@ def _no_time(run: Run) -> str:
     return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
             f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
             f"--time-budget {enough}s or more")
+
+
+def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, list, list]:
+    """A records run's tokenizer and its (start, tokens.., END) sequences: the first
+    1 - val_fraction of the records train, the rest validate. Without a seq_len, chunks fit
+    95% of the records whole."""
+    from charrnn.records import parse
+
+    recs = parse(text, cfg.data.records, cfg.data.label_field)
+    if new_vocab:
+        tok = Tokenizer.build("\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
+        tok = tok.with_records(recs.labels)
+    elif tok.end_id is None:
+        tok = tok.with_records(recs.labels)
+    labels = recs.labels or [None] * len(recs.texts)
+    dtype = to_ids([], len(tok)).dtype
+    seqs = [torch.tensor([tok.record_start(l)] + tok.encode(t, unknown="unk") + [tok.end_id], dtype=dtype)
+            for t, l in zip(recs.texts, labels)]
+    n_train = max(1, int(len(seqs) * (1 - cfg.data.val_fraction) + 1e-9))
+    if cfg.data.seq_len is None:
+        lengths = sorted(len(s) - 1 for s in seqs)
+        cfg.data.seq_len = min(128, max(8, -(-lengths[int(0.95 * (len(lengths) - 1))] // 8) * 8))
+    return tok, seqs[:n_train], seqs[n_train:]
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -316,7 +365,10 @@ def _train_step(run: Run, progress: float) -> None:
     """One optimizer step on the next batch, the hidden state carried (and reset at epoch ends)."""
     st, cfg, env = run.state, run.cfg, run.env
     x, y, reset = run.batches.get(st.step)
-    if reset:
+    if isinstance(reset, torch.Tensor):  # records: zero the rows where a record starts
+        keep = (~reset).to(env.device, st.carried[0].dtype)[None, :, None]
+        st.carried = tuple(s * keep for s in st.carried)
+    elif reset:
         st.carried = run.model.zero_state(cfg.data.batch_size, env.device)
     lr = lr_at(st.step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
     for g in run.optimizer.param_groups:
@@ -353,7 +405,9 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     st, env, budget = run.state, run.env, run.budget
     t0 = time.monotonic()
     score = None
-    if len(run.val_ids) >= 2:
+    if run.val_seqs:
+        score = score_records(run.model, [s.tolist() for s in run.val_seqs], run.tok.char_lengths(), env.autocast())
+    elif len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
                          autocast=env.autocast(), max_tokens=run.eval_tokens, deadline=budget.eval_deadline())
     budget.eval_seconds = time.monotonic() - t0
