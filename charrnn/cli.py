@@ -173,7 +173,7 @@ def train(
     epochs: Optional[float] = typer.Option(None, help="Stop after N passes over the training split."),
     time_budget: Optional[str] = typer.Option(None, help="Wall clock for the whole command: 90s, 5m, 1h."),
     eval_every: Optional[int] = typer.Option(None, help="Steps between evaluations.  [default: auto]"),
-    eval_tokens: Optional[int] = typer.Option(None, help="Validation tokens each evaluation scores at most (evenly spaced windows; 0: all).  [default: 250000]"),
+    eval_tokens: Optional[int] = typer.Option(None, help="Validation tokens each evaluation scores at most (evenly spaced windows; 0: all).  [default: 250000; fewer for vocabularies over 1024]"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
     precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),

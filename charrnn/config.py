@@ -113,8 +113,9 @@ class TrainConfig:
     eval_every: int | None = None
     """Steps between evaluations."""
     eval_tokens: int | None = None
-    """Validation tokens each evaluation scores at most (default 250,000): evenly spaced windows,
-    the same every time; the whole split when it is smaller; 0: always the whole split."""
+    """Validation tokens each evaluation scores at most (default 250,000, or 250,000 x 1,024 /
+    vocabulary size for vocabularies over 1,024): evenly spaced windows, the same every time; the
+    whole split when it is smaller; 0: always the whole split."""
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337

@@ -25,7 +25,14 @@ from charrnn.tokenizer import Tokenizer
 
 
 DEFAULT_EVAL_TOKENS = 250_000
-"""Training's evaluations score at most this many validation tokens (``--eval-tokens``)."""
+"""Training's evaluations score at most this many validation tokens (``--eval-tokens``), fewer
+for vocabularies over 1,024 tokens (``default_eval_tokens``)."""
+
+
+def default_eval_tokens(vocab_size: int) -> int:
+    """250,000 tokens, scaled by 1,024 / vocab_size above 1,024 tokens: the output layer's cost
+    per token grows with the vocabulary (a 20,000-word model gets 12,800)."""
+    return int(DEFAULT_EVAL_TOKENS * min(1.0, 1024 / max(vocab_size, 1)))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from charrnn.config import RunConfig, resumed_config
 from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import DEFAULT_EVAL_TOKENS, Score, chunk_seconds, chunks, evaluate, score_records
+from charrnn.evaluate import Score, default_eval_tokens, chunk_seconds, chunks, evaluate, score_records
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
@@ -77,7 +77,7 @@ class Run:
     def eval_tokens(self) -> int | None:
         """Validation tokens an evaluation scores at most (None: all)."""
         n = self.cfg.train.eval_tokens
-        return DEFAULT_EVAL_TOKENS if n is None else (n or None)
+        return default_eval_tokens(len(self.tok)) if n is None else (n or None)
 
     @property
     def val_tokens_scored(self) -> int:
