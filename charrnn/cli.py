@@ -31,6 +31,7 @@ T0 = _process_start()
 import json  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
@@ -357,6 +358,41 @@ def info(
     lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
     _emit("\n".join(lines))
+
+
+class XAxis(str, Enum):
+    steps = "steps"
+    tokens = "tokens"
+    time = "time"
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run folders (each holds metrics.jsonl); several are overlaid."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Image to write (.png, .svg, .pdf; needs charrnn[plot]). Without it: a text chart on stdout."),
+    x: XAxis = typer.Option(XAxis.steps, "--x", help="Horizontal axis: optimizer steps, tokens seen, or wall time."),
+    size: str = typer.Option("800x500", "--size", help="Image size in pixels, WIDTHxHEIGHT."),
+) -> None:
+    """Loss curves of one or more runs: train and validation loss, bits/char, the best checkpoint.
+
+    Example: charrnn plot checkpoints/a checkpoints/b -o curves.png --x tokens
+    """
+    try:
+        from charrnn.plot import label_runs, load_run, render_text, write_image
+
+        loaded = [load_run(r) for r in runs]
+        label_runs(loaded)
+        w, _, h = size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise UsageError(f"--size must look like 800x500 (pixels), not {size!r}")
+        if out is None:
+            columns, lines = shutil.get_terminal_size((80, 24))
+            _emit(render_text(loaded, x.value, width=min(columns, 120), height=max(8, min(lines - len(loaded) - 6, 20))))
+            return
+        write_image(loaded, out, x.value, int(w), int(h))
+    except CharrnnError as e:
+        _fail(e)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def main() -> None:
