@@ -175,6 +175,11 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
     precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
+    sample_every: Optional[int] = typer.Option(None, help="A sample at every N-th evaluation, shown and kept in samples.jsonl; 0: none.  [default: 1]"),
+    sample_length: Optional[int] = typer.Option(None, help="Tokens per sample during training.  [default: 200]"),
+    sample_temp: Optional[float] = typer.Option(None, help="Temperature of those samples (same seed each time).  [default: 0.8]"),
+    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without a new best validation loss."),
+    keep: Optional[int] = typer.Option(None, help="Keep the K most recent evaluation checkpoints (step-000500.pt ...) besides best/last.  [default: 0]"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
@@ -197,7 +202,8 @@ def train(
             "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
             "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
             "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "device": device,
-            "precision": precision, "seed": seed,
+            "precision": precision, "seed": seed, "sample_every": sample_every, "sample_length": sample_length,
+            "sample_temp": sample_temp, "patience": patience, "keep": keep,
         }
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
         result = run_training(
@@ -212,7 +218,7 @@ def train(
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_val_loss"]
         print(
-            f"{'interrupted; ' if summary['interrupted'] else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
+            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
             f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
             f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
             file=sys.stderr,
@@ -226,6 +232,7 @@ def train(
 @app.command()
 def sample(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
+    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep; `charrnn info RUN` lists them)."),
     prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from; - reads it from stdin."),
     length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample."),
     temp: float = typer.Option(0.8, "--temp", "-t", help="Temperature; 0 is greedy."),
@@ -249,7 +256,7 @@ def sample(
     try:
         from charrnn.api import load
 
-        model = load(checkpoint, device, precision)
+        model = load(checkpoint, device, precision, step=step)
         _write_samples(
             model, sys.stdout, prompt=_read_arg(prompt), length=length, temperature=0.0 if greedy else temp,
             top_k=top_k, top_p=top_p, n=num_samples, seed=seed if seed is not None else secrets.randbelow(2**31),
@@ -342,21 +349,29 @@ def info(
     checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss.
+    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss; for a run
+    folder also its checkpoints, with step and validation loss (pick one with `sample --step`).
 
     Example: charrnn info checkpoints/shakespeare --json
     """
     try:
-        from charrnn.checkpoint import describe, load
+        from charrnn.checkpoint import describe, list_run, load
 
         d = describe(load(checkpoint))
+        if checkpoint is not None and os.path.isdir(checkpoint):
+            d["checkpoints"] = list_run(checkpoint)
     except CharrnnError as e:
         _fail(e)
     if as_json:
         _emit(json.dumps(d))
         return
-    lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
+    lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
+    if "checkpoints" in d:
+        lines.append("checkpoints:")
+        for c in d["checkpoints"]:
+            val = "-" if c["val_loss"] is None else f"{c['val_loss']:.4f}"
+            lines.append(f"  {c['name']:<16} step {c['step']:>8}  val loss {val:>7}  {c['bytes'] / 1e6:7.1f} MB")
     _emit("\n".join(lines))
 
 
