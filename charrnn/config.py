@@ -213,12 +213,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # What a resumed run may change (its limits, where it runs, the corpus path it reads); a
-# fine-tuned model keeps its parent's tokens and shape. Enforced for the library and the CLI alike.
+# fine-tuned model keeps its parent's level and shape (its vocabulary grows with the new text,
+# within max_vocab and min_count). Enforced for the library and the CLI alike.
 # Watching a run (samples, patience, kept checkpoints) changes nothing it learns, so a resumed run may change it.
 WATCH = ("sample_every", "sample_length", "sample_temp", "patience", "keep")
 RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out", *WATCH}
 LIMITS = ("max_steps", "epochs", "time_budget")
-SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
+SHAPE = {"level", "cell", "layers", "hidden", "embed"}
 
 
 def section_of(name: str) -> str:

@@ -68,6 +68,19 @@ class RNNLM(nn.Module):
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         return logits, loss, (tuple(new) if isinstance(new, tuple) else (new,))
 
+    @torch.no_grad()
+    def load_parent(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a parent model's weights for fine-tuning. Where this model's vocabulary is larger
+        (tokens appended, see ``Tokenizer.grown``), the new embedding and output rows start at the
+        mean of the parent's rows, so a new token begins as an average known one."""
+        weights = dict(weights)
+        for name in ("emb.weight", "head.weight", "head.bias"):
+            old, want = weights[name], self.state_dict()[name]
+            if old.shape[0] < want.shape[0]:
+                extra = old.mean(dim=0, keepdim=True).expand(want.shape[0] - old.shape[0], *old.shape[1:])
+                weights[name] = torch.cat([old, extra])
+        self.load_state_dict(weights)
+
     def zero_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         n = 2 if self.shape.cell == "lstm" else 1
         z = torch.zeros(self.shape.layers, batch_size, self.shape.hidden, device=device)
