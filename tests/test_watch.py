@@ -218,3 +218,24 @@ def test_resume_may_change_how_the_run_is_watched(cli, tmp_path, corpus_file):
     assert r.exit_code == 0, r.stderr
     assert [p.name for p in out.glob("step-*.pt")] == ["step-000020.pt"]
     assert len(lines(out / "samples.jsonl")[-1]["text"]) == 10
+
+
+def test_on_a_terminal_the_latest_sample_shows_under_the_bar(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from charrnn import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "stderr", Console(file=screen, force_terminal=True, width=60, color_system=None))
+    rep = console.RichReporter()
+    rep.start(100, None, 0)
+    rep.sampled(10, 2.5, "first sample\n")
+    rep.sampled(20, 2.1, "ROMEO:\nsecond sample")
+    rep.finish()
+    out = screen.getvalue()
+    last_frame = out[out.rindex("step 0 "):]  # the bar's last drawing ("step 0": no step reported), and what is under it
+    assert "sample at step 20, val loss 2.1000" in last_frame and "second sample" in last_frame
+    assert "first sample" not in last_frame  # replaced, not stacked
+    assert "loss" in last_frame.splitlines()[0]  # the bar first, the sample under it
