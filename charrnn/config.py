@@ -60,6 +60,10 @@ class DataConfig:
     """Parallel streams per step."""
     batching: str = "stream"
     """'stream': B contiguous streams, state carried across chunks; 'random': random windows."""
+    records: str | None = None
+    """Train on records (records.py): lines, paragraphs, jsonl:FIELD or csv:COLUMN; None: free text."""
+    label_field: str | None = None
+    """Records: the JSON field or CSV column holding each record's label, to condition on."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -67,6 +71,9 @@ class DataConfig:
         _positive("--seq-len", self.seq_len)
         _positive("--batch-size", self.batch_size)
         check_choice("--batching", self.batching, BATCHING)
+        from charrnn.records import check_mode
+
+        check_mode(self.records, self.label_field)
 
 
 @dataclass

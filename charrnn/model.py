@@ -30,6 +30,8 @@ class ModelShape:
 
 
 class RNNLM(nn.Module):
+    """A recurrent language model over a vocabulary of ``shape.vocab_size`` tokens."""
+
     def __init__(self, shape: ModelShape):
         super().__init__()
         self.shape = shape
@@ -59,6 +61,13 @@ class RNNLM(nn.Module):
     def forward(
         self, idx: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """Next-token logits for every position.
+
+        ``idx``: token ids (B, T), int64. ``state``: the recurrent state to start from, a tuple of
+        (layers, B, H) tensors (``(h, c)`` for an LSTM, ``(h,)`` otherwise), None for zeros.
+        ``targets``: the next ids (B, T), or None. Returns ``(logits, loss, state)``: logits
+        (B, T, V) in nats (unnormalised log-probabilities), the mean cross-entropy over all B*T
+        positions in nats/token (None without targets), and the state after the last position."""
         x = self.drop(self.emb(idx))  # (B, T, E)
         rnn_state = None if state is None else (state if self.shape.cell == "lstm" else state[0])
         out, new = self.rnn(x, rnn_state)  # (B, T, H)

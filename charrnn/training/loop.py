@@ -20,10 +20,10 @@ import torch.distributed as dist
 
 from charrnn import checkpoint
 from charrnn.config import RunConfig, resumed_config
-from charrnn.data import make_batches, split, to_ids
+from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import Score, evaluate
+from charrnn.evaluate import Score, evaluate, score_records
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
@@ -70,6 +70,8 @@ class Run:
     t_start: float
     watch: Watch
     tokens_per_second: float = 0.0
+    val_seqs: list[torch.Tensor] | None = None
+    """A records run's validation records, each scored on its own."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -110,7 +112,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _sha(text: str) -> str:
+def corpus_hash(text: str) -> str:
+    """The hash a run keeps of the text it trained on (``corpus_sha``), to notice another text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -123,7 +126,7 @@ def setup(
     if not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget or resume):
         cfg.train.time_budget = DEFAULT_BUDGET
         rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
-    corpus_sha = _sha(text)
+    corpus_sha = corpus_hash(text)
     folder_path = cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name
     resumed = None
     new_budget = cfg.train.time_budget
@@ -168,8 +171,13 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
         cfg.tokenizer.level = tok.level
         limit = cfg.tokenizer.max_vocab or (parent["config"].get("tokenizer") or {}).get("max_vocab")
         tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
-    ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
-    train_ids, val_ids = split(ids, cfg.data.val_fraction)
+    val_seqs = None
+    if cfg.data.records:
+        tok, train_seqs, val_seqs = _record_split(cfg, text, tok, source is None)
+        train_ids, val_ids = torch.cat(train_seqs), torch.cat(val_seqs) if val_seqs else torch.zeros(0, dtype=torch.long)
+    else:
+        ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
+        train_ids, val_ids = split(ids, cfg.data.val_fraction)
     if len(val_ids) < 2:
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
@@ -197,7 +205,10 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
-    batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    if cfg.data.records:
+        batches = RecordBatches(train_seqs, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    else:
+        batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
     max_steps = cfg.train.max_steps
     if cfg.train.epochs:
         max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * batches.steps_per_epoch))
@@ -217,7 +228,30 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep))
+               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs)
+
+
+def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, list, list]:
+    """A records run's tokenizer and its (start, tokens.., END) sequences: the first
+    1 - val_fraction of the records train, the rest validate. Without a seq_len, chunks fit
+    95% of the records whole."""
+    from charrnn.records import parse
+
+    recs = parse(text, cfg.data.records, cfg.data.label_field)
+    if new_vocab:
+        tok = Tokenizer.build("\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
+        tok = tok.with_records(recs.labels)
+    elif tok.end_id is None:
+        tok = tok.with_records(recs.labels)
+    labels = recs.labels or [None] * len(recs.texts)
+    dtype = to_ids([], len(tok)).dtype
+    seqs = [torch.tensor([tok.record_start(l)] + tok.encode(t, unknown="unk") + [tok.end_id], dtype=dtype)
+            for t, l in zip(recs.texts, labels)]
+    n_train = max(1, int(len(seqs) * (1 - cfg.data.val_fraction) + 1e-9))
+    if cfg.data.seq_len is None:
+        lengths = sorted(len(s) - 1 for s in seqs)
+        cfg.data.seq_len = min(128, max(8, -(-lengths[int(0.95 * (len(lengths) - 1))] // 8) * 8))
+    return tok, seqs[:n_train], seqs[n_train:]
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -279,7 +313,10 @@ def _train_step(run: Run, progress: float) -> None:
     """One optimizer step on the next batch, the hidden state carried (and reset at epoch ends)."""
     st, cfg, env = run.state, run.cfg, run.env
     x, y, reset = run.batches.get(st.step)
-    if reset:
+    if isinstance(reset, torch.Tensor):  # records: zero the rows where a record starts
+        keep = (~reset).to(env.device, st.carried[0].dtype)[None, :, None]
+        st.carried = tuple(s * keep for s in st.carried)
+    elif reset:
         st.carried = run.model.zero_state(cfg.data.batch_size, env.device)
     lr = lr_at(st.step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
     for g in run.optimizer.param_groups:
@@ -316,7 +353,9 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     st, env, budget = run.state, run.env, run.budget
     t0 = time.monotonic()
     score = None
-    if len(run.val_ids) >= 2:
+    if run.val_seqs:
+        score = score_records(run.model, [s.tolist() for s in run.val_seqs], run.tok.char_lengths(), env.autocast())
+    elif len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
                          autocast=env.autocast())
     budget.eval_seconds = time.monotonic() - t0
