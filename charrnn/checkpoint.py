@@ -139,7 +139,8 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
 
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What ``charrnn info`` says of a loaded checkpoint: corpus, tokens, shape, parameters,
-    steps, tokens seen, best validation loss (nats/token), the run's settings."""
+    steps, tokens seen, best validation loss (nats/token), the run's settings, and the
+    checkpoints of its run folder (``list_run``)."""
     import math
 
     shape, weights = ckpt["shape"], ckpt["model"]
@@ -163,6 +164,7 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "best_val_loss": None if best is None or not math.isfinite(best) else round(best, 6),
         "charrnn_version": ckpt.get("charrnn_version"),
         "config": ckpt.get("config"),
+        "checkpoints": list_run(Path(ckpt["path"]).parent),
     }
 
 

@@ -396,17 +396,15 @@ def info(
     checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss; for a run
-    folder also its checkpoints, with step and validation loss (pick one with `sample --step`).
+    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss, and the
+    checkpoints of its run folder with step and validation loss (pick one with `sample --step`).
 
     Example: charrnn info checkpoints/shakespeare --json
     """
     try:
-        from charrnn.checkpoint import describe, list_run, load
+        from charrnn.checkpoint import describe, load
 
         d = describe(load(checkpoint))
-        if checkpoint is not None and os.path.isdir(checkpoint):
-            d["checkpoints"] = list_run(checkpoint)
     except CharrnnError as e:
         _fail(e)
     if as_json:
@@ -414,7 +412,7 @@ def info(
         return
     lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
-    if "checkpoints" in d:
+    if d["checkpoints"]:
         lines.append("checkpoints:")
         for c in d["checkpoints"]:
             val = "-" if c["val_loss"] is None else f"{c['val_loss']:.4f}"

@@ -239,3 +239,12 @@ def test_on_a_terminal_the_latest_sample_shows_under_the_bar(monkeypatch):
     assert "sample at step 20, val loss 2.1000" in last_frame and "second sample" in last_frame
     assert "first sample" not in last_frame  # replaced, not stacked
     assert "loss" in last_frame.splitlines()[0]  # the bar first, the sample under it
+
+
+def test_a_records_model_samples_whole_records(tmp_path, corpus_text):
+    out = tmp_path / "run"
+    train(tiny_config(out, **{"data.records": "lines", "train.max_steps": 20, "train.eval_every": 10, "train.keep": 1}),
+          corpus_text, "corpus")
+    last = lines(out / "samples.jsonl")[-1]
+    assert last["step"] == 20 and last["text"].count("\n") == 4  # five records, one per line
+    assert last["text"].split("\n") == charrnn.load(out, step=20).samples(5, "", 200, 0.8, seed=1337)

@@ -91,10 +91,14 @@ class Watch:
         self.rep.sampled(record["step"], _val(record), text)
 
 
+RECORDS_PER_SAMPLE = 5
+
+
 def sample_text(model: Any, tokenizer: Any, length: int, temperature: float, seed: int) -> str:
     """``length`` tokens from ``model`` as it stands, after a newline (``CharRNN.sample("")``'s
     start), drawn with ``seed``: the text ``charrnn sample --seed`` gives for the checkpoint
-    saved at this step. The model is left in the mode it was in."""
+    saved at this step. A records model gives ``RECORDS_PER_SAMPLE`` records instead, one per
+    line (each at most ``length`` tokens). The model is left in the mode it was in."""
     import torch
 
     from charrnn.api import CharRNN
@@ -104,8 +108,10 @@ def sample_text(model: Any, tokenizer: Any, length: int, temperature: float, see
     model.eval()
     try:
         with torch.inference_mode():
-            engine = Engine(tokenizer, model=model, device=model.emb.weight.device.type)
-            return CharRNN(engine).sample("", length=length, temperature=temperature, seed=seed)
+            lm = CharRNN(Engine(tokenizer, model=model, device=model.emb.weight.device.type))
+            if lm.is_records:
+                return "\n".join(lm.samples(RECORDS_PER_SAMPLE, "", length, temperature, seed=seed))
+            return lm.sample("", length=length, temperature=temperature, seed=seed)
     finally:
         model.train(was_training)
 
