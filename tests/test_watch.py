@@ -248,3 +248,22 @@ def test_a_records_model_samples_whole_records(tmp_path, corpus_text):
     last = lines(out / "samples.jsonl")[-1]
     assert last["step"] == 20 and last["text"].count("\n") == 4  # five records, one per line
     assert last["text"].split("\n") == charrnn.load(out, step=20).samples(5, "", 200, 0.8, seed=1337)
+
+
+def test_patience_stops_every_rank_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    corpus = tmp_path / "noise.txt"
+    corpus.write_text(noise(2400))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+           "-m", "charrnn", "train", str(corpus), "--max-steps", "300", "--eval-every", "10", "--patience", "2",
+           "--val-fraction", "0.2", "--out", str(out), "--json", "--quiet", *TINY_FLAGS, "--hidden", "128"]
+    r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=180)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]  # no rank left waiting for the other
+    summary = json.loads([l for l in r.stdout.decode().splitlines() if l.startswith("{")][0])
+    assert summary["stopped_early"] and summary["steps"] < 300
+    assert lines(out / "metrics.jsonl")[-1]["step"] == summary["steps"]
