@@ -184,26 +184,39 @@ class CharRNN:
         return texts
 
     def score(self, text: str, unknown: str = "auto") -> Score:
-        """How well the model predicts ``text``: every token after the first scored once.
+        """How well the model predicts ``text``: every token after the first scored once (a
+        records model: each record of the text on its own, from its start to its end token).
         ``Score.loss`` is in nats/token; ``bits_per_char`` and ``perplexity`` follow. ``unknown``:
         tokens the model never saw: error, skip, unk; auto is unk for word models, else error.
         Raises CharrnnError when the text has fewer than two tokens, UnknownTokenError for unseen ones."""
         import torch
 
-        from charrnn.evaluate import evaluate
+        from charrnn.evaluate import evaluate, score_records
 
         model, tok = self._model(), self.tokenizer
+        if self.is_records:
+            from charrnn.records import parse
+
+            data = (self.info.get("config") or {}).get("data") or {}
+            recs = parse(text, data.get("records") or "lines", data.get("label_field"))
+            labels = recs.labels or [None] * len(recs.texts)
+            seqs = [[tok.record_start(l if l in tok.labels else None)] + tok.encode(t, unknown=unknown) + [tok.end_id]
+                    for t, l in zip(recs.texts, labels)]
+            return score_records(model, seqs, tok.char_lengths(), self._autocast())
         ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
         if len(ids) < 2:
             raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
         return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
 
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
-        """Each line on its own, as if it followed a newline: its tokens and closing newline are
-        scored. A line the model cannot score (too short) has ``loss`` None."""
+        """Each line on its own, as if it followed a newline (a records model: as a record, from
+        its start token to its end token): its tokens and its end are scored. A line the model
+        cannot score (too short) has ``loss`` None."""
         from charrnn.evaluate import score_lines
 
-        return score_lines(self._model(), self.tokenizer, list(lines), unknown, self._autocast())
+        tok = self.tokenizer
+        bounds = ([tok.end_id], [tok.end_id]) if self.is_records else None
+        return score_lines(self._model(), tok, list(lines), unknown, self._autocast(), bounds)
 
     def _model(self):
         return self.engine.model

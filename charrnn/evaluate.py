@@ -132,11 +132,16 @@ def score_records(model: RNNLM, seqs: list[list[int]], token_chars: list[int], a
     return Score(sum(l for l, _ in scored) / max(n, 1), n, chars)
 
 
-def score_lines(model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None) -> list[LineScore]:
-    """Each line on its own, as if it followed a newline: its tokens and its closing newline are
-    scored. Raises UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
+def score_lines(
+    model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None,
+    bounds: tuple[list[int], list[int]] | None = None,
+) -> list[LineScore]:
+    """Each line on its own, between the ids ``bounds`` (default: as if it followed a newline, and
+    with its closing newline): its tokens and its end are scored. Raises UnknownTokenError for
+    unseen tokens when ``unknown`` is 'error'."""
     nl = tok.encode("\n", unknown="skip")
-    encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
+    head, tail = bounds or (nl, nl)
+    encoded = [head + tok.encode(line, unknown=unknown) + tail for line in lines]
     chars = tok.char_lengths()
     results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
     for r, seq, (loss, n) in zip(results, encoded, score_sequences(model, encoded, autocast)):

@@ -218,3 +218,29 @@ def test_unknown_label_is_one_line_listing_the_known(cli, tmp_path):
     bad = cli("train", corpus, "--out", tmp_path / "r2", "--records", "csv:nope", "--max-steps", "5", *TINY)
     assert bad.exit_code == 2
     assert_one_error_line(bad.stderr, "no column 'nope'", "title")
+
+
+def test_score_a_records_model_record_by_record(cli, names_run, tmp_path):
+    corpus, out = names_run
+    model = charrnn.load(out, precision="fp32")
+    names = corpus.read_text().split()[:50]
+    whole = model.score("\n".join(names) + "\n")
+    assert whole.tokens == sum(len(n) + 1 for n in names)  # each name's characters and its end
+    lines = model.score_lines(names)
+    assert sum(l.loss * l.tokens for l in lines) / sum(l.tokens for l in lines) == pytest.approx(whole.loss, rel=1e-4)
+    f = tmp_path / "cands.txt"
+    f.write_text("kalomi\nzzqqxx\n", encoding="utf-8")
+    r = cli("score", "--per-line", f, "-c", out, "--unknown", "skip")
+    assert r.exit_code == 0, r.stderr
+    losses = [float(l.split("\t")[0]) for l in r.stdout.splitlines()]
+    assert losses[0] < losses[1], "a name like the training names is more typical"
+
+
+def test_fine_tuning_a_records_model_keeps_records(tmp_path, names_run):
+    _, parent = names_run
+    more = tmp_path / "more.txt"
+    more.write_text("\n".join(_names(200, seed=5)) + "\n", encoding="utf-8")
+    result = charrnn.train(more, out=tmp_path / "child", init_from=parent, max_steps=5, device="cpu")
+    child = result.load()
+    assert child.is_records
+    assert all("\n" not in s for s in child.samples(5, seed=1, length=40))

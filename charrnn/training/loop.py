@@ -169,6 +169,9 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     added: list[str] = []
     if parent is not None:
         cfg.tokenizer.level = tok.level
+        parent_data = parent["config"].get("data") or {}
+        if cfg.data.records is None and parent_data.get("records"):  # a records model stays one
+            cfg.data.records, cfg.data.label_field = parent_data["records"], parent_data.get("label_field")
         limit = cfg.tokenizer.max_vocab or (parent["config"].get("tokenizer") or {}).get("max_vocab")
         tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
     val_seqs = None
