@@ -259,7 +259,7 @@ def test_patience_stops_every_rank_under_torchrun(tmp_path):
     corpus = tmp_path / "noise.txt"
     corpus.write_text(noise(2400))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port of its own
            "-m", "charrnn", "train", str(corpus), "--max-steps", "300", "--eval-every", "10", "--patience", "2",
            "--val-fraction", "0.2", "--out", str(out), "--json", "--quiet", *TINY_FLAGS, "--hidden", "128"]
     r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=180)
