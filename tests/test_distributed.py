@@ -30,8 +30,8 @@ def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
     assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [6, 12]
 
 
-def _torchrun(port: int, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
            "-m", "charrnn", "train", *args]
     r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=180)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
@@ -45,9 +45,9 @@ def test_torchrun_resume_is_exact_for_every_rank(tmp_path, corpus_file):
     constant_lr.write_text("train:\n  min_lr_ratio: 1.0\n")
     common = [str(corpus_file), *TINY_FLAGS, "--warmup-steps", "0", "--dropout", "0.3", "--eval-every", "6",
               "--config", str(constant_lr), "--quiet"]
-    _torchrun(29532, *common, "--max-steps", "12", "--out", str(tmp_path / "straight"))
-    _torchrun(29533, *common, "--max-steps", "6", "--out", str(tmp_path / "resumed"))
-    _torchrun(29534, "--resume", "--max-steps", "12", "--out", str(tmp_path / "resumed"), "--quiet")
+    _torchrun(*common, "--max-steps", "12", "--out", str(tmp_path / "straight"))
+    _torchrun(*common, "--max-steps", "6", "--out", str(tmp_path / "resumed"))
+    _torchrun("--resume", "--max-steps", "12", "--out", str(tmp_path / "resumed"), "--quiet")
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 12

@@ -30,6 +30,7 @@ from charrnn.training.autosize import autosize
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState, gather_ranks
+from charrnn.training.watch import Watch
 
 DEFAULT_BUDGET = 300
 REPORT_EVERY = 10
@@ -42,6 +43,7 @@ class Reporter:
     def start(self, total_steps: int | None, budget: float | None, step: int) -> None: ...
     def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None: ...
     def evaluated(self, step: int, score: Score) -> None: ...
+    def sampled(self, step: int, val_loss: float | None, text: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -67,11 +69,14 @@ class Run:
     corpus_sha: str
     reporter: Reporter
     t_start: float
+    watch: Watch
     tokens_per_second: float = 0.0
     corpus_seconds: float = 0.0
     """Seconds spent finding or building the token ids."""
     started: float | None = None
     """time.monotonic() of the command's start (the budget's origin)."""
+    evaluated_at: int | None = None
+    """The step of this rank's last evaluation."""
 
     @property
     def eval_tokens(self) -> int | None:
@@ -252,7 +257,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
     run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-              corpus_name, corpus_sha, rep, t_start, val_seqs=val_seqs, started=started if started is not None else t_start)
+              corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs,
+              started=started if started is not None else t_start)
     if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
         budget.eval_seconds = budget.eval_chunk_seconds * chunks(run.val_tokens_scored)
@@ -306,6 +312,9 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
     st.loss_sum = torch.zeros((), device=env.device) + st.loss_sum
     rep.start(budget.max_steps, None if budget.deadline is None else budget.deadline - run.t_start, st.step)
     first_step, tokens_done, step_seconds = st.step, 0, 0.0
+    # Every rank knows when it last evaluated (only rank 0 keeps the history as it grows), so all
+    # ranks agree on the final evaluation, which gathers their states.
+    run.evaluated_at = st.history[-1]["step"] if st.history else None
     budget.loop_start = time.monotonic()
     interrupted = False
     sigint = _SigintFlag()
@@ -319,12 +328,13 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
                     # Every run trains at least one step, its final evaluation then cut to fit,
                     # unless not even that fits.
                     out_of_time = not budget.can_take_one_step()
+                out_of_time = out_of_time or run.watch.stopped_early  # rank 0 decides for all, as for time
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
                         raise KeyboardInterrupt
                 if out_of_time:
-                    if st.step == first_step:
+                    if st.step == first_step and not run.watch.stopped_early:
                         raise CharrnnError(_no_time(run))
                     break
                 _train_step(run, progress)
@@ -352,7 +362,7 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
                 st.ranks = gather_ranks(st.carried)
             if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
                 checkpoint.save(run.payload(True), run.folder.last)
-        elif not st.history or st.history[-1]["step"] != st.step:
+        elif run.evaluated_at != st.step:
             evaluate_and_save(run, final=True)
         run.tokens_per_second = tokens_done / max(step_seconds, 1e-9)
         rep.step(st.step, st.train_loss, run.tokens_per_second, time.monotonic() - run.t_start)
@@ -403,6 +413,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     """Score the validation split, log it to metrics.jsonl, save best.pt when it improved (or at
     the end of a run that cannot evaluate) and last.pt always; time both for the budget."""
     st, env, budget = run.state, run.env, run.budget
+    run.evaluated_at = st.step
     t0 = time.monotonic()
     score = None
     if run.val_seqs:
@@ -437,6 +448,8 @@ def evaluate_and_save(run: Run, final: bool) -> None:
 
             # The first `charrnn sample` of this run then starts without importing torch.
             Engine(run.tok, model=run.model, path=run.folder.best).kernel(1)
+    run.watch.evaluated(run.model, st.history, st.train_seconds - budget.elapsed_before,
+                        lambda path: checkpoint.save(run.payload(False), path))
     checkpoint.save(run.payload(True), run.folder.last)
     budget.save_seconds = time.monotonic() - t0
 
@@ -463,6 +476,8 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "setup_seconds": round(run.budget.loop_start - run.started, 2),
         "eval_seconds": None if run.budget.eval_seconds is None else round(run.budget.eval_seconds, 3),
         "tokenize_seconds": round(run.corpus_seconds, 2),
+        "stopped_early": run.watch.stopped_early,
+        "sample_seconds": round(run.watch.sample_seconds, 3),
     }
 
 
