@@ -466,7 +466,7 @@ def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Pat
                 if unknown != "skip":
                     raise _unknown_error("characters", missing, unknown)
                 ids = ids[~bad]
-            f.write(ids.astype(dtype).tobytes())
+            f.write(ids.astype(dtype).data)
             n += len(ids)
     return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": n, "unknown": missing,
             "unknown_total": sum(missing.values())}
@@ -503,16 +503,15 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
     dtype = smallest_dtype(len(tok))
     unk = tok.stoi.get(UNK, 0)
     out = 0
-    provisional = np.memmap(work / "pass1.bin", np.int32, mode="r", shape=(n,)) if n else np.zeros(0, np.int32)
-    with open(work / "ids.bin", "wb") as f:
-        for i in range(0, n, CHUNK_BYTES):
-            part = np.asarray(provisional[i : i + CHUNK_BYTES])
+    # Read back in chunks, not mapped: mapped pages would count as this process' memory.
+    with open(work / "pass1.bin", "rb") as src, open(work / "ids.bin", "wb") as f:
+        for _ in range(0, n, CHUNK_BYTES):
+            part = np.fromfile(src, np.int32, CHUNK_BYTES)
             if unknown == "skip":
                 part = part[part >= 0]
-            ids = np.where(part >= 0, remap[part], unk)
-            f.write(ids.astype(dtype).tobytes())
+            ids = np.where(part >= 0, remap[part], unk).astype(dtype)
+            f.write(ids.data)
             out += len(ids)
-    del provisional
     (work / "pass1.bin").unlink()
     missing = indexer.missing if given else {}
     return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": out, "unknown": missing,

@@ -261,7 +261,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
               started=started if started is not None else t_start)
     if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
-        budget.eval_seconds = budget.eval_chunk_seconds * chunks(run.val_tokens_scored)
+        # At most a fifth of the budget: an evaluation that would take longer is cut to fit.
+        budget.eval_seconds = min(budget.eval_chunk_seconds * chunks(run.val_tokens_scored), 0.2 * budget_s)
     if not budget.can_take_one_step():
         raise CharrnnError(_no_time(run))  # before the folder is touched
     folder.start(cfg, state.history, fresh=resumed is None)
