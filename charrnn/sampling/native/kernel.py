@@ -42,6 +42,7 @@ class Kernel:
         if not self.supports(lib, header, streams):
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
         self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
+        self._source = (header, blob, offset)
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
         check_sizes(header)
         self.V, self.K = V, K
@@ -77,6 +78,11 @@ class Kernel:
     def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int) -> bool:
         """One stream always; several only in bf16 on AMX tiles (elsewhere torch's products win)."""
         return streams == 1 or bool(header["bf16"] and lib.amx)
+
+    def twin(self) -> Kernel:
+        """A kernel over the same weights (shared, not copied) with a state of its own: two
+        generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
+        return Kernel(self.lib, *self._source, self.B)
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
