@@ -9,10 +9,10 @@ HINT = "charrnn serve needs Starlette and uvicorn: pip install 'charrnn[serve]'"
 
 def require() -> None:
     """Raises CharrnnError with the install hint when the serve extra is missing."""
-    import importlib.util
-
     from charrnn.errors import CharrnnError
 
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise CharrnnError(f"{HINT} ({', '.join(missing)} not installed)")
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise CharrnnError(f"{HINT} ({e.name or e} is missing)") from None

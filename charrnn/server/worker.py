@@ -66,6 +66,11 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._closed = False
 
+    @property
+    def live(self) -> int:
+        """Jobs submitted and not yet ended (a cancelled one ends at its next turn)."""
+        return self._live
+
     def submit(self, start: Callable[[], Iterator[Any]]) -> Job:
         """A job that runs ``start()`` on the worker and yields what the iterator it returns
         yields; an exception (raised by ``start`` or the iterator) comes out of the ``async for``.
