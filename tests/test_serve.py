@@ -177,6 +177,20 @@ def test_next_token_probs_agree_with_greedy_sampling_and_the_model(model, loaded
             assert p == pytest.approx(want[tok.stoi[t]].item(), abs=1e-4)
 
 
+def test_next_token_probs_on_either_engine(engine, run_dir, loaded):
+    """The native kernel and the torch path (no compiler, GPUs, GRU/RNN) give the network's own
+    probabilities in fp32, and the greedy sample's token first."""
+    import torch
+
+    m = charrnn.load(run_dir, precision="fp32")
+    top = m.next_token_probs("The quick", k=3)
+    assert top[0][0] == m.sample("The quick", length=1, temperature=0.0)
+    net, tok, _ = loaded
+    with torch.no_grad():
+        want = torch.softmax(net(torch.tensor([tok.encode("The quick")]))[0][0, -1].double(), -1)
+    assert [p for _, p in top] == pytest.approx([want[tok.stoi[t]].item() for t, _ in top], abs=1e-5)
+
+
 def test_next_token_probs_refuses_bad_arguments(model):
     with pytest.raises(charrnn.UsageError, match="k must"):
         model.next_token_probs("a", k=0)

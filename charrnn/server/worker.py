@@ -77,6 +77,8 @@ class Worker:
         Raises Busy when ``max_jobs`` are in progress. Call from the event loop."""
         job = Job(start, asyncio.get_running_loop())
         with self._cv:
+            if self._closed:
+                raise Busy("the server is shutting down")
             if self._live >= self.max_jobs:
                 raise Busy(f"{self._live} generations are in progress, the server's limit (--max-jobs)")
             self._live += 1
@@ -93,9 +95,12 @@ class Worker:
             return result
 
     def close(self) -> None:
-        """Stop the thread after the chunk in progress; jobs still queued end with it."""
+        """Stop the thread after the chunk in progress; the jobs still queued end with Busy."""
         with self._cv:
             self._closed = True
+            for job in self._jobs:
+                job.put(Busy("the server is shutting down"))
+            self._jobs.clear()
             self._cv.notify()
 
     def _run(self) -> None:
