@@ -284,6 +284,8 @@ async def _events(first: list[str], pieces, head: dict[str, Any]):
         yield f"event: done\ndata: {json.dumps(head)}\n\n"
     except FieldError as e:
         yield f"event: error\ndata: {json.dumps(e.to_dict())}\n\n"
+    except (CharrnnError, Busy) as e:  # a failure after the answer began: said in the stream
+        yield f"event: error\ndata: {json.dumps(FieldError(None, str(e)).to_dict())}\n\n"
     finally:
         await pieces.aclose()  # a client that went away: the worker stops its generation
 
