@@ -184,21 +184,24 @@ class CharRNN:
             texts = [t + p for t, p in zip(texts, pieces)]
         return texts
 
-    def next_token_probs(self, prompt: str = "", k: int = 5, temperature: float = 1.0, unknown: str = "error") -> list[tuple[str, float]]:
+    def next_token_probs(
+        self, prompt: str = "", k: int = 5, temperature: float = 1.0, unknown: str = "error", label: str | None = None,
+    ) -> list[tuple[str, float]]:
         """The ``k`` most likely tokens to follow ``prompt`` (the top of the vocabulary when it has
         fewer), each with its probability under softmax(logits / ``temperature``), most likely
         first (ties: the lower token id first). The logits are those sampling draws from, so a
         greedy ``sample(prompt, 1, 0.0)`` is the first token here; temperature 0 gives it
         probability 1. Tokens sampling never emits (a word model's <unk>) have probability 0.
-        An empty prompt is the start of a sample without one. Raises UsageError for ``k`` < 1 or
-        a negative temperature, UnknownTokenError for prompt tokens the model never saw."""
+        An empty prompt is the start of a sample without one (on a records model: of a record,
+        of ``label``). Raises UsageError for ``k`` < 1, a negative temperature or an unknown
+        label, UnknownTokenError for prompt tokens the model never saw."""
         import numpy as np
 
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be an integer >= 1, not {k!r}")
         if not 0 <= temperature < math.inf:
             raise UsageError(f"temperature must be a number >= 0, not {temperature}")
-        ids = encode_prompt(self.tokenizer, prompt, unknown)
+        ids = self._prompt_ids(prompt, unknown, label)
         z = np.asarray(self.engine.next_logits(ids), dtype=np.float64)  # (V,)
         z[self.engine.banned] = -np.inf
         if temperature < 1e-6:  # as the sampler: below this the draw is the argmax

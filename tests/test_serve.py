@@ -76,7 +76,7 @@ def test_models_say_what_info_says(client, run_dir, cli):
     d = r.json()
     (m,) = d["models"]
     info = json.loads(cli("info", run_dir, "--json").stdout)
-    assert m == {"name": run_dir.name, "default": True, **info}
+    assert m == {"name": run_dir.name, "default": True, "records": False, "labels": [], **info}
     assert d["limits"] == Limits().to_dict()
 
 
@@ -214,13 +214,55 @@ def test_unknown_paths_and_methods_answer_json(client):
     assert error_of(client.get("/v1/sample"), 405, None)
 
 
+@pytest.fixture(scope="module")
+def records_model(tmp_path_factory):
+    """A labelled records model: short names, lower case ones labelled low, upper case ones up."""
+    import random
+
+    rng = random.Random(3)
+    lines = []
+    for _ in range(400):
+        kind = rng.choice(["low", "up"])
+        name = "".join(rng.choice("abcdef" if kind == "low" else "UVWXYZ") for _ in range(rng.randint(3, 7)))
+        lines.append(json.dumps({"name": name, "kind": kind}))
+    folder = tmp_path_factory.mktemp("records")
+    corpus = folder / "names.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    charrnn.train(corpus, out=folder / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
+                  layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    return charrnn.load(folder / "run")
+
+
+def test_records_models_take_label_and_novel(records_model, client):
+    with TestClient(charrnn.app({"names": records_model})) as c:
+        (m,) = c.get("/v1/models").json()["models"]
+        assert m["records"] is True and m["labels"] == ["low", "up"]
+        d = c.post("/v1/sample", json={"label": "up", "n": 3, "seed": 5, "length": 20}).json()
+        assert [x["text"] for x in d["samples"]] == records_model.samples(3, label="up", seed=5, length=20)
+        d = c.post("/v1/sample", json={"novel": True, "n": 4, "seed": 6, "length": 20, "label": "low"}).json()
+        want = records_model.samples(4, novel=True, seed=6, length=20, label="low")
+        assert [x["text"] for x in d["samples"]] == want + [""] * (4 - len(want))
+        with c.stream("POST", "/v1/sample", json={"novel": True, "n": 2, "seed": 6, "length": 20, "stream": True}) as r:
+            got = events(r.read().decode())
+        texts = ["", ""]
+        for e, x in got:
+            if e == "message":
+                texts[x["index"]] += x["text"]
+        assert texts == records_model.samples(2, novel=True, seed=6, length=20) and got[-1][0] == "done"
+        assert "low, up" in error_of(c.post("/v1/sample", json={"label": "mid"}), 422, "label")
+        error_of(c.post("/v1/next", json={"label": "mid"}), 422, "label")
+        top = c.post("/v1/next", json={"label": "up", "k": 3}).json()["tokens"]
+        assert [t["token"] for t in top] == [t for t, _ in records_model.next_token_probs("", k=3, label="up")]
+    error_of(client.post("/v1/sample", json={"label": "up"}), 422, "label")  # not a records model
+
+
 # ---------------------------------------------------------------- validation
 
 BAD_SAMPLE = [
     ("prompt", 5), ("length", -1), ("length", "5"), ("length", True), ("length", 2.5), ("temperature", -0.1),
     ("temperature", "hot"), ("temperature", 1000), ("top_k", 0), ("top_p", 0), ("top_p", 1.5), ("seed", -1),
     ("seed", 2**64), ("stop", ""), ("stop", 3), ("n", 0), ("stream", "yes"), ("unknown", "maybe"),
-    ("model", "nope"), ("model", 3), ("novel", True), ("label", "x"),
+    ("model", "nope"), ("model", 3), ("novel", "yes"), ("label", ""), ("label", 3), ("extra", True),
 ]
 
 

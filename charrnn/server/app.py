@@ -7,8 +7,8 @@
 Endpoints (JSON in and out; an error is ``{"error": {"field": ..., "message": ...}}`` with a
 4xx status that names the field):
 - ``GET /v1/models``: each model's name and what ``charrnn info --json`` says; the limits.
-- ``POST /v1/sample``: prompt, length, temperature, top_k, top_p, seed, stop, n, unknown, model;
-  ``"stream": true`` answers with server-sent events (``data: {"index", "text"}`` per piece,
+- ``POST /v1/sample``: prompt, length, temperature, top_k, top_p, seed, stop, n, unknown, model,
+  and for records models label and novel; ``"stream": true`` answers with server-sent events (``data: {"index", "text"}`` per piece,
   then ``event: done``). The same seed gives the same text as ``charrnn sample``.
 - ``POST /v1/score``: text, per_line, unknown, model: loss (nats/token), bits/char, perplexity.
 - ``POST /v1/next``: the ``k`` likeliest next tokens after a prompt, with their probabilities.
@@ -89,20 +89,29 @@ def app(
 
     async def models_route(request: Request) -> Response:
         return JSONResponse({
-            "models": [{"name": s.name, "default": s.name == default, **s.info} for s in served.values()],
+            "models": [{"name": s.name, "default": s.name == default, "records": s.model.is_records,
+                        "labels": s.model.labels, **s.info} for s in served.values()],
             "limits": limits.to_dict(),
         })
 
     async def sample(request: Request) -> Response:
         req = parse_sample(await _json(request, limits), limits)
         s = pick(req.model)
+        _check_label(s.model, req.label)
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
-        options = dict(length=req.length, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                       seed=seed, stop=req.stop, n=req.n, unknown=req.unknown)
-        job = _submit(worker, lambda: s.model.generate(req.prompt, **options))
+        options = dict(top_k=req.top_k, top_p=req.top_p, seed=seed, stop=req.stop, unknown=req.unknown, label=req.label)
+        head = {"model": s.name, "seed": seed}
+        if req.novel:
+            # Curated samples are drawn in rounds until enough are new: one call, answered whole.
+            job = _submit(worker, lambda: iter([_field_errors(s.model.samples, "novel", req.n, req.prompt, req.length,
+                                                              req.temperature, novel=True, **options)]))
+        else:
+            job = _submit(worker, lambda: _field_errors(s.model.generate, "prompt", req.prompt, req.length,
+                                                        req.temperature, n=req.n, **options))
         pieces = job.__aiter__()
         first = await _first(pieces)  # a prompt the model cannot encode fails here, before any answer
-        head = {"model": s.name, "seed": seed}
+        if req.novel:
+            first = first + [""] * (req.n - len(first))  # fewer than n when too few new ones were found
         if req.stream:
             return StreamingResponse(_events(first, pieces, head), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -131,8 +140,9 @@ def app(
         req = parse_next(await _json(request, limits), limits)
         s = pick(req.model)
         try:
+            _check_label(s.model, req.label)
             top = await worker.call(lambda: _field_errors(s.model.next_token_probs, "prompt", req.prompt, req.k,
-                                                          req.temperature, req.unknown))
+                                                          req.temperature, req.unknown, req.label))
         except Busy as e:
             raise FieldError(None, str(e), 503) from None
         return JSONResponse({"model": s.name, "tokens": [{"token": t, "p": p} for t, p in top]})
@@ -246,18 +256,27 @@ async def _json(request: Request, limits: Limits) -> Any:
         raise FieldError(None, f"the body is not JSON: {e}", 400) from None
 
 
+def _check_label(model: CharRNN, label: str | None) -> None:
+    if label is None:
+        return
+    if not model.is_records or not model.labels:
+        raise FieldError("label", "label needs a records model trained with --label-field; this one has no labels")
+    if label not in model.labels:
+        raise FieldError("label", f"no label {label!r}; the labels are: {', '.join(model.labels)}")
+
+
 def _submit(worker: Worker, start):
     try:
-        return worker.submit(lambda: _field_errors(start, "prompt"))
+        return worker.submit(start)
     except Busy as e:
         raise FieldError(None, f"{e}; try again shortly", 503) from None
 
 
-def _field_errors(fn, name: str, *args):
-    """``fn(*args)``, with a user's error (an unseen prompt token, too short a text) as a
+def _field_errors(fn, name: str, *args, **kwargs):
+    """``fn(*args, **kwargs)``, with a user's error (an unseen prompt token, too short a text) as a
     FieldError that names ``name``."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except CharrnnError as e:
         raise FieldError(name, str(e)) from None
 

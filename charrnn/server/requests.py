@@ -59,6 +59,8 @@ class SampleRequest:
     n: int
     stream: bool
     unknown: str
+    label: str | None
+    novel: bool
 
 
 @dataclass
@@ -76,6 +78,7 @@ class NextRequest:
     k: int
     temperature: float
     unknown: str
+    label: str | None
 
 
 class _Fields:
@@ -138,13 +141,16 @@ class _Fields:
         return v
 
 
-SAMPLE_FIELDS = ("model", "prompt", "length", "temperature", "top_k", "top_p", "seed", "stop", "n", "stream", "unknown")
+SAMPLE_FIELDS = ("model", "prompt", "length", "temperature", "top_k", "top_p", "seed", "stop", "n", "stream", "unknown",
+                 "label", "novel")
 SCORE_FIELDS = ("model", "text", "per_line", "unknown")
-NEXT_FIELDS = ("model", "prompt", "k", "temperature", "unknown")
+NEXT_FIELDS = ("model", "prompt", "k", "temperature", "unknown", "label")
 
 
 def parse_sample(body: Any, limits: Limits) -> SampleRequest:
-    """POST /v1/sample. Defaults are the CLI's: 500 tokens (capped at the limit), temperature 0.8, one sample, a random seed."""
+    """POST /v1/sample. Defaults are the CLI's: 500 tokens (capped at the limit), temperature 0.8,
+    one sample, a random seed. ``label`` (labelled records models) and ``novel`` (drop samples
+    that copy the training data, and draw more) are the CLI's --label and --novel."""
     f = _Fields(body, SAMPLE_FIELDS)
     return SampleRequest(
         model=f.str("model", None),
@@ -158,6 +164,8 @@ def parse_sample(body: Any, limits: Limits) -> SampleRequest:
         n=f.int("n", 1, 1, limits.max_samples, "--max-samples"),
         stream=f.bool("stream", False),
         unknown=f.choice("unknown", "error", UNKNOWN),
+        label=f.str("label", None, 1000, empty=False),
+        novel=f.bool("novel", False),
     )
 
 
@@ -184,4 +192,5 @@ def parse_next(body: Any, limits: Limits) -> NextRequest:
         k=f.int("k", 5, 1, limits.max_k),
         temperature=f.float("temperature", 1.0, 0.0, 100.0),
         unknown=f.choice("unknown", "error", UNKNOWN),
+        label=f.str("label", None, 1000, empty=False),
     )
