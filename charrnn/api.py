@@ -96,21 +96,27 @@ class CharRNN:
     def score(self, text: str, unknown: str = "auto") -> Score:
         """How well the model predicts ``text``: every token after the first scored once.
         ``Score.loss`` is in nats/token; ``bits_per_char`` and ``perplexity`` follow. ``unknown``:
-        tokens the model never saw: error, skip, unk; auto is unk for word models, else error.
-        Raises CharrnnError when the text has fewer than two tokens, UnknownTokenError for unseen ones."""
+        tokens the model never saw: error, skip (left out, counted in ``Score.left_out``), unk;
+        auto is unk for word models, else skip. Raises CharrnnError when fewer than two tokens
+        are left to score, UnknownTokenError for unseen ones with 'error'."""
         import torch
 
         from charrnn.evaluate import evaluate
+        from charrnn.tokenizer import describe_left_out, scoring_mode
 
         model, tok = self._model(), self.tokenizer
-        ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
+        ids, left_out = tok.encode_counted(text, scoring_mode(tok, unknown))
         if len(ids) < 2:
-            raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
-        return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
+            gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
+            raise CharrnnError(f"the text has {len(ids)} token(s){gone}: nothing to score (the first token has no context)")
+        score = evaluate(model, torch.tensor(ids, dtype=torch.long), tok.char_lengths(), autocast=self._autocast())
+        score.left_out = left_out
+        return score
 
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
         """Each line on its own, as if it followed a newline: its tokens and closing newline are
-        scored. A line the model cannot score (too short) has ``loss`` None."""
+        scored. A line the model cannot score (too short) has ``loss`` None. ``unknown`` as for
+        ``score``; each line's ``left_out`` counts its unseen tokens left out."""
         from charrnn.evaluate import score_lines
 
         return score_lines(self._model(), self.tokenizer, list(lines), unknown, self._autocast())

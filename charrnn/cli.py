@@ -29,9 +29,11 @@ def _process_start() -> float:
 T0 = _process_start()
 
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import sys  # noqa: E402
+from collections import Counter  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
 
@@ -53,18 +55,40 @@ class _Group(TyperGroup):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        _utf8_streams()
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
-        except getattr(click_errors, "NoArgsIsHelpError", ()) as e:
-            print(e.format_message())
-            sys.exit(0)
+            try:
+                rv = super().main(*args, standalone_mode=False, **kwargs)
+            except getattr(click_errors, "NoArgsIsHelpError", ()) as e:
+                print(e.format_message())
+                rv = 0
+            sys.stdout.flush()
         except click_errors.ClickException as e:
             where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
             print(f"charrnn: error: {' '.join(e.format_message().split())}{where}", file=sys.stderr, flush=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.exit(130)
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(0)
+        except OSError as e:  # stdout on a full device, or gone: one line, a runtime failure
+            _silence_stdout()
+            print(f"charrnn: error: cannot write the output: {e.strerror or e}; free some space "
+                  "or write it somewhere else", file=sys.stderr, flush=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _utf8_streams() -> None:
+    """stdout carries UTF-8 whatever the locale (an ASCII or Latin-1 PYTHONIOENCODING, a C
+    locale): text and JSON come out whole, never a UnicodeEncodeError. stderr keeps the
+    terminal's encoding for people, with anything it cannot show escaped."""
+    for stream, kw in ((sys.stdout, {"encoding": "utf-8", "errors": "surrogateescape"}), (sys.stderr, {"errors": "backslashreplace"})):
+        try:
+            stream.reconfigure(**kw)
+        except (AttributeError, ValueError, OSError):  # not a text file, or already written to
+            pass
 
 
 app = typer.Typer(
@@ -217,7 +241,7 @@ def train(
             file=sys.stderr,
         )
     if as_json and int(os.environ.get("RANK", "0")) == 0:
-        _emit(json.dumps(summary))
+        _emit(_json(summary))
     if summary["interrupted"]:
         raise typer.Exit(130)
 
@@ -282,7 +306,7 @@ def _write_samples(model, out, *, prompt: str, echo: bool, separator: str, as_js
                 last_flush = now
     if as_json:
         for i, t in enumerate(texts):
-            out.write(json.dumps({"text": head + t, "seed": options["seed"], "index": i}) + "\n")
+            out.write(_json({"text": head + t, "seed": options["seed"], "index": i}) + "\n")
     else:
         out.write(_end(head + texts[0]))
         for t in texts[1:]:
@@ -299,7 +323,7 @@ def score(
     file: str = typer.Argument(..., help="Text file, or - for stdin."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"),
     per_line: bool = typer.Option(False, "--per-line", help="Score each line on its own: 'loss<TAB>line' per line."),
-    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip, unk; auto: unk for word models, else error."),
+    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip (left out, counted on stderr), unk; auto: unk for word models, else skip."),
     as_json: bool = typer.Option(False, "--json", help="JSON output (one object per line with --per-line)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (as training), fp32, bf16 or fp16."),
@@ -319,21 +343,49 @@ def score(
             lines = text.split("\n")
             if lines and lines[-1] == "":
                 lines.pop()
-            for r in model.score_lines(lines, unknown.value):
-                loss = "-" if r.loss is None else f"{r.loss:.4f}"
-                print(json.dumps(r.to_dict()) if as_json else f"{loss}\t{r.line}")
+            results = model.score_lines(lines, unknown.value)
+            for r in results:
+                d = r.to_dict()
+                loss = "-" if d["loss"] is None else f"{d['loss']:.4f}"
+                print(_json(d) if as_json else f"{loss}\t{r.line}")
+            left_out = sum((r.left_out for r in results), Counter())
         else:
-            r = model.score(text, unknown.value).to_dict()
+            result = model.score(text, unknown.value)
+            r, left_out = result.to_dict(), result.left_out
             if as_json:
-                print(json.dumps(r))
+                print(_json(r))
             else:
-                print(f"loss {r['loss']:.4f} nats/token  {r['bits_per_char']:.4f} bits/char  "
-                      f"perplexity {r['perplexity']:.3f}  ({r['tokens']} tokens)")
+                print(f"loss {_num(r['loss'], 4)} nats/token  {_num(r['bits_per_char'], 4)} bits/char  "
+                      f"perplexity {_num(r['perplexity'], 3)}  ({r['tokens']} tokens)")
+        if left_out:
+            from charrnn.tokenizer import describe_left_out
+
+            print(f"charrnn: note: left out {describe_left_out(left_out)} the model never saw; "
+                  "--unknown error refuses such text", file=sys.stderr)
         sys.stdout.flush()
     except CharrnnError as e:
         _fail(e)
     except BrokenPipeError:
         _quiet_pipe()
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _json(obj) -> str:
+    """JSON that is JSON: a number that is not finite becomes null (NaN and Infinity are not JSON)."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj))
 
 
 @app.command()
@@ -352,7 +404,7 @@ def info(
     except CharrnnError as e:
         _fail(e)
     if as_json:
-        _emit(json.dumps(d))
+        _emit(_json(d))
         return
     lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from charrnn.model import RNNLM
-from charrnn.tokenizer import Tokenizer
+from charrnn.tokenizer import Tokenizer, scoring_mode
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Score:
     """Mean nats per token."""
     tokens: int
     chars: int
+    left_out: Counter = field(default_factory=Counter)
+    """Tokens of the text the model never saw, left out of the score (``unknown='skip'``), counted."""
 
     @property
     def bits_per_char(self) -> float:
@@ -38,13 +41,20 @@ class Score:
         return math.exp(min(self.loss, 700.0))
 
     def to_dict(self) -> dict:
+        """Plain numbers for JSON: a loss that is not finite (nothing scored, or a model that
+        overflows) is None, never NaN or Infinity, which are not JSON."""
         return {
-            "loss": round(self.loss, 6),
-            "bits_per_char": round(self.bits_per_char, 6),
-            "perplexity": round(self.perplexity, 4),
+            "loss": _finite(self.loss, 6),
+            "bits_per_char": _finite(self.bits_per_char, 6),
+            "perplexity": _finite(self.perplexity, 4),
             "tokens": self.tokens,
             "chars": self.chars,
+            "left_out": sum(self.left_out.values()),
         }
+
+
+def _finite(x: float, digits: int) -> float | None:
+    return round(x, digits) if math.isfinite(x) else None
 
 
 @torch.inference_mode()
@@ -98,21 +108,31 @@ class LineScore:
     loss: float | None
     bits_per_char: float | None
     tokens: int
+    left_out: Counter = field(default_factory=Counter)
+    """Unseen tokens of the line left out of its score (``unknown='skip'``), counted."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        finite = self.loss is not None and math.isfinite(self.loss) and math.isfinite(self.bits_per_char)
+        return {"line": self.line, "loss": self.loss if finite else None,
+                "bits_per_char": self.bits_per_char if finite else None, "tokens": self.tokens,
+                "left_out": sum(self.left_out.values())}
 
 
 @torch.inference_mode()
 def score_lines(model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None, batch: int = 256) -> list[LineScore]:
     """Each line on its own, as if it followed a newline: its tokens and its closing newline are
     scored. Lines of similar length share a batch of at most ``batch`` lines and 2^24 logits.
+    ``unknown``: see ``tokenizer.scoring_mode``; unseen tokens left out are counted per line.
     Raises UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
     device = next(model.parameters()).device
+    unknown = scoring_mode(tok, unknown)
     nl = tok.encode("\n", unknown="skip")
-    encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
-    chars = torch.tensor(tok.char_lengths())
     results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
+    encoded = []
+    for line, r in zip(lines, results):
+        ids, r.left_out = tok.encode_counted(line, unknown)
+        encoded.append(nl + ids + nl)
+    chars = torch.tensor(tok.char_lengths())
     # A line needs two tokens to score one.
     order = sorted((i for i in range(len(lines)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
     with autocast or nullcontext():

@@ -80,6 +80,19 @@ class Tokenizer:
         hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
         raise UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
 
+    def encode_counted(self, text: str, unknown: str = "error") -> tuple[list[int], Counter]:
+        """Token ids of ``text``, as ``encode`` gives them, and the unseen tokens it left out (with
+        'skip'), counted. Scoring uses it: what can be scored is, and the caller says what was not."""
+        pieces = self.split(text)
+        stoi = self.stoi
+        try:
+            return [stoi[p] for p in pieces], Counter()
+        except KeyError:
+            pass
+        if unknown == "skip":
+            return [stoi[p] for p in pieces if p in stoi], Counter(p for p in pieces if p not in stoi)
+        return self.encode(text, unknown), Counter()
+
     def decode(self, ids: Iterable[int]) -> str:
         vocab = self.vocab
         return "".join(vocab[i] for i in ids)
@@ -103,6 +116,22 @@ def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[i
         start = "\n" if "\n" in tok.stoi else None
         ids = [tok.stoi[start] if start else 0]
     return ids
+
+
+def scoring_mode(tok: Tokenizer, unknown: str) -> str:
+    """What scoring does with unseen tokens: ``auto`` is 'unk' for word models (any new text has
+    new words) and 'skip' for character models (they are left out and counted)."""
+    if unknown == "auto":
+        return "unk" if tok.unk_id is not None else "skip"
+    return unknown
+
+
+def describe_left_out(left_out: Counter, limit: int = 8) -> str:
+    """'3 tokens (2 x '?', 1 x '(')': how many tokens were left out and which."""
+    n = sum(left_out.values())
+    shown = ", ".join(f"{c} x {t!r}" for t, c in left_out.most_common(limit))
+    more = f" and {len(left_out) - limit} more kinds" if len(left_out) > limit else ""
+    return f"{n} token{'s' if n != 1 else ''} ({shown}{more})"
 
 
 def banned_tokens(tok: Tokenizer) -> list[int]:

@@ -15,7 +15,7 @@ import charrnn
 from charrnn.config import SampleConfig
 from charrnn.sampling.decode import choose
 from charrnn.sampling.engine import generate
-from tests.conftest import CHARRNN, assert_one_error_line, run_charrnn, subprocess_env
+from conftest import CHARRNN, assert_one_error_line, run_charrnn, subprocess_env
 
 # ---------------------------------------------------------------- case 3: tiny temperatures
 
@@ -59,3 +59,136 @@ def test_tiny_temperature_on_the_cli_prints_the_greedy_text(run_dir):
     for t in ("1e-38", "1e-39"):
         r = run_charrnn("sample", "-c", run_dir, "--temp", t, "-n", "80", "--prompt", "The ", "--seed", "3")
         assert r.returncode == 0 and r.stdout == greedy.stdout, (t, r.stdout[:80])
+
+
+# ---------------------------------------------------------------- case 2: unseen characters in scored text
+
+
+def test_score_leaves_out_unseen_characters_and_says_which(cli, run_dir, corpus_text, tmp_path, loaded):
+    model, tok, _ = loaded
+    clean = corpus_text[:600]
+    f = tmp_path / "held_out.txt"
+    f.write_text(clean[:300] + "([" + clean[300:] + "\u0e01])#", encoding="utf-8")
+    r = cli("score", f, "-c", run_dir, "--json", "--precision", "fp32")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["left_out"] == 6 and d["tokens"] == len(clean) - 1
+    note = r.stderr.strip()
+    assert note.count("\n") == 0 and "left out 6 tokens" in note and "'#'" in note and "'('" in note and "'\u0e01'" in note
+    # What is scored is exactly the text without them.
+    assert d["loss"] == pytest.approx(charrnn.load(run_dir, precision="fp32").score(clean).loss, abs=1e-6)
+    strict = cli("score", f, "-c", run_dir, "--unknown", "error")
+    assert strict.exit_code == 1
+    assert_one_error_line(strict.stderr, "never saw", "'#'")
+    plain = cli("score", f, "-c", run_dir)
+    assert plain.exit_code == 0 and "nats/token" in plain.stdout and "left out 6 tokens" in plain.stderr
+
+
+def test_score_lines_counts_left_out_tokens_per_line(cli, run_dir, tmp_path):
+    f = tmp_path / "lines.txt"
+    f.write_text("The cat (runs).\nA dog\n\u00bfQu\u00e9?\n", encoding="utf-8")
+    r = cli("score", f, "-c", run_dir, "--per-line", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x["left_out"] for x in rows] == [2, 0, 2]
+    assert all(x["loss"] is not None for x in rows)
+    assert "left out 4 tokens" in r.stderr
+    lines = charrnn.load(run_dir).score_lines(["a (b)", "cd"])
+    assert sum(lines[0].left_out.values()) == 2 and not lines[1].left_out
+    assert cli("score", f, "-c", run_dir, "--per-line", "--unknown", "error").exit_code == 1
+
+
+def test_score_of_a_text_of_unseen_characters_only_is_one_line(cli, run_dir, tmp_path):
+    f = tmp_path / "thai.txt"
+    f.write_text("\u0e01\u0e02\u0e03 \u0e04", encoding="utf-8")
+    r = cli("score", f, "-c", run_dir, "--json")
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "nothing to score", "leaving out 4 tokens")
+
+
+def test_the_api_counts_what_it_left_out(run_dir):
+    model = charrnn.load(run_dir)
+    s = model.score("The cat runs (away) from the dog?")
+    assert s.left_out == {"(": 1, ")": 1} and s.to_dict()["left_out"] == 2
+    with pytest.raises(charrnn.CharrnnError, match="never saw"):
+        model.score("The cat (runs)", unknown="error")
+
+
+# ---------------------------------------------------------------- case 4: ASCII, Latin-1 and full stdouts
+
+
+@pytest.fixture(scope="module")
+def accented_run(tmp_path_factory):
+    """A tiny model of text with accents, dashes and quotes; its corpus name is not ASCII either."""
+    from charrnn.training.loop import train
+
+    from conftest import tiny_config
+
+    text = ("Caf\u00e9 cr\u00e8me \u2014 \u00ab na\u00efve \u00bb r\u00e9sum\u00e9, \u00fcber \u20ac5.\n" * 60)
+    out = tmp_path_factory.mktemp("acc") / "caf\u00e9"
+    train(tiny_config(out, **{"train.max_steps": 3, "train.eval_every": 3, "model.layers": 1}), text, "caf\u00e9")
+    held = out.parent / "held.txt"
+    held.write_text("Caf\u00e9 \u2014 r\u00e9sum\u00e9\n\u00fcber \u00bb\n", encoding="utf-8")
+    return out, held
+
+
+def _cases(out, held):
+    return {
+        "sample": ["sample", "-c", out, "-p", "Caf\u00e9", "-n", "40", "--seed", "1"],
+        "sample -N 2 separator": ["sample", "-c", out, "-p", "\u00e9", "-n", "20", "-N", "2", "--separator", "\u2014\\n", "--seed", "1"],
+        "sample json": ["sample", "-c", out, "-p", "\u00e9", "-n", "20", "--json", "--seed", "1"],
+        "score": ["score", held, "-c", out],
+        "score json": ["score", held, "-c", out, "--json"],
+        "score per-line": ["score", held, "-c", out, "--per-line"],
+        "score per-line json": ["score", held, "-c", out, "--per-line", "--json"],
+        "info": ["info", out],
+        "info json": ["info", out, "--json"],
+        "help": ["sample", "--help"],
+        "version": ["--version"],
+    }
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_every_command_writes_utf8_to_a_narrow_stdout(accented_run, encoding):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    out, held = accented_run
+    runner = CliRunner(charset=encoding)
+    for name, args in _cases(out, held).items():
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 0, (name, r.stderr_bytes, r.exception)
+        text = r.stdout_bytes.decode("utf-8")  # UTF-8 whatever the stream said
+        assert text, name
+    per_line = runner.invoke(app, ["score", str(held), "-c", str(out), "--per-line"]).stdout_bytes.decode("utf-8")
+    assert [l.split("\t", 1)[1] for l in per_line.splitlines()] == ["Caf\u00e9 \u2014 r\u00e9sum\u00e9", "\u00fcber \u00bb"]
+    sampled = runner.invoke(app, ["sample", "-c", str(out), "-p", "Caf\u00e9", "-n", "10"]).stdout_bytes.decode("utf-8")
+    assert sampled.startswith("Caf\u00e9")
+
+
+def test_ascii_stdout_in_a_real_process(accented_run):
+    out, held = accented_run
+    env = {**subprocess_env(), "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    r = subprocess.run(CHARRNN + ["sample", "-c", str(out), "-p", "Caf\u00e9", "-n", "60", "--seed", "2"],
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert r.stdout.decode("utf-8").startswith("Caf\u00e9")
+    r = subprocess.run(CHARRNN + ["score", str(held), "-c", str(out), "--per-line"], capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert "\u2014" in r.stdout.decode("utf-8")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, tmp_path):
+    out, held = accented_run
+    cases = _cases(out, held)
+    cases["train json"] = ["train", held, "--out", tmp_path / "t", "--max-steps", "2", "--hidden", "8", "--layers", "1",
+                           "--seq-len", "8", "--batch-size", "1", "--device", "cpu", "-q", "--json"]
+    cases["top help"] = ["--help"]
+    for name, args in cases.items():
+        with open("/dev/full", "w") as full:
+            r = subprocess.run(CHARRNN + [str(a) for a in args], stdout=full, stderr=subprocess.PIPE,
+                               env=subprocess_env(), timeout=120)
+        assert r.returncode == 1, (name, r.stderr)
+        assert_one_error_line(r.stderr.decode(), "No space left on device")
