@@ -202,7 +202,7 @@ def train(
     ``resume`` continues the run in ``out``; ``init_from`` fine-tunes a checkpoint. Progress
     goes to ``reporter`` (silent by default). Raises UsageError for wrong settings, CharrnnError
     for failures; a Ctrl-C saves last.pt and returns with ``interrupted`` set."""
-    from charrnn.config import build_run_config
+    from charrnn.config import build_run_config, check_out
     from charrnn.data import read_corpus
     from charrnn.training.loop import train as fit
 
@@ -210,6 +210,7 @@ def train(
     if corpus is not None:
         settings["corpus"] = corpus if str(corpus) == "-" else str(Path(corpus).absolute())
     cfg = build_run_config(config, settings, resume=resume, init_from=init_from)
+    check_out(cfg.train.out)
     if text is not None:
         if corpus is not None:
             raise UsageError("give either a corpus file or text=, not both")

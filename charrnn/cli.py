@@ -143,10 +143,9 @@ def _read_arg(text: str) -> str:
     """`-` reads the value from stdin, bytes as they are (CRLF stays CRLF)."""
     if text != "-":
         return text
-    try:
-        return sys.stdin.buffer.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise CharrnnError("the prompt on stdin is not UTF-8 text") from None
+    from charrnn.inputs import decode_utf8, read_bytes
+
+    return decode_utf8(read_bytes("-", "prompt"), "-", "the prompt on stdin")
 
 
 
@@ -337,7 +336,7 @@ def score(
         from charrnn.data import read_corpus
 
         model = load(checkpoint, device, precision)
-        text, _ = read_corpus(file)
+        text, _ = read_corpus(file, "text to score")
         if per_line:
             # Newlines only: str.splitlines() would also split on form feeds and other separators.
             lines = text.split("\n")

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, UsageError
 
 UNK = "<unk>"
 # Every character falls in exactly one alternative, so the tokens partition the text.
@@ -45,7 +45,7 @@ class Tokenizer:
     @classmethod
     def build(cls, text: str, level: str = "char", max_vocab: int | None = None, min_count: int = 1) -> Tokenizer:
         if not text:
-            raise CharrnnError("the corpus is empty; give a file with some text in it")
+            raise UsageError("the corpus is empty; give a file with some text in it")
         if level == "char":
             return cls("char", sorted(set(text)))
         counts = Counter(WORD_RE.findall(text))
@@ -77,7 +77,7 @@ class Tokenizer:
         if unknown == "unk" and self.unk_id is not None:
             return [stoi.get(p, self.unk_id) for p in pieces]
         what = "characters" if self.level == "char" else "words"
-        hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
+        hint = "use --unknown skip to drop them" + ("" if unknown == "error" else " (a character model has no <unk>)")
         raise UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
 
     def encode_counted(self, text: str, unknown: str = "error") -> tuple[list[int], Counter]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -192,3 +194,87 @@ def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, t
                                env=subprocess_env(), timeout=120)
         assert r.returncode == 1, (name, r.stderr)
         assert_one_error_line(r.stderr.decode(), "No space left on device")
+
+
+# ---------------------------------------------------------------- case 7: advice that works
+
+ENCODED = {
+    "latin-1": ("Caf\u00e9 cr\u00e8me, na\u00efve \u00bbgar\u00e7on\u00ab.\n" * 30).encode("latin-1"),
+    "cp1252 quotes": ("\u201cQuoted\u201d \u2013 it\u2019s \u20ac5.\n" * 30).encode("cp1252"),
+    "utf-16 with BOM": ("Hello, w\u00f6rld.\n" * 30).encode("utf-16"),
+    "utf-16le without BOM": ("Hello, w\u00f6rld.\n" * 30).encode("utf-16-le"),
+    "utf-16be without BOM": ("Hello, w\u00f6rld.\n" * 30).encode("utf-16-be"),
+    "utf-8 with a stray byte": ("Caf\u00e9 cr\u00e8me \u2014 na\u00efve.\n" * 30).encode("utf-8") + b"\xff tail\n",
+}
+
+
+@pytest.mark.skipif(not shutil.which("iconv"), reason="no iconv here")
+@pytest.mark.parametrize("kind", ENCODED)
+def test_the_suggested_conversion_runs_on_the_file_as_it_is(cli, tmp_path, kind):
+    f = tmp_path / "my corpus.txt"  # a space: the command must quote it
+    f.write_bytes(ENCODED[kind])
+    r = cli("train", f, "--max-steps", "1", "--out", tmp_path / "run")
+    assert r.exit_code == 2
+    line = assert_one_error_line(r.stderr, "not UTF-8", "iconv")
+    command = line.split("e.g. ", 1)[1]
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, (command, done.stderr)
+    converted = (tmp_path / "my corpus.utf8.txt").read_bytes().decode("utf-8")
+    if kind != "utf-8 with a stray byte":
+        want = ENCODED[kind].decode({"latin-1": "latin-1", "cp1252 quotes": "cp1252"}.get(kind, kind.split()[0]))
+        assert converted.lstrip("\ufeff") == want.lstrip("\ufeff")
+    else:
+        assert converted == ENCODED[kind].replace(b"\xff", b"").decode("utf-8")
+
+
+def _train_tiny(cli, corpus, out, *flags):
+    return cli("train", corpus, "--max-steps", "1", "--hidden", "8", "--layers", "1", "--embed", "4",
+               "--device", "cpu", "--out", out, "--overwrite", "-q", *flags)
+
+
+@pytest.mark.parametrize("size,flags", [(30, ["--batch-size", "8", "--seq-len", "8"]), (60, ["--batch-size", "64"]),
+                                        (12, ["--seq-len", "32"]), (300, ["--batch-size", "400", "--seq-len", "2"]),
+                                        (40, ["--batching", "random", "--seq-len", "64"])])
+def test_a_corpus_too_small_for_the_settings_is_told_settings_that_fit(cli, tmp_path, size, flags):
+    f = tmp_path / "small.txt"
+    f.write_text(("abcdefghij " * 40)[:size], encoding="utf-8")
+    r = _train_tiny(cli, f, tmp_path / "run", *flags)
+    assert r.exit_code == 2
+    line = assert_one_error_line(r.stderr, "use --")
+    advice = line.split("use ", 1)[1].split(" or less")[0].split()
+    r = _train_tiny(cli, f, tmp_path / "run", *flags, *advice)
+    assert r.exit_code == 0, (advice, r.stderr)
+
+
+@pytest.mark.parametrize("text", ["ab", "a"])
+def test_a_corpus_too_small_at_the_minimum_settings_is_told_to_grow(cli, tmp_path, text):
+    f = tmp_path / "tiny.txt"
+    f.write_text(text, encoding="utf-8")
+    for flags in ([], ["--batch-size", "1", "--seq-len", "1"]):
+        r = _train_tiny(cli, f, tmp_path / "run", *flags)
+        assert r.exit_code == 2
+        line = assert_one_error_line(r.stderr, "longer corpus")
+        assert "lower" not in line and "--batch-size 1 --seq-len" not in line
+
+
+def test_a_character_model_asked_for_unk_is_told_what_works(cli, run_dir):
+    r = cli("sample", "-c", run_dir, "--prompt", "Z#The", "--unknown", "unk")
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "--unknown skip")
+    assert cli("sample", "-c", run_dir, "--prompt", "Z#The", "--unknown", "skip", "-n", "5").exit_code == 0
+
+
+def test_a_non_utf8_prompt_on_stdin_is_usage_with_a_conversion(cli, run_dir):
+    r = cli("sample", "-c", run_dir, "--prompt", "-", input="caf\xe9".encode("latin-1"))
+    assert r.exit_code == 2
+    assert_one_error_line(r.stderr, "not UTF-8", "iconv -f")
+
+
+def test_a_named_pipe_with_a_writer_is_read(cli, tmp_path, run_dir, corpus_text):
+    fifo = tmp_path / "held.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["bash", "-c", f"sleep 0.3; printf %s {shlex.quote(corpus_text[:300])} > {shlex.quote(str(fifo))}"])
+    r = cli("score", fifo, "-c", run_dir, "--json")
+    writer.wait(10)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["tokens"] == 299
