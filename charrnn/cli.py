@@ -229,6 +229,9 @@ def train(
         summary = result.to_dict()
     except CharrnnError as e:
         _fail(e)
+    except OSError as e:  # a run folder the disk refuses (metrics, config): checkpoints say so themselves
+        where = f" {e.filename}" if e.filename else ""
+        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; free some space, then continue with --resume"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
@@ -350,7 +353,7 @@ def score(
             left_out = sum((r.left_out for r in results), Counter())
         else:
             result = model.score(text, unknown.value)
-            r, left_out = result.to_dict(), result.left_out
+            r, left_out = {**result.to_dict(), "left_out": sum(result.left_out.values())}, result.left_out
             if as_json:
                 print(_json(r))
             else:
