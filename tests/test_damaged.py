@@ -208,3 +208,203 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     r = cli("train", corpus_file, "--resume", "--max-steps", "12", "--out", out, "-q")  # space again: it goes on
     assert r.exit_code == 0, r.stderr
+
+
+# ---------------------------------------------------------------- the sampling kernel's pack cache
+
+from charrnn.sampling.native import build as native_build  # noqa: E402
+from charrnn.sampling.native.cache import PACK_MAGIC, load_pack, pack_path, save_pack  # noqa: E402
+
+
+@pytest.fixture
+def packed(tmp_path, run_dir):
+    """A checkpoint copy whose pack is cached, the text it samples, and the pack's path."""
+    if native_build.lib() is None:
+        pytest.skip("no C compiler here: no native kernel, no packs")
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(run_dir / "best.pt", ckpt)
+    text = charrnn.load(ckpt).sample("The ", length=80, temperature=0.8, seed=4)
+    path = pack_path(ckpt, "auto")
+    assert load_pack(path) is not None
+    return ckpt, text, path
+
+
+def _resave(path, edit):
+    """Rewrite the pack with ``edit(header)`` applied and a matching checksum: a consistent file."""
+    header, blob, offset = load_pack(path)
+    edit(header)
+    path.unlink()
+    save_pack(path, header, blob, offset)
+
+
+def _flip_blob(path):
+    data = bytearray(path.read_bytes())
+    rng = random.Random(1)
+    for i in rng.sample(range(len(data) // 2, len(data) - 40), 16):
+        data[i] = rng.randrange(256)
+    path.write_bytes(bytes(data))
+
+
+def _header_in_place(path, edit):
+    """Edit the header where it lies, sizes self-consistent, the old checksum kept."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[len(PACK_MAGIC) : len(PACK_MAGIC) + 8], "little")
+    start = len(PACK_MAGIC) + 8
+    header = json.loads(data[start : start + n])
+    edit(header)
+    head = json.dumps(header).encode()
+    path.write_bytes(PACK_MAGIC + len(head).to_bytes(8, "little") + head + data[start + n :])
+
+
+def _narrow(h):
+    h["hidden"], h["rows"] = 16, 64
+    h["K"] = [32 for _ in h["K"]]
+
+
+PACK_DAMAGE = {
+    "a named pipe at the path": lambda p: (p.unlink(), os.mkfifo(p)),
+    "random bytes in the blob": _flip_blob,
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:-100]),
+    "header length of 2^62": lambda p: p.write_bytes(PACK_MAGIC + (2**62).to_bytes(8, "little") + p.read_bytes()[len(PACK_MAGIC) + 8 :]),
+    "nbytes of 2^40, checksum redone": lambda p: _resave_raw(p, lambda h: h.__setitem__("nbytes", 2**40)),
+    "narrower than the model, checksum kept": lambda p: _header_in_place(p, _narrow),
+    "widths narrower than the shape, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("K", [16 for _ in h["K"]])),
+    "hidden 10^6, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("hidden", 10**6)),
+    "vocabulary larger than the tokenizer, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("vocab", h["vocab"] + 16)),
+    "misaligned array, checksum redone": lambda p: _resave(p, lambda h: h["arrays"]["head_b"].__setitem__(0, h["arrays"]["head_b"][0] + 4)),
+    "not JSON": lambda p: p.write_bytes(PACK_MAGIC + (5).to_bytes(8, "little") + b"{{{{{" + b"\0" * 64),
+    "empty file": lambda p: p.write_bytes(b""),
+}
+
+
+def _resave_raw(path, edit):
+    """The header edited and the checksum redone over what the file holds (sizes not adjusted)."""
+    import hashlib
+
+    data = path.read_bytes()
+    start = len(PACK_MAGIC) + 8
+    n = int.from_bytes(data[len(PACK_MAGIC) : start], "little")
+    header = json.loads(data[start : start + n])
+    edit(header)
+    head = json.dumps(header).encode()
+    size = len(head).to_bytes(8, "little")
+    body = data[start + n : -32]
+    path.write_bytes(PACK_MAGIC + size + head + body + hashlib.sha256(size + head + body).digest())
+
+
+@pytest.mark.parametrize("kind", PACK_DAMAGE)
+def test_a_damaged_pack_is_rebuilt_and_the_text_is_right(packed, kind):
+    ckpt, text, path = packed
+    PACK_DAMAGE[kind](path)
+    assert load_pack(path) is None
+    assert charrnn.load(ckpt).sample("The ", length=80, temperature=0.8, seed=4) == text
+    assert path.is_file() and load_pack(path) is not None  # repaired
+
+
+def test_a_folder_at_the_pack_path_is_survived(packed):
+    ckpt, text, path = packed
+    path.unlink()
+    path.mkdir()
+    assert charrnn.load(ckpt).sample("The ", length=80, temperature=0.8, seed=4) == text
+
+
+def test_a_damaged_pack_in_a_real_process_neither_hangs_nor_crashes(packed, tmp_path):
+    from conftest import run_charrnn
+
+    ckpt, text, path = packed
+    _header_in_place(path, _narrow)
+    r = run_charrnn("sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == text + "\n"
+    path.unlink()
+    os.mkfifo(path)
+    r = run_charrnn("sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60)
+    assert r.returncode == 0 and r.stdout.decode() == text + "\n"
+
+
+# ---------------------------------------------------------------- a failed kernel build is retried when it may succeed
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """The build module as in a new process, with a cache folder of its own."""
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native_build, "_tried", False)
+    monkeypatch.setattr(native_build, "_loaded", None)
+
+    def fresh():
+        native_build._tried = False
+        native_build._loaded = None
+        return native_build.lib()
+
+    return fresh
+
+
+def _fake_cc(path, body: str) -> str:
+    tmp = path.with_name(path.name + ".new")  # written aside and renamed: never busy when run
+    tmp.write_text("#!/bin/sh\n" + body + "\n")
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _real_cc() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler here")
+    return cc
+
+
+def test_a_refusing_compiler_is_remembered_until_it_changes(tmp_path, monkeypatch, fresh_build):
+    real = _real_cc()
+    # Refuses kernels.c whatever the flags, builds anything else: a compiler that cannot build it.
+    cc = _fake_cc(tmp_path / "cc", f'case "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    monkeypatch.setenv("CC", cc)
+    assert fresh_build() is None
+    assert list((tmp_path / "cache").glob("*.failed"))
+    calls = tmp_path / "calls"
+    _fake_cc(tmp_path / "cc", f'echo x >> {calls}\ncase "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    os.utime(tmp_path / "cc", ns=(os.stat(cc).st_atime_ns, os.stat(cc).st_mtime_ns))
+    # Same size? Not necessarily; pin the identity check to what is recorded instead.
+    failed = next((tmp_path / "cache").glob("*.failed"))
+    failed.write_text(native_build.compiler_identity([cc]))
+    assert fresh_build() is None and not calls.exists()  # remembered: not asked again
+    _fake_cc(tmp_path / "cc", f'exec {real} "$@"')  # the compiler was updated
+    assert fresh_build() is not None
+    assert not list((tmp_path / "cache").glob("*.failed"))
+
+
+def test_a_remembered_refusal_expires(tmp_path, monkeypatch, fresh_build):
+    real = _real_cc()
+    cc = _fake_cc(tmp_path / "cc", f'case "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    monkeypatch.setenv("CC", cc)
+    assert fresh_build() is None
+    failed = next((tmp_path / "cache").glob("*.failed"))
+    monkeypatch.setattr(native_build, "_compile", lambda cc, out: pytest.fail("asked again too soon"))
+    assert fresh_build() is None
+    day_ago = failed.stat().st_mtime - native_build.FAILURE_KEPT - 10
+    os.utime(failed, (day_ago, day_ago))
+    asked = []
+    monkeypatch.setattr(native_build, "_compile", lambda cc, out: asked.append(1) or False)
+    fresh_build()
+    assert asked
+
+
+def test_a_build_that_fails_for_the_machine_is_not_remembered(tmp_path, monkeypatch, fresh_build):
+    # Fails on everything, an empty file too: a full disk, not a compiler that refuses kernels.c.
+    cc = _fake_cc(tmp_path / "cc", 'echo "fatal error: error writing to /tmp/ccX.s: No space left on device" >&2; exit 1')
+    monkeypatch.setenv("CC", cc)
+    assert fresh_build() is None
+    assert not list((tmp_path / "cache").glob("*.failed"))
+    _fake_cc(tmp_path / "cc", f'exec {_real_cc()} "$@"')  # space again
+    assert fresh_build() is not None
+
+
+def test_a_damaged_kernel_library_is_built_again(tmp_path, monkeypatch, fresh_build):
+    monkeypatch.setenv("CC", _real_cc())
+    assert fresh_build() is not None
+    so = next((tmp_path / "cache").glob("kernels-*.so"))
+    damaged = so.with_name("damaged")
+    damaged.write_bytes(so.read_bytes()[:1000])
+    os.replace(damaged, so)  # as a new process would find it (this one keeps its mapping of the old file)
+    assert fresh_build() is not None
