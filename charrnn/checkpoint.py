@@ -182,6 +182,7 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {
         "checkpoint": ckpt["path"],
         "corpus": ckpt.get("corpus"),
+        "corpus_sha": ckpt.get("corpus_sha"),
         "level": ckpt["tokenizer"]["level"],
         "vocab_size": len(ckpt["tokenizer"]["vocab"]),
         "cell": shape["cell"],

@@ -38,7 +38,7 @@ def _check(ckpt: dict[str, Any]) -> None:
     from charrnn.config import CELLS, LEVELS, MAX_LAYERS, MAX_WIDTH, RunConfig
     from charrnn.errors import UsageError
     from charrnn.model import ModelShape, RNNLM
-    from charrnn.tokenizer import UNK
+    from charrnn.tokenizer import END, LABEL_PREFIX, UNK
 
     tok = ckpt.get("tokenizer")
     if not isinstance(tok, dict) or tok.get("level") not in LEVELS or not isinstance(tok.get("vocab"), list):
@@ -46,7 +46,7 @@ def _check(ckpt: dict[str, Any]) -> None:
     vocab = tok["vocab"]
     if not vocab or not all(isinstance(t, str) and t for t in vocab) or len(set(vocab)) != len(vocab):
         raise DamagedCheckpoint("its vocabulary has empty, repeated or non-text tokens")
-    if tok["level"] == "char" and any(len(t) != 1 for t in vocab):
+    if tok["level"] == "char" and any(len(t) != 1 and t != END and not t.startswith(LABEL_PREFIX) for t in vocab):
         raise DamagedCheckpoint("its character vocabulary holds tokens longer than one character")
     if tok["level"] == "word" and UNK not in vocab:
         raise DamagedCheckpoint(f"its word vocabulary has no {UNK}")

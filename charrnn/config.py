@@ -84,12 +84,19 @@ class DataConfig:
     """Parallel streams per step."""
     batching: str = "stream"
     """'stream': B contiguous streams, state carried across chunks; 'random': random windows."""
+    records: str | None = None
+    """Train on records (records.py): lines, paragraphs, jsonl:FIELD or csv:COLUMN; None: free text."""
+    label_field: str | None = None
+    """Records: the JSON field or CSV column holding each record's label, to condition on."""
 
     def __post_init__(self) -> None:
         _fraction("--val-fraction", self.val_fraction)
         _positive("--seq-len", self.seq_len, most=2**31 - 1)
         _positive("--batch-size", self.batch_size, most=2**31 - 1)
         check_choice("--batching", self.batching, BATCHING)
+        from charrnn.records import check_mode
+
+        check_mode(self.records, self.label_field)
 
 
 @dataclass
@@ -241,10 +248,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # What a resumed run may change (its limits, where it runs, the corpus path it reads); a
-# fine-tuned model keeps its parent's tokens and shape. Enforced for the library and the CLI alike.
+# fine-tuned model keeps its parent's level and shape (its vocabulary grows with the new text,
+# within max_vocab and min_count). Enforced for the library and the CLI alike.
 RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
 LIMITS = ("max_steps", "epochs", "time_budget")
-SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
+SHAPE = {"level", "cell", "layers", "hidden", "embed"}
 
 
 def section_of(name: str) -> str:

@@ -14,6 +14,14 @@ from typing import Any, Iterable
 from charrnn.errors import CharrnnError, UsageError
 
 UNK = "<unk>"
+# Records models (records.py): the boundary token, and one start token per label. Splitting text
+# never produces them (a character token is one character; WORD_RE never matches "<|").
+END = "<|end|>"
+LABEL_PREFIX, LABEL_SUFFIX = "<|label:", "|>"
+
+
+def label_token(label: str) -> str:
+    return f"{LABEL_PREFIX}{label}{LABEL_SUFFIX}"
 # Every character falls in exactly one alternative, so the tokens partition the text.
 WORD_RE = re.compile(r"\w+|[^\w\s]|\s+")
 
@@ -22,7 +30,7 @@ class UnknownTokenError(CharrnnError):
     pass
 
 
-def _show(tokens: Iterable[str], limit: int = 8) -> str:
+def show_tokens(tokens: Iterable[str], limit: int = 8) -> str:
     items = sorted(set(tokens))
     shown = ", ".join(repr(t) for t in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -38,6 +46,9 @@ class Tokenizer:
         if len(self.stoi) != len(self.vocab):
             raise CharrnnError("tokenizer vocabulary has duplicate tokens; the checkpoint is damaged")
         self.unk_id = self.stoi.get(UNK) if level == "word" else None
+        self.end_id = self.stoi.get(END)
+        self.labels = {t[len(LABEL_PREFIX) : -len(LABEL_SUFFIX)]: i for i, t in enumerate(self.vocab)
+                       if t.startswith(LABEL_PREFIX) and t.endswith(LABEL_SUFFIX) and len(t) > 1}
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -55,6 +66,20 @@ class Tokenizer:
         if not kept:
             raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
         return cls("word", [UNK] + sorted(kept))
+
+    def grown(self, text: str, max_vocab: int | None = None, min_count: int = 1) -> tuple[Tokenizer, list[str]]:
+        """This vocabulary with the tokens of ``text`` it lacks appended (ids of known tokens stay
+        put), for fine-tuning on new text: every new character; at word level the new words seen
+        at least ``min_count`` times, most frequent first, while the vocabulary stays within
+        ``max_vocab``. Returns (tokenizer, the tokens added)."""
+        if self.level == "char":
+            new = sorted(set(text) - set(self.stoi))
+        else:
+            counts = Counter(t for t in WORD_RE.findall(text) if t not in self.stoi and t != UNK)
+            new = [t for t, n in counts.most_common() if n >= min_count]
+            if max_vocab is not None:
+                new = new[: max(0, max_vocab - len(self.vocab))]
+        return (Tokenizer(self.level, self.vocab + new), new) if new else (self, [])
 
     def split(self, text: str) -> list[str]:
         return list(text) if self.level == "char" else WORD_RE.findall(text)
@@ -78,7 +103,7 @@ class Tokenizer:
             return [stoi.get(p, self.unk_id) for p in pieces]
         what = "characters" if self.level == "char" else "words"
         hint = "use --unknown skip to drop them" + ("" if unknown == "error" else " (a character model has no <unk>)")
-        raise UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
+        raise UnknownTokenError(f"the model never saw these {what}: {show_tokens(missing)}; {hint}")
 
     def encode_counted(self, text: str, unknown: str = "error") -> tuple[list[int], Counter]:
         """Token ids of ``text``, as ``encode`` gives them, and the unseen tokens it left out (with
@@ -98,8 +123,27 @@ class Tokenizer:
         return "".join(vocab[i] for i in ids)
 
     def char_lengths(self) -> list[int]:
-        """Characters in each token, for bits per character."""
-        return [len(t) for t in self.vocab]
+        """Characters in each token, for bits per character: a record's end counts as one (the
+        newline that would end a line), a label as none."""
+        return [1 if t == END else 0 if i in self.labels.values() else len(t) for i, t in enumerate(self.vocab)]
+
+    def with_records(self, labels: list[str] | None = None) -> Tokenizer:
+        """This vocabulary with the boundary token and a start token per label appended."""
+        extra = [END] + [label_token(l) for l in sorted(set(labels or []))]
+        return Tokenizer(self.level, self.vocab + [t for t in extra if t not in self.stoi])
+
+    def record_start(self, label: str | None = None) -> int:
+        """The id a record starts from: its label's token, or the boundary. Raises UsageError for
+        a label the model does not know (naming those it knows), or a label on an unlabelled model."""
+        from charrnn.errors import UsageError
+
+        if label is None:
+            return self.end_id
+        if not self.labels:
+            raise UsageError("this model was trained without labels; drop --label")
+        if label not in self.labels:
+            raise UsageError(f"unknown label {label!r}; the model knows: {', '.join(sorted(self.labels))}")
+        return self.labels[label]
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "vocab": self.vocab}
@@ -135,4 +179,6 @@ def describe_left_out(left_out: Counter, limit: int = 8) -> str:
 
 
 def banned_tokens(tok: Tokenizer) -> list[int]:
-    return [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []
+    """Tokens sampling never emits: the word model's <unk>, and label tokens."""
+    banned = [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []
+    return banned + sorted(tok.labels.values())
