@@ -400,7 +400,7 @@ def score(
             left_out = sum((r.left_out for r in results), Counter())
         else:
             result = model.score(text, unknown.value)
-            r, left_out = {**result.to_dict(), "left_out": sum(result.left_out.values())}, result.left_out
+            r, left_out = result.to_dict(), result.left_out
             if as_json:
                 print(_json(r))
             else:

@@ -49,6 +49,7 @@ class Score:
             "perplexity": _finite(self.perplexity, 4),
             "tokens": self.tokens,
             "chars": self.chars,
+            "left_out": sum(self.left_out.values()),
         }
 
 

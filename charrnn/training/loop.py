@@ -368,7 +368,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
               "train_loss": round(recent, 5) if math.isfinite(recent) else None,
               "seconds": round(time.monotonic() - run.t_start, 2)}
     if score is not None:
-        record.update({f"val_{k}": v for k, v in score.to_dict().items()})
+        record.update({f"val_{k}": v for k, v in score.to_dict().items() if k != "left_out"})
         run.reporter.evaluated(st.step, score)
     st.history.append(record)
     run.folder.append_metrics(record)
