@@ -65,8 +65,10 @@ def _saving(path: str | Path):
         cause = _os_error(e)  # torch.save wraps a failed write in a RuntimeError
         if cause is None:
             raise
-        raise CharrnnError(f"cannot save {path}: {cause.strerror or cause}; the previous {Path(path).name}, if any, "
-                           "is intact: free some space, then continue with --resume") from None
+        path = Path(path)
+        kept = f"the previous {path.name} is intact; " if path.exists() else ""
+        then = "continue with --resume" if (path.parent / "last.pt").exists() else "train again (with --overwrite)"
+        raise CharrnnError(f"cannot save {path}: {cause.strerror or cause}; {kept}free some space, then {then}") from None
 
 
 def _os_error(e: BaseException | None) -> OSError | None:

@@ -234,7 +234,8 @@ def train(
         _fail(e)
     except OSError as e:  # a run folder the disk refuses (metrics, config): checkpoints say so themselves
         where = f" {e.filename}" if e.filename else ""
-        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; free some space, then continue with --resume"))
+        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; free some space, then run it again "
+                           "(--resume continues from last.pt where the run saved one)"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
