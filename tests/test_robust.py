@@ -278,3 +278,31 @@ def test_a_named_pipe_with_a_writer_is_read(cli, tmp_path, run_dir, corpus_text)
     writer.wait(10)
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["tokens"] == 299
+
+
+def test_resuming_on_another_corpus_is_told_a_fine_tune_that_works(cli, tmp_path, corpus_text):
+    from conftest import TINY_FLAGS
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(corpus_text, encoding="utf-8")
+    b.write_text(corpus_text[::-1], encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli("train", a, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q").exit_code == 0
+    r = cli("train", b, "--resume", "--max-steps", "6", "--out", run, "-q")
+    assert r.exit_code == 2
+    line = assert_one_error_line(r.stderr, "--init-from")
+    advice = line.split("add ", 1)[1].replace("NEW_FOLDER", str(tmp_path / "tuned")).split()
+    r = cli("train", b, "--max-steps", "3", "-q", *advice)
+    assert r.exit_code == 0, (advice, r.stderr)
+
+
+def test_resuming_a_folder_without_last_pt_is_told_what_starts_over(cli, tmp_path, corpus_file):
+    from conftest import TINY_FLAGS
+
+    run = tmp_path / "run"
+    assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q").exit_code == 0
+    (run / "last.pt").unlink()
+    r = cli("train", corpus_file, "--resume", "--max-steps", "3", "--out", run, "-q")
+    assert r.exit_code == 2
+    assert_one_error_line(r.stderr, "drop --resume", "--overwrite")
+    assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q", "--overwrite").exit_code == 0
