@@ -54,6 +54,8 @@ def _fraction(name: str, value: float | None, closed_top: bool = False) -> None:
 MAX_WIDTH = 16384
 MAX_LAYERS = 64
 MAX_SEED = 2**63 - 1
+MAX_PARAMETERS = 10**9  # 4 GB of fp32 weights, 12 GB more for AdamW's moments and the gradients
+MAX_STREAMS = 65536
 YAML_MAX_BYTES = 1 << 20
 
 
@@ -115,6 +117,15 @@ class ModelConfig:
         _positive("--hidden", self.hidden, most=MAX_WIDTH)
         _positive("--embed", self.embed, most=MAX_WIDTH)
         _fraction("--dropout", self.dropout)
+        if self.layers and self.hidden:
+            # Each layer's gates: (input + hidden + 2 biases) x gates*hidden; the embedding and head
+            # depend on the vocabulary, small beside this for any size that could be meant.
+            H, E = self.hidden, self.embed or self.hidden
+            gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+            params = sum(gates * H * ((E if l == 0 else H) + H + 2) for l in range(self.layers))
+            if params > MAX_PARAMETERS:
+                raise UsageError(f"{self.layers} layers of {H} units are {params / 1e9:.1f} billion parameters, "
+                                 f"more than {MAX_PARAMETERS / 1e9:g} billion; lower --hidden or --layers")
 
 
 @dataclass
@@ -377,6 +388,6 @@ class SampleConfig:
             raise UsageError(f"--top-k must be >= 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.num_samples < 1:
-            raise UsageError(f"--num-samples must be >= 1, not {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_STREAMS:
+            raise UsageError(f"--num-samples must be in [1, {MAX_STREAMS}], not {self.num_samples}")
         check_choice("--precision", self.precision, ("auto", "fp32", "bf16"))
