@@ -28,6 +28,8 @@ def _process_start() -> float:
 
 T0 = _process_start()
 
+import errno  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -72,18 +74,37 @@ class _Group(TyperGroup):
         except BrokenPipeError:
             _silence_stdout()
             sys.exit(0)
-        except OSError as e:  # stdout on a full device, or gone: one line, a runtime failure
+        except OSError as e:  # stdout on a full device, or closed: one line, a runtime failure
             _silence_stdout()
-            print(f"charrnn: error: cannot write the output: {e.strerror or e}; free some space "
-                  "or write it somewhere else", file=sys.stderr, flush=True)
+            fix = "free some space or write it somewhere else" if e.errno == errno.ENOSPC else "send it somewhere (> file)"
+            print(f"charrnn: error: cannot write the output: {e.strerror or e}; {fix}", file=sys.stderr, flush=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _ClosedStdout(io.RawIOBase):
+    """What stdout is when the shell closed it (`>&-`): the first write fails as the closed fd
+    would (and is reported); what follows is dropped, so the exit stays quiet."""
+
+    failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EBADF, "stdout is closed")
+        return len(b)
 
 
 def _utf8_streams() -> None:
     """stdout carries UTF-8 whatever the locale (an ASCII or Latin-1 PYTHONIOENCODING, a C
     locale): text and JSON come out whole, never a UnicodeEncodeError. stderr keeps the
-    terminal's encoding for people, with anything it cannot show escaped."""
+    terminal's encoding for people, with anything it cannot show escaped. A closed stdout
+    fails on the first write, as a full one does."""
+    if sys.stdout is None:
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
     for stream, kw in ((sys.stdout, {"encoding": "utf-8", "errors": "surrogateescape"}), (sys.stderr, {"errors": "backslashreplace"})):
         try:
             stream.reconfigure(**kw)

@@ -306,3 +306,12 @@ def test_resuming_a_folder_without_last_pt_is_told_what_starts_over(cli, tmp_pat
     assert r.exit_code == 2
     assert_one_error_line(r.stderr, "drop --resume", "--overwrite")
     assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q", "--overwrite").exit_code == 0
+
+
+def test_a_closed_stdout_is_one_line_and_exit_1(accented_run):
+    out, held = accented_run
+    cmd = " ".join(shlex.quote(c) for c in CHARRNN)
+    for args in (f"sample -c {shlex.quote(str(out))} -n 20", f"info {shlex.quote(str(out))} --json", "--version"):
+        r = subprocess.run(["bash", "-c", f"{cmd} {args} >&-"], capture_output=True, env=subprocess_env(), timeout=120)
+        assert r.returncode == 1, (args, r.stderr)
+        assert_one_error_line(r.stderr.decode(), "stdout is closed")
