@@ -182,17 +182,34 @@ def test_ascii_stdout_in_a_real_process(accented_run):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
-def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, tmp_path):
+def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, tmp_path, monkeypatch, capsys):
+    """In-process over a real /dev/full stream, every command and output path; one real process below."""
+    from charrnn.cli import app
+
     out, held = accented_run
     cases = _cases(out, held)
     cases["train json"] = ["train", held, "--out", tmp_path / "t", "--max-steps", "2", "--hidden", "8", "--layers", "1",
                            "--seq-len", "8", "--batch-size", "1", "--device", "cpu", "-q", "--json"]
     cases["top help"] = ["--help"]
     for name, args in cases.items():
+        with open("/dev/full", "w", encoding="utf-8") as full:
+            monkeypatch.setattr(sys, "stdout", full)
+            with pytest.raises(SystemExit) as e:
+                app([str(a) for a in args])
+            monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert e.value.code == 1, (name, err)
+        assert_one_error_line(err, "No space left on device")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_stdout_in_a_real_process(accented_run):
+    out, held = accented_run
+    for args in (["sample", "-c", out, "-n", "40"], ["score", held, "-c", out, "--per-line"]):
         with open("/dev/full", "w") as full:
             r = subprocess.run(CHARRNN + [str(a) for a in args], stdout=full, stderr=subprocess.PIPE,
                                env=subprocess_env(), timeout=120)
-        assert r.returncode == 1, (name, r.stderr)
+        assert r.returncode == 1, (args, r.stderr)
         assert_one_error_line(r.stderr.decode(), "No space left on device")
 
 
