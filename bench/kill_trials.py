@@ -13,7 +13,7 @@ rename; two trials instead send SIGKILL from outside after a random delay. Then 
 - bit-identical: the final last.pt's weights, optimizer state and step equal those of the
   reference run bit for bit, and metrics.jsonl holds each evaluation step once;
 - stray files: anything left in the folder besides best.pt, last.pt, config.yaml,
-  metrics.jsonl and .lock, after the resumed run ends.
+  metrics.jsonl, samples.jsonl and .lock, after the resumed run ends.
 
     python bench/kill_trials.py            # 10 trials, about a minute on two cores
     python bench/kill_trials.py --trials 20 --keep /tmp/kill-trials
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-EXPECTED = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", ".lock"}
+EXPECTED = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}
 STEPS, EVAL_EVERY = 60, 10
 FLAGS = ["--hidden", "32", "--layers", "1", "--embed", "16", "--seq-len", "16", "--batch-size", "4",
          "--device", "cpu", "--precision", "fp32", "--lr", "0.01", "--warmup-steps", "5",

@@ -280,15 +280,19 @@ def _derive(seed: int, temperature: float, round_: int) -> int:
     return int.from_bytes(digest, "little") >> 33
 
 
-def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto") -> CharRNN:
+def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto", step: int | None = None) -> CharRNN:
     """A ``CharRNN`` from a checkpoint: a .pt file, a run folder (its best.pt, else last.pt), or
-    None for the newest best.pt under ./checkpoints. ``device``: cpu, cuda, mps or auto.
+    None for the newest best.pt under ./checkpoints; ``step``: the run folder's checkpoint of the
+    evaluation at that step (kept with ``keep``). ``device``: cpu, cuda, mps or auto.
     ``precision``: the sampling step's weights, auto (bf16 where faster), fp32 or bf16; scoring
     autocasts as training did (auto), or as given. Raises CharrnnError when there is no readable
     checkpoint, UsageError for a device that is not there."""
+    from charrnn.checkpoint import resolve
     from charrnn.config import DEVICES, check_choice
 
     check_choice("device", device, DEVICES)
+    if step is not None:
+        path = resolve(path, step)
     return CharRNN(Engine.open(path, device, precision), device, precision)
 
 

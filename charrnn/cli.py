@@ -34,6 +34,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from collections import Counter  # noqa: E402
 from enum import Enum  # noqa: E402
@@ -220,6 +221,11 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
     precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
+    sample_every: Optional[int] = typer.Option(None, help="A sample at every N-th evaluation, shown and kept in samples.jsonl; 0: none.  [default: 1]"),
+    sample_length: Optional[int] = typer.Option(None, help="Tokens per sample during training.  [default: 200]"),
+    sample_temp: Optional[float] = typer.Option(None, help="Temperature of those samples (same seed each time).  [default: 0.8]"),
+    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without a new best validation loss."),
+    keep: Optional[int] = typer.Option(None, help="Keep the K most recent evaluation checkpoints (step-000500.pt ...) besides best/last.  [default: 0]"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
@@ -243,7 +249,8 @@ def train(
             "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
             "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
             "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "device": device,
-            "precision": precision, "seed": seed,
+            "precision": precision, "seed": seed, "sample_every": sample_every, "sample_length": sample_length,
+            "sample_temp": sample_temp, "patience": patience, "keep": keep,
         }
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
         result = run_training(
@@ -262,7 +269,7 @@ def train(
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_val_loss"]
         print(
-            f"{'interrupted; ' if summary['interrupted'] else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
+            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
             f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
             f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
             file=sys.stderr,
@@ -276,6 +283,7 @@ def train(
 @app.command()
 def sample(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
+    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep; `charrnn info RUN` lists them)."),
     prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from (a records model: the record's beginning); - reads it from stdin."),
     length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample (a records model: the most per record)."),
     temp: str = typer.Option("0.8", "--temp", "-t", help="Temperature; 0 is greedy. Several, comma-separated (0.5,0.8,1.1): N samples at each, tagged in --json."),
@@ -304,7 +312,7 @@ def sample(
         from charrnn.api import load
 
         temps = [0.0] if greedy else _temperatures(temp)
-        model = load(checkpoint, device, precision)
+        model = load(checkpoint, device, precision, step=step)
         options = dict(length=length, top_k=top_k, top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
                        stop=_unescape(stop), unknown=unknown.value, label=label)
         text = _read_arg(prompt)
@@ -464,7 +472,8 @@ def info(
     checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss.
+    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss, and the
+    checkpoints of its run folder with step and validation loss (pick one with `sample --step`).
 
     Example: charrnn info checkpoints/shakespeare --json
     """
@@ -477,9 +486,49 @@ def info(
     if as_json:
         _emit(_json(d))
         return
-    lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
+    lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
+    if d["checkpoints"]:
+        lines.append("checkpoints:")
+        for c in d["checkpoints"]:
+            val = "-" if c["val_loss"] is None else f"{c['val_loss']:.4f}"
+            lines.append(f"  {c['name']:<16} step {c['step']:>8}  val loss {val:>7}  {c['bytes'] / 1e6:7.1f} MB")
     _emit("\n".join(lines))
+
+
+class XAxis(str, Enum):
+    steps = "steps"
+    tokens = "tokens"
+    time = "time"
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run folders (each holds metrics.jsonl); several are overlaid."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Image to write (.png, .svg, .pdf; needs charrnn[plot]). Without it: a text chart on stdout."),
+    x: XAxis = typer.Option(XAxis.steps, "--x", help="Horizontal axis: optimizer steps, tokens seen, or wall time."),
+    size: str = typer.Option("800x500", "--size", help="Image size in pixels, WIDTHxHEIGHT."),
+) -> None:
+    """Loss curves of one or more runs: train and validation loss, bits/char, the best checkpoint.
+
+    Example: charrnn plot checkpoints/a checkpoints/b -o curves.png --x tokens
+    """
+    try:
+        from charrnn.plot import label_runs, load_run, render_text, write_image
+
+        loaded = [load_run(r) for r in runs]
+        label_runs(loaded)
+        w, _, h = size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise UsageError(f"--size must look like 800x500 (pixels), not {size!r}")
+        if out is None:
+            columns, lines = shutil.get_terminal_size((80, 24))
+            _emit(render_text(loaded, x.value, width=min(columns, 120), height=max(8, min(lines - len(loaded) - 6, 20))))
+            return
+        write_image(loaded, out, x.value, int(w), int(h))
+    except CharrnnError as e:
+        _fail(e)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def main() -> None:

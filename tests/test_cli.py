@@ -29,7 +29,7 @@ def test_version(cli):
     assert r.stdout == f"charrnn {charrnn.__version__}\n"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"], ["score", "--help"], ["info", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"], ["score", "--help"], ["info", "--help"], ["plot", "--help"]])
 def test_help(cli, args):
     r = cli(*args)
     assert r.exit_code == 0, r.output
@@ -39,7 +39,7 @@ def test_help(cli, args):
 
 def test_help_lists_the_commands(cli):
     out = cli("--help").stdout
-    for command in ("train", "sample", "score", "info"):
+    for command in ("train", "sample", "score", "info", "plot"):
         assert command in out
 
 

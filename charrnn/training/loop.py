@@ -30,6 +30,7 @@ from charrnn.training.autosize import autosize
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState
+from charrnn.training.watch import Watch
 
 DEFAULT_BUDGET = 300
 REPORT_EVERY = 10
@@ -42,6 +43,7 @@ class Reporter:
     def start(self, total_steps: int | None, budget: float | None, step: int) -> None: ...
     def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None: ...
     def evaluated(self, step: int, score: Score) -> None: ...
+    def sampled(self, step: int, val_loss: float | None, text: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -66,6 +68,7 @@ class Run:
     corpus_sha: str
     reporter: Reporter
     t_start: float
+    watch: Watch
     tokens_per_second: float = 0.0
     val_seqs: list[torch.Tensor] | None = None
     """A records run's validation records, each scored on its own."""
@@ -231,7 +234,7 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-               corpus_name, corpus_sha, rep, t_start, val_seqs=val_seqs)
+               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs)
 
 
 def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, list, list]:
@@ -273,6 +276,7 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
             while budget.max_steps is None or st.step < budget.max_steps:
                 t0 = time.monotonic()
                 out_of_time, progress = budget.check(st.step, len(run.val_ids), run.tokens_per_step)
+                out_of_time = out_of_time or run.watch.stopped_early  # rank 0 decides for all, as for time
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
@@ -385,6 +389,8 @@ def evaluate_and_save(run: Run, final: bool) -> None:
 
             # The first `charrnn sample` of this run then starts without importing torch.
             Engine(run.tok, model=run.model, path=run.folder.best).kernel(1)
+    run.watch.evaluated(run.model, st.history, st.train_seconds - budget.elapsed_before,
+                        lambda path: checkpoint.save(run.payload(False), path))
     checkpoint.save(run.payload(True), run.folder.last)
     budget.save_seconds = time.monotonic() - t0
 
@@ -408,6 +414,8 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "checkpoint": str(best if best.exists() else run.folder.last),
         "out": str(run.folder.path),
         "interrupted": interrupted,
+        "stopped_early": run.watch.stopped_early,
+        "sample_seconds": round(run.watch.sample_seconds, 3),
     }
 
 
