@@ -80,7 +80,7 @@ def test_checkpoints_from_before_checksums_still_load(best):
 # ---------------------------------------------------------------- consistency, checked with and without a checksum
 
 
-def _set(path, key):
+def _set(key):
     def edit(c):
         d = c
         *parents, last = key.split(".")
@@ -96,25 +96,25 @@ VALUES = {"shape.hidden": 64, "shape.vocab_size": 99, "shape.cell": "gru", "shap
           "shape.dropout": 5.0}
 
 DAMAGE = {
-    "hidden disagrees with weights": (_set(None, "shape.hidden"), "shape says"),
-    "vocab size disagrees with tokenizer": (_set(None, "shape.vocab_size"), "tokenizer"),
-    "cell disagrees with weights": (_set(None, "shape.cell"), "shape says"),
-    "2^40 layers": (_set(None, "shape.layers"), "out of range"),
-    "10^9 wide embedding": (_set(None, "shape.embed"), "out of range"),
-    "dropout 5": (_set(None, "shape.dropout"), "dropout"),
-    "unknown tokenizer level": (_set(None, "tokenizer.level"), "tokenizer"),
+    "hidden disagrees with weights": (_set("shape.hidden"), "shape says"),
+    "vocab size disagrees with tokenizer": (_set("shape.vocab_size"), "tokenizer"),
+    "cell disagrees with weights": (_set("shape.cell"), "shape says"),
+    "2^40 layers": (_set("shape.layers"), "out of range"),
+    "10^9 wide embedding": (_set("shape.embed"), "out of range"),
+    "dropout 5": (_set("shape.dropout"), "dropout"),
+    "unknown tokenizer level": (_set("tokenizer.level"), "tokenizer"),
     "repeated tokens": (lambda c: c["tokenizer"]["vocab"].__setitem__(1, c["tokenizer"]["vocab"][0]), "repeated"),
     "missing weight": (lambda c: c["model"].pop("head.bias"), "not those of"),
     "weight of the wrong shape": (lambda c: c["model"].__setitem__("head.bias", torch.zeros(3)), "shape says"),
     "one NaN weight": (lambda c: c["model"]["rnn.weight_hh_l0"].view(-1).__setitem__(5, float("nan")), "NaN"),
     "all NaN weights": (lambda c: [t.fill_(float("nan")) for t in c["model"].values()], "NaN"),
     "an infinite weight": (lambda c: c["model"]["emb.weight"].view(-1).__setitem__(0, float("inf")), "infinite"),
-    "step -100": (_set(None, "step"), "step -100"),
-    "tokens seen negative": (_set(None, "tokens_seen"), "tokens_seen"),
-    "best loss NaN": (_set(None, "best_val_loss"), "best validation loss"),
-    "train seconds infinite": (_set(None, "train_seconds"), "train_seconds"),
-    "saved min_lr_ratio -3": (_set(None, "config.train.min_lr_ratio"), "min_lr_ratio"),
-    "saved lr NaN": (_set(None, "config.train.lr"), "--lr"),
+    "step -100": (_set("step"), "step -100"),
+    "tokens seen negative": (_set("tokens_seen"), "tokens_seen"),
+    "best loss NaN": (_set("best_val_loss"), "best validation loss"),
+    "train seconds infinite": (_set("train_seconds"), "train_seconds"),
+    "saved min_lr_ratio -3": (_set("config.train.min_lr_ratio"), "min_lr_ratio"),
+    "saved lr NaN": (_set("config.train.lr"), "--lr"),
     "carried state of the wrong shape": (lambda c: c.__setitem__("state", [torch.zeros(1, 2, 3)] * 2), "carried state"),
 }
 
