@@ -169,6 +169,8 @@ def resolve(path: str | Path | None, step: int | None = None) -> Path:
                 return p / name
         raise CharrnnError(f"no best.pt or last.pt in {p}; is it a run folder?")
     if not p.is_file():
+        if p.exists():  # a named pipe or a device: torch.load would wait or read forever
+            raise CharrnnError(f"{p} is not a regular file; give a .pt checkpoint or a run folder")
         raise CharrnnError(f"checkpoint not found: {p}")
     return p
 

@@ -94,6 +94,12 @@ BAD = {
     "score latin-1": (["score", "{latin1}", "-c", "{run}"], "iconv -f"),
     "score /dev/zero": (["score", "/dev/zero", "-c", "{run}"], "not a regular file"),
 }
+# Checkpoints that cannot be used are failures (exit 1, README), still one line and no hang.
+BAD_CHECKPOINTS = {
+    "checkpoint a fifo": (["sample", "-c", "{fifo}"], "not a regular file"),
+    "checkpoint a device": (["info", "/dev/zero"], "not a regular file"),
+    "checkpoint a text file": (["info", "{corpus}"], "not a readable charrnn checkpoint"),
+}
 
 
 @pytest.fixture
@@ -129,3 +135,11 @@ def test_bad_input_is_exit_2_and_one_line(cli, paths, name):
     assert r.stdout == ""
     assert_one_error_line(r.stderr, needle)
     assert not (paths["out"] / "last.pt").exists()
+
+
+@pytest.mark.parametrize("name", BAD_CHECKPOINTS)
+def test_an_unusable_checkpoint_is_exit_1_and_one_line(cli, paths, name):
+    args, needle = BAD_CHECKPOINTS[name]
+    r = cli(*[a.format(**paths) for a in args])
+    assert r.exit_code == 1, (r.exit_code, r.stderr)
+    assert_one_error_line(r.stderr, needle)
