@@ -97,7 +97,7 @@ def _feed(h, o: Any) -> None:
     if isinstance(o, torch.Tensor):
         t = o.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
     elif isinstance(o, dict):
         h.update(b"D%d" % len(o))
         for k in sorted(o, key=repr):

@@ -99,6 +99,7 @@ def guess_encoding(data: bytes) -> str:
     """The likely encoding of bytes that are not UTF-8, by name iconv knows: UTF-16 (a BOM, or
     zero bytes in every other place), UTF-8 itself when only a few bytes are stray, else
     WINDOWS-1252 where it decodes, else ISO-8859-1 (which decodes anything)."""
+    data = data[: 1 << 20]  # a guess: the first megabyte tells
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "UTF-16"
     half = len(data) // 2
