@@ -332,3 +332,17 @@ def test_a_closed_stdout_is_one_line_and_exit_1(accented_run):
         r = subprocess.run(["bash", "-c", f"{cmd} {args} >&-"], capture_output=True, env=subprocess_env(), timeout=120)
         assert r.returncode == 1, (args, r.stderr)
         assert_one_error_line(r.stderr.decode(), "stdout is closed")
+
+
+def test_a_records_model_leaves_out_unseen_characters_too(tmp_path):
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(["kalo", "mira", "tomas", "lena", "oskar", "ima"] * 30) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    charrnn.train(corpus, out=out, records="lines", max_steps=3, hidden=16, layers=1, embed=8, batch_size=4,
+                  device="cpu", precision="fp32")
+    model = charrnn.load(out, precision="fp32")
+    s = model.score("kalo\nmi#ra\nlena!\n")
+    assert s.left_out == {"#": 1, "!": 1}
+    assert s.tokens == model.score("kalo\nmira\nlena\n").tokens
+    with pytest.raises(charrnn.CharrnnError, match="never saw"):
+        model.score("mi#ra\n", unknown="error")
