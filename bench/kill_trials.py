@@ -12,8 +12,8 @@ rename; two trials instead send SIGKILL from outside after a random delay. Then 
   before any last.pt) exits 0 and reaches the final step;
 - bit-identical: the final last.pt's weights, optimizer state and step equal those of the
   reference run bit for bit, and metrics.jsonl holds each evaluation step once;
-- stray files: anything left in the folder besides best.pt, last.pt, config.yaml,
-  metrics.jsonl, samples.jsonl and .lock, after the resumed run ends.
+- stray files: temporaries a kill left, and anything left in the folder besides best.pt,
+  last.pt, config.yaml, metrics.jsonl, samples.jsonl and .lock after the resumed run ends.
 
     python bench/kill_trials.py            # 10 trials, about a minute on two cores
     python bench/kill_trials.py --trials 20 --keep /tmp/kill-trials
@@ -170,7 +170,7 @@ def main() -> None:
     ref_run = time.monotonic() - t0
 
     moments = [MOMENTS[i] if i < len(MOMENTS) else rng.choice(MOMENTS) for i in range(args.trials)]
-    tally = {"intact": 0, "resumed": 0, "identical": 0, "metrics once": 0}
+    tally = {"intact": 0, "resumed": 0, "identical": 0, "metrics once": 0, "tmp after kill": 0}
     stray_files: list[str] = []
     for i, moment in enumerate(moments):
         out = work / f"trial{i}"
@@ -180,6 +180,8 @@ def main() -> None:
         code = _run(base, None if moment == "outside" else moment, delay)
         killed = code == -signal.SIGKILL
         ok, what = _intact(out)
+        left_by_kill = [p.name for p in out.iterdir() if p.name.endswith(".tmp")] if out.exists() else []
+        tally["tmp after kill"] += bool(left_by_kill)
         tally["intact"] += ok
         # A resume may change limits only: the same ones, so the schedule is the reference's.
         resume = ["train", str(corpus), "--out", str(out), "--resume", "--max-steps", str(STEPS), "-q"]
@@ -195,10 +197,12 @@ def main() -> None:
         label = f"{moment}{f' after {delay:.1f}s' if delay else ''}"
         print(f"trial {i:2d}  kill at {label:<22} {'killed' if killed else f'exit {code}':<8} "
               f"intact: {'yes' if ok else 'NO'} ({what})  resumed: {'yes' if resumed else 'NO'}  "
-              f"{why}  metrics once: {'yes' if once else 'NO'}  stray: {', '.join(stray) or 'none'}", flush=True)
+              f"{why}  metrics once: {'yes' if once else 'NO'}  temporaries after the kill: {len(left_by_kill)}  "
+              f"stray after the resume: {', '.join(stray) or 'none'}", flush=True)
     n = args.trials
     print(f"\n{tally['intact']}/{n} intact, {tally['resumed']}/{n} resumed, {tally['identical']}/{n} bit-identical, "
-          f"{tally['metrics once']}/{n} metrics.jsonl with each step once; stray files left: {len(stray_files)}"
+          f"{tally['metrics once']}/{n} metrics.jsonl with each step once; {tally['tmp after kill']}/{n} kills left a "
+          f"temporary file, which the resumed run removed; stray files left after the resume: {len(stray_files)}"
           + (f" ({'; '.join(stray_files)})" if stray_files else ""))
     print(f"(reference run {ref_run:.1f}s; {time.monotonic() - t0:.0f}s in all; work folder {work})")
     if not args.keep:
