@@ -103,7 +103,12 @@ def _check(ckpt: dict[str, Any]) -> None:
 
         if not isinstance(ckpt["config"], dict):
             raise DamagedCheckpoint("its saved settings are not a mapping")
+        # The values that are there must be valid; settings this version does not know (from an
+        # older or newer charrnn) are not this check's business.
+        known = {f.name: {g.name for g in fields(f.default_factory)} for f in fields(RunConfig)}
+        sections = {k: v for k, v in copy.deepcopy(ckpt["config"]).items() if k in known}
         try:
-            RunConfig.from_dict(copy.deepcopy(ckpt["config"]))
+            RunConfig.from_dict({k: {n: x for n, x in v.items() if n in known[k]} if isinstance(v, dict) else v
+                                 for k, v in sections.items()})
         except UsageError as e:
             raise DamagedCheckpoint(f"its saved settings are invalid ({e})") from None

@@ -408,3 +408,12 @@ def test_a_damaged_kernel_library_is_built_again(tmp_path, monkeypatch, fresh_bu
     damaged.write_bytes(so.read_bytes()[:1000])
     os.replace(damaged, so)  # as a new process would find it (this one keeps its mapping of the old file)
     assert fresh_build() is not None
+
+
+def test_settings_this_version_does_not_know_do_not_make_a_checkpoint_damaged(best):
+    ckpt = _raw(best)
+    ckpt.pop("checksum")
+    ckpt["config"]["train"]["a_setting_from_elsewhere"] = 3
+    ckpt["config"]["plotting"] = {"width": 5}
+    torch.save(ckpt, best)
+    assert charrnn.load(best).sample("The ", length=5, seed=1)
