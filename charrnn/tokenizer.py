@@ -64,7 +64,8 @@ class Tokenizer:
         if max_vocab is not None:
             kept = kept[: max(max_vocab - 1, 1)]
         if not kept:
-            raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
+            top = max(counts.values(), default=0)
+            raise UsageError(f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)")
         return cls("word", [UNK] + sorted(kept))
 
     def grown(self, text: str, max_vocab: int | None = None, min_count: int = 1) -> tuple[Tokenizer, list[str]]:

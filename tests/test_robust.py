@@ -346,3 +346,14 @@ def test_a_records_model_leaves_out_unseen_characters_too(tmp_path):
     assert s.tokens == model.score("kalo\nmira\nlena\n").tokens
     with pytest.raises(charrnn.CharrnnError, match="never saw"):
         model.score("mi#ra\n", unknown="error")
+
+
+def test_a_min_count_no_word_reaches_is_told_one_that_works(cli, tmp_path, corpus_file):
+    from conftest import TINY_FLAGS
+
+    r = cli("train", corpus_file, "--level", "word", "--min-count", "100000", "--max-steps", "2", "--out", tmp_path / "w", "-q", *TINY_FLAGS)
+    assert r.exit_code == 2
+    line = assert_one_error_line(r.stderr, "use --min-count")
+    value = line.split("use --min-count ", 1)[1].split()[0]
+    r = cli("train", corpus_file, "--level", "word", "--min-count", value, "--max-steps", "2", "--out", tmp_path / "w", "-q", *TINY_FLAGS)
+    assert r.exit_code == 0, r.stderr
