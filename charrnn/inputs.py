@@ -30,6 +30,8 @@ def read_bytes(path: str, what: str = "file", limit: int | None = None) -> bytes
     """The bytes of ``path`` (``-``: stdin), at most ``limit`` of them. Raises UsageError for a
     missing, unreadable or unsuitable file, and for one over ``limit`` bytes."""
     if path == "-":
+        if sys.stdin is None:
+            raise UsageError(f"{what} comes from stdin (-), but stdin is closed; pipe something in or give a file")
         data = sys.stdin.buffer.read() if limit is None else sys.stdin.buffer.read(limit + 1)
         return _bounded(data, path, what, limit)
     try:

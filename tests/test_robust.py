@@ -325,6 +325,15 @@ def test_resuming_a_folder_without_last_pt_is_told_what_starts_over(cli, tmp_pat
     assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q", "--overwrite").exit_code == 0
 
 
+def test_a_closed_stdin_given_as_input_is_one_line_and_exit_2(accented_run):
+    out, held = accented_run
+    cmd = " ".join(shlex.quote(c) for c in CHARRNN)
+    r = subprocess.run(["bash", "-c", f"{cmd} score - -c {shlex.quote(str(out))} <&-"], capture_output=True,
+                       env=subprocess_env(), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert_one_error_line(r.stderr.decode(), "stdin is closed")
+
+
 def test_a_closed_stdout_is_one_line_and_exit_1(accented_run):
     out, held = accented_run
     cmd = " ".join(shlex.quote(c) for c in CHARRNN)
