@@ -8,11 +8,15 @@ browser fails the test; elsewhere it is skipped with the command that installs i
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +33,11 @@ def _need(what: str, fix: str):
     pytest.skip(f"{what} is missing: {fix}")
 
 
-@pytest.fixture(scope="module")
-def server(run_dir):
-    """`charrnn serve` as a real process; yields its URL."""
+@contextlib.contextmanager
+def live_server(run: Path, *flags: str):
+    """`charrnn serve` as a real process on a free port; yields its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir), "--port", "0", "--max-length", "1000000"],
+        [sys.executable, "-m", "charrnn", "serve", "-c", str(run), "--port", "0", *flags],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=subprocess_env(), text=True,
     )
     url: list[str] = []
@@ -57,7 +61,13 @@ def server(run_dir):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(run_dir):
+    with live_server(run_dir, "--max-length", "1000000") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -66,11 +76,17 @@ def page(server):
         _need("Chromium", "apt-get install -y chromium")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
-        page = browser.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(server)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server)
+    yield page
+    page.close()
 
 
 def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
@@ -129,3 +145,31 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     page.click("#generate")
     expect(page.locator("#status")).to_have_attribute("data-state", "error")
     expect(page.locator("#status")).to_contain_text("prompt")
+
+
+def test_a_labelled_records_model_writes_the_chosen_label(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    rng = random.Random(4)
+    lines = []
+    for _ in range(400):
+        kind = rng.choice(["low", "up"])
+        name = "".join(rng.choice("abcdef" if kind == "low" else "UVWXYZ") for _ in range(rng.randint(3, 7)))
+        lines.append(json.dumps({"name": name, "kind": kind}))
+    corpus = tmp_path / "names.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    charrnn.train(corpus, out=tmp_path / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
+                  layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    model = charrnn.load(tmp_path / "run")
+    with live_server(tmp_path / "run") as url:
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        expect(page.locator("#label-row")).to_be_visible()
+        page.select_option("#label", "up")
+        page.fill("#length", "40")
+        page.fill("#seed", "3")
+        page.click("#generate")
+        expect(page.locator("#status")).to_have_attribute("data-state", "done")
+        assert page.text_content("#output") == model.sample(label="up", length=40, seed=3)
+        page.close()

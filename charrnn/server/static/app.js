@@ -4,11 +4,12 @@
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  model: $("model"), prompt: $("prompt"), temp: $("temperature"), tempRange: $("temperature-range"),
+  model: $("model"), label: $("label"), prompt: $("prompt"), temp: $("temperature"), tempRange: $("temperature-range"),
   length: $("length"), seed: $("seed"), generate: $("generate"), stop: $("stop"),
   status: $("status"), output: $("output"), next: $("next-list"), form: $("controls"),
 };
 let limits = { max_prompt: 2000, max_length: 2000 };
+let models = [];
 let running = null; // the AbortController of the generation in progress
 
 function setStatus(state, text) {
@@ -32,11 +33,21 @@ async function api(path, body, signal) {
 }
 
 function modelName() { return ui.model.value || undefined; }
+function labelName() { return ui.label.value || undefined; }
+
+function showLabels() {
+  // A labelled records model writes a record of the chosen label.
+  const m = models.find((x) => x.name === ui.model.value) || models[0];
+  const labels = (m && m.labels) || [];
+  ui.label.replaceChildren(...labels.map((l) => Object.assign(document.createElement("option"), { value: l, textContent: l })));
+  $("label-row").hidden = labels.length === 0;
+}
 
 async function loadModels() {
   const r = await fetch("/v1/models");
   const d = await r.json();
   limits = d.limits;
+  models = d.models;
   ui.length.max = limits.max_length;
   for (const m of d.models) {
     const o = document.createElement("option");
@@ -46,6 +57,7 @@ async function loadModels() {
     ui.model.append(o);
   }
   $("model-row").hidden = d.models.length < 2;
+  showLabels();
 }
 
 // ---------------------------------------------------------------- generation
@@ -69,7 +81,7 @@ function readSse(buffer, onEvent) {
 async function generate() {
   if (running) return;
   const body = {
-    model: modelName(), prompt: ui.prompt.value, stream: true,
+    model: modelName(), label: labelName(), prompt: ui.prompt.value, stream: true,
     temperature: Number(ui.temp.value), length: Number(ui.length.value),
   };
   if (ui.seed.value !== "") body.seed = Number(ui.seed.value);
@@ -133,7 +145,7 @@ async function showNext() {
   const before = ui.prompt.value.slice(0, ui.prompt.selectionStart).slice(-limits.max_prompt);
   try {
     const t = Number(ui.temp.value);
-    const r = await api("/v1/next", { model: modelName(), prompt: before, k: 5, temperature: t >= 0 ? t : 1 });
+    const r = await api("/v1/next", { model: modelName(), label: labelName(), prompt: before, k: 5, temperature: t >= 0 ? t : 1 });
     const d = await r.json();
     if (seq !== nextSeq) return; // a newer request has been sent
     ui.next.replaceChildren(...d.tokens.map(({ token, p }) => {
@@ -173,6 +185,7 @@ ui.prompt.addEventListener("keydown", (e) => {
 for (const ev of ["input", "keyup", "click", "select"]) ui.prompt.addEventListener(ev, scheduleNext);
 ui.tempRange.addEventListener("input", () => { ui.temp.value = ui.tempRange.value; scheduleNext(); });
 ui.temp.addEventListener("input", () => { ui.tempRange.value = ui.temp.value; scheduleNext(); });
-ui.model.addEventListener("change", scheduleNext);
+ui.model.addEventListener("change", () => { showLabels(); scheduleNext(); });
+ui.label.addEventListener("change", scheduleNext);
 
 loadModels().then(showNext).catch((e) => setStatus("error", `Error: ${e.message}`));
