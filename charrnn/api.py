@@ -14,7 +14,9 @@ and from the shell. Errors a user can fix are ``CharrnnError`` (exit code 1) or 
 
 from __future__ import annotations
 
+import math
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -183,52 +185,102 @@ class CharRNN:
             texts = [t + p for t, p in zip(texts, pieces)]
         return texts
 
+    def next_token_probs(
+        self, prompt: str = "", k: int = 5, temperature: float = 1.0, unknown: str = "error", label: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` most likely tokens to follow ``prompt`` (the top of the vocabulary when it has
+        fewer), each with its probability under softmax(logits / ``temperature``), most likely
+        first (ties: the lower token id first). The logits are those sampling draws from, so a
+        greedy ``sample(prompt, 1, 0.0)`` is the first token here; temperature 0 gives it
+        probability 1. Tokens sampling never emits (a word model's <unk>) have probability 0.
+        An empty prompt is the start of a sample without one (on a records model: of a record,
+        of ``label``). Raises UsageError for ``k`` < 1, a negative temperature or an unknown
+        label, UnknownTokenError for prompt tokens the model never saw."""
+        import numpy as np
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"k must be an integer >= 1, not {k!r}")
+        if not 0 <= temperature < math.inf:
+            raise UsageError(f"temperature must be a number >= 0, not {temperature}")
+        ids = self._prompt_ids(prompt, unknown, label)
+        z = np.asarray(self.engine.next_logits(ids), dtype=np.float64)  # (V,)
+        z[self.engine.banned] = -np.inf
+        if temperature < 1e-6:  # as the sampler: below this the draw is the argmax
+            p = np.zeros_like(z)
+            p[int(np.argmax(z))] = 1.0
+        else:
+            z = z / temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+        order = np.argsort(-p, kind="stable")[:k]
+        vocab = self.tokenizer.vocab
+        return [(vocab[i], float(p[i])) for i in order]
+
     def score(self, text: str, unknown: str = "auto") -> Score:
         """How well the model predicts ``text``: every token after the first scored once (a
         records model: each record of the text on its own, from its start to its end token).
         ``Score.loss`` is in nats/token; ``bits_per_char`` and ``perplexity`` follow. ``unknown``:
-        tokens the model never saw: error, skip, unk; auto is unk for word models, else error.
-        Raises CharrnnError when the text has fewer than two tokens, UnknownTokenError for unseen ones."""
+        tokens the model never saw: error, skip (left out, counted in ``Score.left_out``), unk;
+        auto is unk for word models, else skip. Raises CharrnnError when fewer than two tokens
+        are left to score, UnknownTokenError for unseen ones with 'error'."""
         import torch
 
         from charrnn.evaluate import evaluate, score_records
+        from charrnn.tokenizer import describe_left_out, scoring_mode
 
         model, tok = self._model(), self.tokenizer
+        mode = scoring_mode(tok, unknown)
         if self.is_records:
             from charrnn.records import parse
 
             data = (self.info.get("config") or {}).get("data") or {}
             recs = parse(text, data.get("records") or "lines", data.get("label_field"))
             labels = recs.labels or [None] * len(recs.texts)
-            seqs = [[tok.record_start(l if l in tok.labels else None)] + tok.encode(t, unknown=unknown) + [tok.end_id]
-                    for t, l in zip(recs.texts, labels)]
-            return score_records(model, seqs, tok.char_lengths(), self._autocast())
-        ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
+            seqs, left_out = [], Counter()
+            for t, l in zip(recs.texts, labels):
+                ids, gone = tok.encode_counted(t, mode)
+                seqs.append([tok.record_start(l if l in tok.labels else None)] + ids + [tok.end_id])
+                left_out += gone
+            score = score_records(model, seqs, tok.char_lengths(), self._autocast())
+            score.left_out = left_out
+            return score
+        ids, left_out = tok.encode_counted(text, mode)
         if len(ids) < 2:
-            raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
-        return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
+            gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
+            raise CharrnnError(f"the text has {len(ids)} token(s){gone}: nothing to score (the first token has no context)")
+        score = evaluate(model, torch.tensor(ids, dtype=torch.long), tok.char_lengths(), autocast=self._autocast())
+        score.left_out = left_out
+        return score
 
     def score_file(self, inputs: str | Path | list[str | Path], unknown: str = "auto") -> Score:
         """``score`` for files of any size (several files, folders and ``-`` as for training,
         joined the same way): the text is tokenized in chunks into the token cache and read
-        window by window, so memory stays bounded. Raises UsageError for missing or non-UTF-8
-        files, CharrnnError when there are fewer than two tokens, UnknownTokenError for unseen ones."""
+        window by window, so memory stays bounded. A records model reads the text whole and
+        scores it as ``score`` does. Raises UsageError for missing or non-UTF-8 files,
+        CharrnnError when fewer than two tokens are left, UnknownTokenError for unseen ones."""
         from charrnn import corpus
         from charrnn.evaluate import evaluate
+        from charrnn.tokenizer import describe_left_out, scoring_mode
 
-        tok = self.tokenizer
-        if unknown == "auto":
-            unknown = "unk" if tok.unk_id is not None else "error"
         paths = [str(p) for p in inputs] if isinstance(inputs, list) else [str(inputs)]
-        ids = corpus.load(paths, tokenizer=tok, unknown=unknown).ids
-        if len(ids) < 2:
-            raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
-        return evaluate(self._model(), ids, tok.char_lengths(), autocast=self._autocast())
+        if self.is_records:
+            return self.score(corpus.read_text(paths)[0], unknown)
+        tok = self.tokenizer
+        mode = scoring_mode(tok, unknown)
+        data = corpus.load(paths, tokenizer=tok, unknown=mode)
+        left_out = Counter(data.unknown) if mode == "skip" else Counter()
+        if len(data.ids) < 2:
+            gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
+            raise CharrnnError(f"the text has {len(data.ids)} token(s){gone}: nothing to score (the first token has no context)")
+        score = evaluate(self._model(), data.ids, tok.char_lengths(), autocast=self._autocast())
+        score.left_out = left_out
+        return score
 
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
         """Each line on its own, as if it followed a newline (a records model: as a record, from
         its start token to its end token): its tokens and its end are scored. A line the model
-        cannot score (too short) has ``loss`` None."""
+        cannot score (too short) has ``loss`` None. ``unknown`` as for ``score``; each line's
+        ``left_out`` counts its unseen tokens left out."""
         from charrnn.evaluate import score_lines
 
         tok = self.tokenizer
@@ -361,7 +413,7 @@ def train(
     and returns with ``interrupted`` set."""
     import time
 
-    from charrnn.config import build_run_config
+    from charrnn.config import build_run_config, check_out
     from charrnn.training.loop import train as fit
 
     started = time.monotonic() if started is None else started
@@ -373,6 +425,7 @@ def train(
         items = [c if c == "-" else str(Path(c).absolute()) for c in items]
         settings["corpus"] = items[0] if len(items) == 1 else items
     cfg = build_run_config(config, settings, resume=resume, init_from=init_from)
+    check_out(cfg.train.out)
     if text is not None and corpus is not None:
         raise UsageError("give either a corpus file or text=, not both")
     if text is None and resume and corpus is None:

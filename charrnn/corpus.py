@@ -19,6 +19,7 @@ The build reads the text in chunks twice at most: pass 1 hashes it and finds the
 from __future__ import annotations
 
 import codecs
+import re
 import hashlib
 import json
 import os
@@ -364,9 +365,7 @@ class _Reader:
                     try:
                         piece = decoder.decode(raw, final=not raw)
                     except UnicodeDecodeError as e:
-                        where = offset - pending + e.start
-                        fix = f"iconv -f latin1 -t utf-8 {shown} > {Path(shown).stem}.utf8.txt" if path != self.files.spooled else "iconv -f latin1 -t utf-8"
-                        raise UsageError(f"{shown} is not UTF-8 text (bad byte at offset {where}); convert it, e.g. {fix}") from None
+                        raise _not_utf8(raw, offset - pending + e.start, "-" if path == self.files.spooled else str(path)) from None
                     self.sha.update(raw)
                     self.nbytes += len(raw)
                     offset += len(raw)
@@ -397,7 +396,7 @@ def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, d
         sha = reader.sha.hexdigest()
         meta.update(spec=spec, sha=sha, chars=reader.chars, bytes=reader.nbytes)
         if reader.chars == 0:
-            raise CharrnnError("the corpus is empty; give a file with some text in it")
+            raise UsageError("the corpus is empty; give a file with some text in it")
         existing = _open_entry(root, sha, spec)
         if existing:
             return existing
@@ -521,3 +520,14 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
 def _unknown_error(what: str, missing: dict[str, int], unknown: str) -> UnknownTokenError:
     hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
     return UnknownTokenError(f"the model never saw these {what}: {show_tokens(missing)}; {hint}")
+
+
+def _not_utf8(raw: bytes, where: int, path: str) -> UsageError:
+    """inputs.decode_utf8's error for the file ``path`` whose byte ``where`` is not UTF-8."""
+    from charrnn.inputs import decode_utf8
+
+    try:
+        decode_utf8(raw, path, "corpus")
+    except UsageError as e:
+        return UsageError(re.sub(r"offset \d+", f"offset {where}", str(e), count=1))
+    return UsageError(f"corpus {path} is not UTF-8 (bad byte at offset {where})")

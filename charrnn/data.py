@@ -8,11 +8,47 @@ A batch is a pure function of the step number, so resuming a run only needs the 
 from __future__ import annotations
 
 import hashlib
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.inputs import decode_utf8, read_bytes
+
+DEFAULT_CORPUS = "python-stdlib"
+DEFAULT_CORPUS_CHARS = 1_200_000
+
+
+def read_corpus(path: str | None, what: str = "corpus") -> tuple[str, str]:
+    """(text, name). ``-`` reads stdin; ``None`` gives the built-in default corpus. Raises
+    UsageError for a file that cannot be used (missing, not text, not UTF-8, a silent pipe)."""
+    if path is None:
+        return default_corpus(), DEFAULT_CORPUS
+    data = read_bytes(path, what)
+    name = "stdin" if path == "-" else Path(path).stem or "corpus"
+    return decode_utf8(data, path, what), name
+
+
+def default_corpus() -> str:
+    """The running interpreter's own standard library source: on every machine, no download,
+    and nothing copied into this repository. Files in sorted order, about 1.2M characters."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for f in sorted(root.glob("*.py")):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= DEFAULT_CORPUS_CHARS:
+            break
+    if not parts:
+        raise CharrnnError(f"no Python sources found under {root}; give a corpus file instead")
+    return "\n".join(parts)
+
 
 def id_dtype(vocab_size: int) -> torch.dtype:
     """The smallest integer type that holds every id."""
@@ -61,7 +97,7 @@ class StreamBatches:
         if self.steps_per_epoch < 1:
             raise UsageError(
                 f"the training split ({len(ids)} tokens) is too small for {world * batch_size} streams of "
-                f"{seq_len} tokens; lower --batch-size or --seq-len"
+                f"{seq_len} tokens; {fit_advice(len(ids), batch_size, seq_len, world)}"
             )
         self._epoch, self._x, self._y = -1, None, None
 
@@ -88,7 +124,8 @@ class RandomBatches:
     def __init__(self, ids, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
         ids = as_numpy(ids)
         if len(ids) <= seq_len + 1:
-            raise UsageError(f"the training split ({len(ids)} tokens) is shorter than --seq-len {seq_len}")
+            fix = f"use --seq-len {len(ids) - 2} or less" if len(ids) >= 3 else _longer_corpus(3)
+            raise UsageError(f"the training split ({len(ids)} tokens) is too short for --seq-len {seq_len}; {fix}")
         self.ids, self.B, self.T, self.seed, self.rank = ids, batch_size, seq_len, seed, rank
         self.steps_per_epoch = max(1, len(ids) // (batch_size * seq_len * world))
         self._arange = np.arange(seq_len + 1)
@@ -98,6 +135,22 @@ class RandomBatches:
         starts = torch.randint(len(self.ids) - self.T - 1, (self.B,), generator=g)
         w = _long(self.ids[starts.numpy()[:, None] + self._arange])
         return w[:, :-1], w[:, 1:], True
+
+
+def fit_advice(n: int, batch_size: int, seq_len: int, world: int = 1) -> str:
+    """Settings that do fit ``n`` training tokens (B streams of T tokens per process need
+    n - 1 - T >= world * B * T), or a longer corpus when even one stream of one token does not."""
+    streams = (n - 1 - seq_len) // (world * seq_len)
+    if streams >= 1:
+        return f"use --batch-size {streams} or less (or a shorter --seq-len)"
+    longest = (n - 1) // (world + 1)
+    if longest >= 1:
+        return f"use --batch-size 1 --seq-len {longest} or less"
+    return _longer_corpus(world + 2)
+
+
+def _longer_corpus(need: int) -> str:
+    return f"give a longer corpus: the training split needs at least {need} tokens (see --val-fraction)"
 
 
 def make_batches(kind: str, ids, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):

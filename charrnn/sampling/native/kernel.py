@@ -42,6 +42,7 @@ class Kernel:
         if not self.supports(lib, header, streams):
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
         self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
+        self._source = (header, blob, offset)
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
         check_sizes(header)
         self.V, self.K = V, K
@@ -78,6 +79,11 @@ class Kernel:
         """One stream always; several only in bf16 on AMX tiles (elsewhere torch's products win)."""
         return streams == 1 or bool(header["bf16"] and lib.amx)
 
+    def twin(self) -> Kernel:
+        """A kernel over the same weights (shared, not copied) with a state of its own: two
+        generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
+        return Kernel(self.lib, *self._source, self.B)
+
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
         if len(tokens) != self.B or not all(0 <= t < self.V for t in tokens):
@@ -97,6 +103,30 @@ class Kernel:
         out = (ctypes.c_int64 * (self.B * n))()
         self.lib.charrnn_lstm_generate(ctypes.byref(self.net), ctypes.byref(sampler), n, out)
         return [out[b * n : (b + 1) * n] for b in range(self.B)]
+
+
+def check_header(header: dict[str, Any]) -> None:
+    """A pack's header as the kernel needs it (ValueError otherwise): a sane shape, the padded
+    widths the shape implies (narrower ones would read and write past the kernel's buffers),
+    aligned arrays that lie whole in the blob, and a tokenizer of exactly ``vocab`` tokens."""
+    def count(x: Any, high: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= high
+
+    L, H, V, K = header["layers"], header["hidden"], header["vocab"], header["K"]
+    if not (count(L, 64) and count(H, 16384) and count(V, 2**31 - 1) and isinstance(header["bf16"], bool)):
+        raise ValueError("the pack's shape is out of range")
+    if not isinstance(K, list) or K != [round_up(H if l == 0 else 2 * H, 32) for l in range(L)]:
+        raise ValueError("the pack's widths do not match its shape")
+    arrays = header["arrays"]
+    if not isinstance(arrays, dict) or not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and v[0] % 64 == 0
+        for v in arrays.values()
+    ):
+        raise ValueError("the pack's arrays are malformed")
+    tok = header.get("tokenizer")
+    if tok is not None and not (isinstance(tok, dict) and isinstance(tok.get("vocab"), list) and len(tok["vocab"]) == V):
+        raise ValueError("the pack's tokenizer does not match its vocabulary")
+    check_sizes(header)
 
 
 def check_sizes(header: dict[str, Any]) -> None:
