@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import sysconfig
 import time
@@ -79,7 +80,8 @@ class Corpus:
 class _Files:
     paths: list[Path]
     name: str
-    spooled: Path | None = None  # stdin, copied to a file to read twice
+    spooled: dict[Path, str] = field(default_factory=dict)
+    """stdin and pipes, copied to files to read twice: spool file -> the input's name."""
 
 
 def resolve(inputs: list[str] | str | None) -> tuple[list[Path], str]:
@@ -184,12 +186,11 @@ def load(
         if hit:
             return _corpus(hit, files.name, given, True, t0)
     try:
-        if any(str(p) == "-" for p in files.paths):
-            _spool_stdin(files, root)
+        _spool_special(files, root)
         entry = _build(files, text, spec, level, max_vocab, min_count, tokenizer, unknown, root, deadline, message)
     finally:
-        if files.spooled is not None:
-            files.spooled.unlink(missing_ok=True)
+        for spool in files.spooled:
+            spool.unlink(missing_ok=True)
     if fingerprint:
         _write_json(root / "index" / f"{fingerprint}.json", {"sha": entry["sha"]})
     return _corpus(entry, files.name, given, False, t0)
@@ -201,12 +202,11 @@ def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:
     paths, name = resolve(inputs)
     files = _Files(paths, name)
     try:
-        if any(str(p) == "-" for p in paths):
-            _spool_stdin(files, cache_root())
+        _spool_special(files, cache_root())
         text = "".join(_Reader(files, None, None, 0).chunks())
     finally:
-        if files.spooled is not None:
-            files.spooled.unlink(missing_ok=True)
+        for spool in files.spooled:
+            spool.unlink(missing_ok=True)
     return text, name
 
 
@@ -266,6 +266,8 @@ def _fingerprint(paths: list[Path]) -> str | None:
             st = p.stat()
         except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):  # a pipe: its content is known only by reading it
+            return None
         parts.append([str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev])
     key = json.dumps([_FORMAT, SEPARATOR, parts]).encode("utf-8", "surrogateescape")
     return hashlib.sha256(key).hexdigest()[:32]
@@ -303,14 +305,32 @@ def _write_json(path: Path, obj: dict) -> None:
         pass  # a cache that cannot be written only costs time
 
 
-def _spool_stdin(files: _Files, root: Path) -> None:
-    """stdin is read once into a file under the cache, so it can be read twice."""
-    root.mkdir(parents=True, exist_ok=True)
-    spool = root / f".stdin-{os.getpid()}"
-    with open(spool, "wb") as f:
-        shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
-    files.spooled = spool
-    files.paths = [spool if str(p) == "-" else p for p in files.paths]
+def _regular(p: Path) -> bool:
+    try:
+        return str(p) != "-" and stat.S_ISREG(p.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _spool_special(files: _Files, root: Path) -> None:
+    """stdin and pipes are read once (inputs.read_bytes: a named pipe without a writer is waited
+    for, then refused; devices are refused) into files under the cache, so they can be read twice."""
+    from charrnn.inputs import read_bytes
+
+    for i, p in enumerate(files.paths):
+        if _regular(p):
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        spool = root / f".stdin-{os.getpid()}-{i}"
+        with open(spool, "wb") as f:
+            if str(p) == "-":
+                if sys.stdin is None:
+                    raise UsageError("the corpus comes from stdin (-), but stdin is closed; pipe something in or give a file")
+                shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
+            else:
+                f.write(read_bytes(str(p), "corpus"))
+        files.spooled[spool] = "-" if str(p) == "-" else str(p)
+        files.paths[i] = spool
 
 
 class _Reader:
@@ -350,7 +370,7 @@ class _Reader:
                 lead = SEPARATOR
             decoder = codecs.getincrementaldecoder("utf-8")("strict")
             offset = 0
-            shown = "stdin" if path == self.files.spooled else str(path)
+            shown = {"-": "stdin"}.get(self.files.spooled.get(path, ""), self.files.spooled.get(path, str(path)))
             try:
                 f = open(path, "rb")
             except OSError as e:
@@ -365,7 +385,7 @@ class _Reader:
                     try:
                         piece = decoder.decode(raw, final=not raw)
                     except UnicodeDecodeError as e:
-                        raise _not_utf8(raw, offset - pending + e.start, "-" if path == self.files.spooled else str(path)) from None
+                        raise _not_utf8(raw, offset - pending + e.start, self.files.spooled.get(path, str(path))) from None
                     self.sha.update(raw)
                     self.nbytes += len(raw)
                     offset += len(raw)
