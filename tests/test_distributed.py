@@ -33,7 +33,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
            "-m", "charrnn", "train", *args]
-    r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=180)
+    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=180)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     return r
 
