@@ -99,8 +99,10 @@ def generate_chunks(streams: Streams, prompt_ids: list[int], length: int) -> Ite
 
 def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
     """The weights' dtype for ``streams`` streams. auto: bf16 where it is faster and the device has
-    it (training would autocast there): in the native kernel, or for 8+ streams of torch products;
-    fp32 otherwise, as exactness then costs nothing."""
+    it (training would autocast there): in the native kernel when it runs that many streams in
+    bf16, else fp32 when the kernel runs them in fp32 (its products beat torch's bf16 ones on CPUs
+    without bf16 dot products), else bf16 for 8+ streams of torch products; fp32 otherwise, as
+    exactness then costs nothing."""
     import torch
 
     from charrnn.device import pick_precision
@@ -109,8 +111,11 @@ def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
     if precision == "auto":
         if pick_precision("auto", model.emb.weight.device) == "fp32":
             return torch.float32
-        fast = streams >= 8 or NativeLSTM.supports(model, streams, torch.bfloat16)
-        return torch.bfloat16 if fast else torch.float32
+        if NativeLSTM.supports(model, streams, torch.bfloat16):
+            return torch.bfloat16
+        if NativeLSTM.supports(model, streams, torch.float32):
+            return torch.float32
+        return torch.bfloat16 if streams >= 8 else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 

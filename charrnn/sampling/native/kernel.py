@@ -75,8 +75,11 @@ class Kernel:
 
     @staticmethod
     def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int) -> bool:
-        """One stream always; several only in bf16 on AMX tiles (elsewhere torch's products win)."""
-        return streams == 1 or bool(header["bf16"] and lib.amx)
+        """One stream always. Several in bf16 where AMX tiles or bf16 dot products run them, in fp32
+        where the CPU has vector multiply-adds (AVX2 or AVX-512); elsewhere torch's products win."""
+        if streams == 1:
+            return True
+        return bool(lib.amx or lib.bf16_dot) if header["bf16"] else bool(lib.fp32_vector)
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
