@@ -214,3 +214,25 @@ def test_all_tokens_banned_still_gives_a_valid_id(engine):
     cfg = SampleConfig(temperature=1.0, seed=0)
     ids = Chooser(cfg, banned=list(range(V)))(torch.randn(3, V))
     assert ids.shape == (3,) and all(0 <= i < V for i in ids.tolist())
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_tokens_do_not_depend_on_the_thread_count_or_its_trials(streams):
+    """The kernel's thread tuner splits chunks into trials of 1 and 2 threads: same tokens as one thread."""
+    from charrnn.sampling.native.abi import make_sampler
+    from charrnn.sampling.native.pack import NativeLSTM
+    from charrnn.threads import ThreadTuner
+
+    dtype = torch.bfloat16 if streams == 1 or _batches_native(torch.bfloat16) else torch.float32
+    if not _batches_native(dtype) and streams > 1:
+        pytest.skip("several streams use torch's products on this CPU")
+    model = make_model("lstm", 2, hidden=40, seed=5)
+    runs = []
+    for tuner in (ThreadTuner(1), ThreadTuner(2, recheck=0.0)):
+        net = NativeLSTM(model, dtype, streams)
+        net.kernel.tuner = tuner
+        sampler, _keep = make_sampler(1.0, None, None, 3, [])
+        net.kernel.prefill([[1, 2, 3]] * streams)
+        runs.append([net.kernel.generate(sampler, n) for n in (1, 7, 64, 200)])
+    assert runs[0] == runs[1]
+    assert set(tuner.cost) == {1, 2}
