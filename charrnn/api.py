@@ -210,7 +210,7 @@ def train(
         name = "corpus"
     else:
         if resume and corpus is None:
-            from charrnn.training.loop import saved_corpus
+            from charrnn.training.run_folder import saved_corpus
 
             cfg.data.corpus = saved_corpus(cfg.train.out)
         text, name = read_corpus(cfg.data.corpus)

@@ -360,4 +360,8 @@ def info(
 
 
 def main() -> None:
+    import warnings
+
+    # A user cannot act on a library's internal warnings; stderr is for charrnn's own messages.
+    warnings.filterwarnings("ignore", module=r"(torch|numpy)(\.|$)")
     app()

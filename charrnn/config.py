@@ -198,10 +198,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # What a resumed run may change (its limits, where it runs, the corpus path it reads); a
-# fine-tuned model keeps its parent's tokens and shape. Enforced for the library and the CLI alike.
+# fine-tuned model keeps its parent's level and shape (its vocabulary grows with the new text,
+# within max_vocab and min_count). Enforced for the library and the CLI alike.
 RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
 LIMITS = ("max_steps", "epochs", "time_budget")
-SHAPE = {"level", "max_vocab", "min_count", "cell", "layers", "hidden", "embed"}
+SHAPE = {"level", "cell", "layers", "hidden", "embed"}
 
 
 def section_of(name: str) -> str:

@@ -30,6 +30,8 @@ class ModelShape:
 
 
 class RNNLM(nn.Module):
+    """A recurrent language model over a vocabulary of ``shape.vocab_size`` tokens."""
+
     def __init__(self, shape: ModelShape):
         super().__init__()
         self.shape = shape
@@ -59,6 +61,13 @@ class RNNLM(nn.Module):
     def forward(
         self, idx: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """Next-token logits for every position.
+
+        ``idx``: token ids (B, T), int64. ``state``: the recurrent state to start from, a tuple of
+        (layers, B, H) tensors (``(h, c)`` for an LSTM, ``(h,)`` otherwise), None for zeros.
+        ``targets``: the next ids (B, T), or None. Returns ``(logits, loss, state)``: logits
+        (B, T, V) in nats (unnormalised log-probabilities), the mean cross-entropy over all B*T
+        positions in nats/token (None without targets), and the state after the last position."""
         x = self.drop(self.emb(idx))  # (B, T, E)
         rnn_state = None if state is None else (state if self.shape.cell == "lstm" else state[0])
         out, new = self.rnn(x, rnn_state)  # (B, T, H)
@@ -67,6 +76,19 @@ class RNNLM(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         return logits, loss, (tuple(new) if isinstance(new, tuple) else (new,))
+
+    @torch.no_grad()
+    def load_parent(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a parent model's weights for fine-tuning. Where this model's vocabulary is larger
+        (tokens appended, see ``Tokenizer.grown``), the new embedding and output rows start at the
+        mean of the parent's rows, so a new token begins as an average known one."""
+        weights = dict(weights)
+        for name in ("emb.weight", "head.weight", "head.bias"):
+            old, want = weights[name], self.state_dict()[name]
+            if old.shape[0] < want.shape[0]:
+                extra = old.mean(dim=0, keepdim=True).expand(want.shape[0] - old.shape[0], *old.shape[1:])
+                weights[name] = torch.cat([old, extra])
+        self.load_state_dict(weights)
 
     def zero_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         n = 2 if self.shape.cell == "lstm" else 1

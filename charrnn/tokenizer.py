@@ -22,7 +22,7 @@ class UnknownTokenError(CharrnnError):
     pass
 
 
-def _show(tokens: Iterable[str], limit: int = 8) -> str:
+def show_tokens(tokens: Iterable[str], limit: int = 8) -> str:
     items = sorted(set(tokens))
     shown = ", ".join(repr(t) for t in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -56,6 +56,20 @@ class Tokenizer:
             raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
         return cls("word", [UNK] + sorted(kept))
 
+    def grown(self, text: str, max_vocab: int | None = None, min_count: int = 1) -> tuple[Tokenizer, list[str]]:
+        """This vocabulary with the tokens of ``text`` it lacks appended (ids of known tokens stay
+        put), for fine-tuning on new text: every new character; at word level the new words seen
+        at least ``min_count`` times, most frequent first, while the vocabulary stays within
+        ``max_vocab``. Returns (tokenizer, the tokens added)."""
+        if self.level == "char":
+            new = sorted(set(text) - set(self.stoi))
+        else:
+            counts = Counter(t for t in WORD_RE.findall(text) if t not in self.stoi and t != UNK)
+            new = [t for t, n in counts.most_common() if n >= min_count]
+            if max_vocab is not None:
+                new = new[: max(0, max_vocab - len(self.vocab))]
+        return (Tokenizer(self.level, self.vocab + new), new) if new else (self, [])
+
     def split(self, text: str) -> list[str]:
         return list(text) if self.level == "char" else WORD_RE.findall(text)
 
@@ -78,7 +92,7 @@ class Tokenizer:
             return [stoi.get(p, self.unk_id) for p in pieces]
         what = "characters" if self.level == "char" else "words"
         hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
-        raise UnknownTokenError(f"the model never saw these {what}: {_show(missing)}; {hint}")
+        raise UnknownTokenError(f"the model never saw these {what}: {show_tokens(missing)}; {hint}")
 
     def decode(self, ids: Iterable[int]) -> str:
         vocab = self.vocab

@@ -135,12 +135,43 @@ def test_init_from_on_the_cli(cli, tmp_path, corpus_text, run_dir):
     assert load_model(out)[1].vocab == load_model(run_dir)[1].vocab
 
 
-def test_init_from_with_a_new_character_is_one_error_line(cli, tmp_path, corpus_text, run_dir):
+def test_init_from_grows_the_vocabulary_with_new_characters(cli, tmp_path, corpus_text, run_dir):
+    """Fine-tuning on text with characters the parent never saw adds them (one line says which);
+    known ids stay put, new rows start at the mean of the parent's, and the child can write them."""
     other = tmp_path / "other.txt"
-    other.write_text(corpus_text + "Ærø\n", encoding="utf-8")
-    r = cli("train", other, "--init-from", run_dir, "--max-steps", "5", "--out", tmp_path / "ft", "--quiet")
-    assert r.exit_code != 0
-    assert_one_error_line(r.stderr, "'Æ'", "'ø'")
+    other.write_text(corpus_text + "Ëlan QZ 0123456789\n" * 30, encoding="utf-8")
+    out = tmp_path / "ft"
+    r = cli("train", other, "--init-from", run_dir, "--max-steps", "5", "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    note = [l for l in r.stderr.splitlines() if "fine-tuning adds" in l]
+    assert len(note) == 1 and all(f"'{c}'" in note[0] for c in "ËZ7")
+    parent_model, parent_tok, _ = load_model(run_dir)
+    model, tok, _ = load_model(out)
+    assert tok.vocab[: len(parent_tok)] == parent_tok.vocab
+    assert set("ËQZ0123456789") <= set(tok.vocab) and len(tok) == model.shape.vocab_size
+    # The child scores and samples text with the new characters.
+    s = cli("score", other, "-c", out, "--json")
+    assert s.exit_code == 0, s.stderr
+    p = cli("sample", "-c", out, "--prompt", "Ëlan Q", "--length", "20", "--seed", "1")
+    assert p.exit_code == 0 and p.stdout.startswith("Ëlan Q")
+
+
+def test_init_from_grows_a_word_vocabulary_within_max_vocab(tmp_path, corpus_text):
+    from charrnn.training.loop import train
+
+    from conftest import tiny_config
+
+    parent = tmp_path / "words"
+    train(tiny_config(parent, **{"tokenizer.level": "word", "train.max_steps": 3}), corpus_text, "w")
+    _, ptok, _ = load_model(parent)
+    new_text = corpus_text + "Zebras and quokkas graze.\n" * 20 + "Aardvarks dig.\n" * 5
+    child = tmp_path / "child"
+    cfg = tiny_config(child, **{"train.max_steps": 3, "tokenizer.max_vocab": len(ptok) + 4})
+    train(cfg, new_text, "w2", init_from=str(parent))
+    _, tok, _ = load_model(child)
+    assert tok.vocab[: len(ptok)] == ptok.vocab
+    assert len(tok) == len(ptok) + 4  # capped by max_vocab; the most frequent new words first
+    assert {"Zebras", "quokkas", "graze"} <= set(tok.vocab[len(ptok):])
 
 
 # ---------------------------------------------------------------- sample

@@ -61,3 +61,74 @@ def test_checkpoints_have_a_normal_file_mode(tmp_path, run_dir):
     umask = os.umask(0)
     os.umask(umask)
     assert (run_dir / "best.pt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_run(cli, tmp_path, corpus_file):
+    """The run lock: a live writer's folder (here: its lock held by this test) refuses another
+    train and a --resume in one line; once released, the folder is usable again."""
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    assert _train(cli, corpus_file, out, "--max-steps", "4").exit_code == 0
+    fd = os.open(out / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        before = (out / "last.pt").read_bytes()
+        for extra in (["--overwrite"], ["--resume"]):
+            r = _train(cli, corpus_file, out, "--max-steps", "8", *extra) if extra == ["--overwrite"] else \
+                cli("train", corpus_file, "--out", out, "--resume", "--max-steps", "8", "--quiet")
+            assert r.exit_code == 2, r.stderr
+            assert_one_error_line(r.stderr, "another charrnn train", "--out")
+        assert (out / "last.pt").read_bytes() == before
+    finally:
+        os.close(fd)
+    r = cli("train", corpus_file, "--out", out, "--resume", "--max-steps", "8", "--quiet", "--json")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_stale_temporaries_are_removed_and_metrics_agree_with_last_pt_after_resume(cli, tmp_path, corpus_file):
+    """A kill mid-save leaves a temporary file; a kill between the metrics line and last.pt leaves
+    a line last.pt does not know. The next run in the folder removes the one and drops the other."""
+    out = tmp_path / "run"
+    assert _train(cli, corpus_file, out, "--max-steps", "8", "--eval-every", "4").exit_code == 0
+    (out / ".last.pt.abc123.tmp").write_bytes(b"x" * 1000)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 12, "train_loss": 1.0}) + "\n")
+    r = cli("train", corpus_file, "--out", out, "--resume", "--max-steps", "16", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    history = torch.load(out / "last.pt", weights_only=True)["history"]
+    assert lines == history
+    assert [l["step"] for l in lines] == [4, 8, 12, 16]
+
+
+def test_a_folder_with_only_best_pt_is_not_overwritten(cli, tmp_path, corpus_file):
+    out = tmp_path / "run"
+    assert _train(cli, corpus_file, out, "--max-steps", "4").exit_code == 0
+    (out / "last.pt").unlink()
+    (out / "metrics.jsonl").unlink()
+    before = (out / "best.pt").read_bytes()
+    r = _train(cli, corpus_file, out, "--max-steps", "4")
+    assert r.exit_code == 2
+    assert_one_error_line(r.stderr, "--overwrite")
+    assert (out / "best.pt").read_bytes() == before
+
+
+def test_overwrite_with_a_setting_that_fails_keeps_the_old_run(cli, tmp_path, corpus_file):
+    out = tmp_path / "run"
+    assert _train(cli, corpus_file, out, "--max-steps", "4").exit_code == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # Fails in setup (too many streams for the corpus), after the folder was claimed.
+    r = _train(cli, corpus_file, out, "--max-steps", "4", "--overwrite", "--batch-size", "100000")
+    assert r.exit_code == 2, r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
+
+
+def test_out_naming_a_file_is_one_line(cli, tmp_path, corpus_file):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    r = _train(cli, corpus_file, f, "--max-steps", "4")
+    assert r.exit_code == 2
+    assert_one_error_line(r.stderr, "is a file")

@@ -1,18 +1,18 @@
-"""The training loop: device, precision, optimizer, schedule, evaluation, checkpoint cadence.
+"""The trainer: ``train()`` sets a run up (config, device, tokens, model, optimizer, batches, run
+folder) and then fits it: steps, evaluations, checkpoints, until a limit or Ctrl-C.
 
-``train()`` is the library entry point; the CLI only builds its arguments. Progress goes to a
-``Reporter`` (silent by default), never to stdout.
+Progress goes to a ``Reporter`` (silent by default), never to stdout. What the run carries
+from step to step lives in ``TrainState`` (state.py), the clock in ``Budget`` (budget.py), the
+files in ``RunFolder`` (run_folder.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import signal
 import time
-from collections import deque
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -25,12 +25,14 @@ from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
-from charrnn.sampling.native import build
-from charrnn.tokenizer import Tokenizer
+from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
-
+from charrnn.training.budget import Budget, lr_at
+from charrnn.training.run_folder import RunFolder
+from charrnn.training.state import TrainState
 
 DEFAULT_BUDGET = 300
+REPORT_EVERY = 10
 
 
 class Reporter:
@@ -43,28 +45,38 @@ class Reporter:
     def finish(self) -> None: ...
 
 
-def lr_at(step: int, progress: float, peak: float, warmup: int, min_ratio: float) -> float:
-    """Linear warmup over ``warmup`` steps, then linear decay to ``peak * min_ratio`` at progress 1."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (1 - (1 - min_ratio) * min(max(progress, 0.0), 1.0))
+@dataclass
+class Run:
+    """A run set up and ready to fit."""
 
+    cfg: RunConfig
+    env: Env
+    tok: Tokenizer
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    model: RNNLM
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batches: Any
+    state: TrainState
+    budget: Budget
+    folder: RunFolder
+    corpus: str
+    corpus_sha: str
+    reporter: Reporter
+    t_start: float
+    tokens_per_second: float = 0.0
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.data.batch_size * self.cfg.data.seq_len * self.env.world
 
-
-def _rng_state() -> dict[str, Any]:
-    s = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["cpu"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    def payload(self, resumable: bool, train_seconds: float | None = None) -> dict[str, Any]:
+        return self.state.payload(
+            self.cfg, self.model, self.tok, self.corpus, self.corpus_sha, self.tokens_per_step,
+            self.optimizer if resumable else None, self.scaler, train_seconds,
+        )
 
 
 def train(
@@ -79,52 +91,86 @@ def train(
     started: float | None = None,
     stop: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train on ``text`` and return a summary. A time budget counts from ``started`` (time.monotonic
-    of the command's start; default now). ``stop(step)`` returning True ends the run early like Ctrl-C."""
-    rep = reporter or Reporter()
+    """Train on ``text`` and return a summary (see ``TrainResult`` in api.py for its fields).
+
+    A time budget counts from ``started`` (time.monotonic() of the command's start; default now).
+    ``stop(step)`` returning True ends the run early like Ctrl-C. Raises UsageError for settings
+    that cannot work, CharrnnError when training diverges."""
+    run = setup(cfg, text, corpus_name, resume=resume, overwrite=overwrite, init_from=init_from,
+                reporter=reporter or Reporter(), started=started)
+    try:
+        interrupted = fit(run, stop)
+        return summarize(run, interrupted)
+    finally:
+        run.folder.release()
+        if run.env.world > 1:
+            dist.destroy_process_group()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def setup(
+    cfg: RunConfig, text: str, corpus_name: str, *, resume: bool, overwrite: bool, init_from: str | None,
+    reporter: Reporter, started: float | None,
+) -> Run:
     t_start = time.monotonic()
+    rep = reporter
     if not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget or resume):
         cfg.train.time_budget = DEFAULT_BUDGET
         rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
-    out = Path(cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name)
     corpus_sha = _sha(text)
+    folder_path = cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name
     resumed = None
-    if not resume and (out / "last.pt").exists():
-        if not overwrite:
-            raise UsageError(f"{out} already holds a run: --resume continues it, --overwrite starts over, --out picks another folder")
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    new_budget = cfg.train.time_budget
     if resume:
-        last = out / "last.pt"
+        last = RunFolder(folder_path).last
         if not last.is_file():
             raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
         resumed = checkpoint.load(last)
         if resumed["corpus_sha"] != corpus_sha:
-            raise UsageError(f"the corpus differs from the one {out} was trained on; use --init-from to fine-tune")
-        new_budget = cfg.train.time_budget
+            raise UsageError(f"the corpus differs from the one {folder_path} was trained on; use --init-from to fine-tune")
         cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
-    budget = cfg.train.time_budget
-    if resumed and budget and new_budget is None:
-        # The saved budget covered the whole run: what is left of it is this command's.
-        budget = max(budget - resumed["train_seconds"], 1.0)
-    deadline = (started if started is not None else t_start) + budget if budget else None
     env = setup_env(cfg.train.device, cfg.train.precision)
+    folder = RunFolder(cfg.train.out or folder_path, writer=env.main)
+    folder.claim(resume, overwrite)
+    try:
+        return _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget, init_from, rep, started, t_start)
+    except BaseException:
+        folder.release()
+        raise
+
+
+def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget, init_from, rep, started, t_start) -> Run:
+    budget_s = cfg.train.time_budget
+    if resumed and budget_s and new_budget is None:
+        # The saved budget covered the whole run: what is left of it is this command's.
+        budget_s = max(budget_s - resumed["train_seconds"], 1.0)
+    deadline = (started if started is not None else t_start) + budget_s if budget_s else None
     if env.world == 1 and env.device.type == "cpu":
+        from charrnn.sampling.native import build
+
         build.lib()  # a first build of the sampling kernel happens now, not in the timed final save
 
-    # Tokenizer: from the run being resumed, the model being fine-tuned, or the corpus.
+    # Tokens: from the run being resumed, the model being fine-tuned (grown by the new text's), or the corpus.
     parent = checkpoint.load(init_from) if init_from else None
     source = resumed or parent
-    tok = Tokenizer.from_dict(source["tokenizer"]) if source else Tokenizer.build(
-        text, cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count
-    )
-    if source and source is parent:
+    if source is None:
+        tok = Tokenizer.build(text, cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
+    else:
+        tok = Tokenizer.from_dict(source["tokenizer"])
+    added: list[str] = []
+    if parent is not None:
         cfg.tokenizer.level = tok.level
+        limit = cfg.tokenizer.max_vocab or (parent["config"].get("tokenizer") or {}).get("max_vocab")
+        tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
     ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
     train_ids, val_ids = split(ids, cfg.data.val_fraction)
     if len(val_ids) < 2:
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
-    shape_from = source["shape"] if source else None
+    shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
     notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
     if not resumed:
         for n in notes:
@@ -135,8 +181,11 @@ def train(
     )
     shape.dropout = cfg.model.dropout
     model = RNNLM(shape)
-    if source:
-        model.load_state_dict(source["model"])
+    if parent is not None:
+        model.load_parent(parent["model"])
+        if added:
+            what = "characters" if tok.level == "char" else "words"
+            rep.message(f"fine-tuning adds {len(added)} new {what} to the vocabulary: {show_tokens(added, 20)}")
     model.to(env.device)
     net = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
     opt = torch.optim.AdamW(
@@ -146,213 +195,175 @@ def train(
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
     batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
-    spe = batches.steps_per_epoch
     max_steps = cfg.train.max_steps
     if cfg.train.epochs:
-        max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * spe))
+        max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * batches.steps_per_epoch))
     if max_steps is None and deadline is None:
         raise UsageError("give a limit: --max-steps, --epochs or --time-budget")
 
-    step, elapsed_before, best, history = 0, 0.0, math.inf, []
-    state = model.zero_state(cfg.data.batch_size, env.device)
-    eval_every = cfg.train.eval_every
     if resumed:
-        model.load_state_dict(resumed["model"])
-        opt.load_state_dict(resumed["optimizer"])
-        if "scaler" in resumed:
-            scaler.load_state_dict(resumed["scaler"])
-        step, elapsed_before = resumed["step"], resumed["train_seconds"]
-        best, history = resumed["best_val_loss"], resumed["history"]
-        eval_every = cfg.train.eval_every or resumed["eval_every"]
-        state = tuple(s.to(env.device) for s in resumed["state"])
-        _set_rng_state(resumed["rng"])
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(cfg.to_yaml(), out / "config.yaml")
-
-    token_chars = tok.char_lengths()
-    B, T = cfg.data.batch_size, cfg.data.seq_len
-
-    def run_eval() -> Score | None:
-        if len(val_ids) < 2:
-            return None
-        return evaluate(model, val_ids, token_chars, batch_size=64, seq_len=256, warmup=256, autocast=env.autocast())
-
-    def payload(with_optimizer: bool) -> dict[str, Any]:
-        d = {
-            "format": checkpoint.FORMAT,
-            "charrnn_version": _version(),
-            "config": cfg.to_dict(),
-            "shape": model.shape_dict(),
-            "tokenizer": tok.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "step": step,
-            "tokens_seen": step * B * T * env.world,
-            "best_val_loss": best,
-            "history": history,
-            "corpus": corpus_name,
-            "corpus_sha": corpus_sha,
-        }
-        if with_optimizer:
-            d.update(
-                optimizer=opt.state_dict(), rng=_rng_state(), state=[s.detach().cpu() for s in state],
-                train_seconds=elapsed_before + train_time, eval_every=eval_every,
-                loss_window=[float(loss_sum), loss_n, train_loss],
-            )
-            if env.precision == "fp16":
-                d["scaler"] = scaler.state_dict()
-        return d
-
-    def do_eval_and_save(final: bool) -> None:
-        nonlocal best
-        t0 = time.monotonic()
-        score = run_eval()
-        timing["eval"] = time.monotonic() - t0
-        if score is not None and not math.isfinite(score.loss):
-            raise CharrnnError(f"training diverged by step {step} (validation loss {score.loss}); lower --lr")
-        if not env.main:
-            return
-        t0 = time.monotonic()
-        recent = float(loss_sum) / loss_n if loss_n else train_loss
-        record = {"step": step, "tokens": step * B * T * env.world,
-                  "train_loss": round(recent, 5) if math.isfinite(recent) else None,
-                  "seconds": round(time.monotonic() - t_start, 2)}
-        if score is not None:
-            record.update({f"val_{k}": v for k, v in score.to_dict().items()})
-            rep.evaluated(step, score)
-        history.append(record)
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=False) + "\n")
-        improved = score is not None and score.loss < best
-        if improved:
-            best = score.loss
-        if improved or (score is None and final):
-            checkpoint.save(payload(False), out / "best.pt")
-            if final and env.world == 1 and env.device.type == "cpu":
-                # The first `charrnn sample` of this run then starts without importing torch.
-                from charrnn.sampling.engine import Engine
-
-                Engine(tok, model=model, path=out / "best.pt").kernel(1)
-        checkpoint.save(payload(True), out / "last.pt")
-        timing["save"] = time.monotonic() - t0
-
-    # Reserve time at the end for the final evaluation and save (estimated, then measured).
+        state = TrainState.restore(resumed, model, opt, scaler, env.device)
+        state.eval_every = cfg.train.eval_every or state.eval_every
+    else:
+        state = TrainState(eval_every=cfg.train.eval_every)
+    if state.carried is None:
+        state.carried = model.zero_state(cfg.data.batch_size, env.device)
+    folder.start(cfg, state.history, fresh=resumed is None)
     # A save writes weights and two Adam moments; guess 200 MB/s until one is timed.
-    timing = {"eval": None, "save": 0.05 + 12 * model.num_parameters() / 2e8}
-    train_time, train_loss, tokens_done = 0.0, float("nan"), 0
-    loss_sum, loss_n = torch.zeros((), device=env.device), 0
-    if resumed:
-        window_sum, loss_n, train_loss = resumed["loss_window"]
-        loss_sum += window_sum
-    if eval_every is None and deadline is None:
-        eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
-    rep.start(max_steps, None if deadline is None else deadline - t_start, step)
+    budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
+    if state.eval_every is None and deadline is None:
+        state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
+    return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
+               corpus_name, corpus_sha, rep, t_start)
+
+
+def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
+    """Step until a limit, Ctrl-C or ``stop``; evaluate and save on the way and at the end.
+    Returns True when interrupted (last.pt then holds the state to resume)."""
+    st, budget, rep, env = run.state, run.budget, run.reporter, run.env
+    st.loss_sum = torch.zeros((), device=env.device) + st.loss_sum
+    rep.start(budget.max_steps, None if budget.deadline is None else budget.deadline - run.t_start, st.step)
+    first_step, tokens_done, step_seconds = st.step, 0, 0.0
+    budget.loop_start = time.monotonic()
     interrupted = False
     sigint = _SigintFlag()
-    t_loop = time.monotonic()
-    step_times: deque[float] = deque(maxlen=50)
-    first_step, step_seconds = step, 0.0
     try:
-        model.train()
+        run.model.train()
         try:
-            while max_steps is None or step < max_steps:
-                now = time.monotonic()
-                progress = step / max_steps if max_steps else 0.0
-                out_of_time = False
-                if deadline is not None:
-                    reserve = _reserve(timing, step_times, len(val_ids), B * T)
-                    out_of_time = now + reserve >= deadline
-                    left = deadline - t_loop - reserve
-                    progress = max(progress, (elapsed_before + now - t_loop) / max(elapsed_before + left, 1e-6))
+            while budget.max_steps is None or st.step < budget.max_steps:
+                t0 = time.monotonic()
+                out_of_time, progress = budget.check(st.step, len(run.val_ids), run.tokens_per_step)
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
                         raise KeyboardInterrupt
                 if out_of_time:
                     break
-                x, y, reset = batches.get(step)
-                if reset:
-                    state = model.zero_state(B, env.device)
-                lr = lr_at(step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
-                with env.autocast():
-                    _, loss, state = net(x, state, y)
-                state = detach(state)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.train.grad_clip > 0:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                step += 1
-                loss_sum += loss.detach()
-                loss_n += 1
-                t_now = time.monotonic()
-                step_times.append(t_now - now)
-                step_seconds += t_now - now
-                tokens_done += B * T * env.world
-                train_time = t_now - t_loop
-                if eval_every is None and deadline is not None and step - first_step == 20:
-                    eval_every = _auto_eval_every(step_times, deadline - t_now, max_steps, step)
-                if step % 10 == 0 or step == max_steps:
-                    train_loss = float(loss_sum) / loss_n
-                    loss_sum.zero_()
-                    loss_n = 0
-                    if not math.isfinite(train_loss):
-                        raise CharrnnError(f"training diverged at step {step} (loss {train_loss}); lower --lr")
-                    rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
-                if eval_every and step % eval_every == 0 and step != max_steps:
-                    do_eval_and_save(final=False)
-                if (sigint.raised and env.world == 1) or (stop is not None and stop(step)):
+                _train_step(run, progress)
+                t1 = time.monotonic()
+                budget.step_times.append(t1 - t0)
+                step_seconds += t1 - t0
+                tokens_done += run.tokens_per_step
+                st.train_seconds = budget.elapsed_before + t1 - budget.loop_start
+                if st.eval_every is None and st.step - first_step == 20:
+                    st.eval_every = budget.auto_eval_every(st.step)
+                if st.step % REPORT_EVERY == 0 or st.step == budget.max_steps:
+                    _report_train_loss(run, tokens_done / max(step_seconds, 1e-9))
+                if st.eval_every and st.step % st.eval_every == 0 and st.step != budget.max_steps:
+                    evaluate_and_save(run, final=False)
+                if (sigint.raised and env.world == 1) or (stop is not None and stop(st.step)):
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             interrupted = True
         finally:
             sigint.restore()
-        if loss_n:
-            train_loss = float(loss_sum) / loss_n
+        if st.loss_n:
+            st.train_loss = float(st.loss_sum) / st.loss_n
         if interrupted:
             if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
-                checkpoint.save(payload(True), out / "last.pt")
-        elif not history or history[-1]["step"] != step:
-            do_eval_and_save(final=True)
-        rep.step(step, train_loss, tokens_done / max(step_seconds, 1e-9), time.monotonic() - t_start)
+                checkpoint.save(run.payload(True), run.folder.last)
+        elif not st.history or st.history[-1]["step"] != st.step:
+            evaluate_and_save(run, final=True)
+        run.tokens_per_second = tokens_done / max(step_seconds, 1e-9)
+        rep.step(st.step, st.train_loss, run.tokens_per_second, time.monotonic() - run.t_start)
     finally:
         rep.finish()
-    summary = {
-        "best_val_loss": best if math.isfinite(best) else None,
-        "final_val_loss": history[-1].get("val_loss") if history else None,
-        "train_loss": train_loss if math.isfinite(train_loss) else None,
-        "steps": step,
-        "tokens": step * B * T * env.world,
-        "tokens_per_second": round(tokens_done / max(step_seconds, 1e-9), 1),
-        "train_seconds": round(train_time, 2),
-        "seconds": round(time.monotonic() - t_start, 2),
+    return interrupted
+
+
+def _train_step(run: Run, progress: float) -> None:
+    """One optimizer step on the next batch, the hidden state carried (and reset at epoch ends)."""
+    st, cfg, env = run.state, run.cfg, run.env
+    x, y, reset = run.batches.get(st.step)
+    if reset:
+        st.carried = run.model.zero_state(cfg.data.batch_size, env.device)
+    lr = lr_at(st.step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr
+    x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
+    with env.autocast():
+        _, loss, carried = run.net(x, st.carried, y)
+    st.carried = detach(carried)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if cfg.train.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    st.step += 1
+    st.loss_sum += loss.detach()
+    st.loss_n += 1
+
+
+def _report_train_loss(run: Run, tokens_per_second: float) -> None:
+    st = run.state
+    st.train_loss = float(st.loss_sum) / st.loss_n
+    st.loss_sum.zero_()
+    st.loss_n = 0
+    if not math.isfinite(st.train_loss):
+        raise CharrnnError(f"training diverged at step {st.step} (loss {st.train_loss}); lower --lr")
+    run.reporter.step(st.step, st.train_loss, tokens_per_second, time.monotonic() - run.t_start)
+
+
+def evaluate_and_save(run: Run, final: bool) -> None:
+    """Score the validation split, log it to metrics.jsonl, save best.pt when it improved (or at
+    the end of a run that cannot evaluate) and last.pt always; time both for the budget."""
+    st, env, budget = run.state, run.env, run.budget
+    t0 = time.monotonic()
+    score = None
+    if len(run.val_ids) >= 2:
+        score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
+                         autocast=env.autocast())
+    budget.eval_seconds = time.monotonic() - t0
+    if score is not None and not math.isfinite(score.loss):
+        raise CharrnnError(f"training diverged by step {st.step} (validation loss {score.loss}); lower --lr")
+    if not env.main:
+        return
+    t0 = time.monotonic()
+    recent = float(st.loss_sum) / st.loss_n if st.loss_n else st.train_loss
+    record = {"step": st.step, "tokens": st.step * run.tokens_per_step,
+              "train_loss": round(recent, 5) if math.isfinite(recent) else None,
+              "seconds": round(time.monotonic() - run.t_start, 2)}
+    if score is not None:
+        record.update({f"val_{k}": v for k, v in score.to_dict().items()})
+        run.reporter.evaluated(st.step, score)
+    st.history.append(record)
+    run.folder.append_metrics(record)
+    improved = score is not None and score.loss < st.best_val_loss
+    if improved:
+        st.best_val_loss = score.loss
+    if improved or (score is None and final):
+        checkpoint.save(run.payload(False), run.folder.best)
+        if final and env.world == 1 and env.device.type == "cpu":
+            from charrnn.sampling.engine import Engine
+
+            # The first `charrnn sample` of this run then starts without importing torch.
+            Engine(run.tok, model=run.model, path=run.folder.best).kernel(1)
+    checkpoint.save(run.payload(True), run.folder.last)
+    budget.save_seconds = time.monotonic() - t0
+
+
+def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
+    st, model, env = run.state, run.model, run.env
+    best = run.folder.best
+    return {
+        "best_val_loss": st.best_val_loss if math.isfinite(st.best_val_loss) else None,
+        "final_val_loss": st.history[-1].get("val_loss") if st.history else None,
+        "train_loss": st.train_loss if math.isfinite(st.train_loss) else None,
+        "steps": st.step,
+        "tokens": st.step * run.tokens_per_step,
+        "tokens_per_second": round(run.tokens_per_second, 1),
+        "train_seconds": round(st.train_seconds - run.budget.elapsed_before, 2),
+        "seconds": round(time.monotonic() - run.t_start, 2),
         "parameters": model.num_parameters(),
         "non_embedding_parameters": model.num_parameters(non_embedding=True),
         "precision": env.precision,
         "device": str(env.device),
-        "checkpoint": str(out / ("best.pt" if (out / "best.pt").exists() else "last.pt")),
-        "out": str(out),
+        "checkpoint": str(best if best.exists() else run.folder.last),
+        "out": str(run.folder.path),
         "interrupted": interrupted,
     }
-    if env.world > 1:
-        dist.destroy_process_group()
-    return summary
-
-
-def saved_corpus(out: str | None) -> str | None:
-    """The corpus a run in ``out`` (default: the default corpus' run) was trained on, from its config.yaml."""
-    from charrnn.config import load_yaml
-    from charrnn.data import DEFAULT_CORPUS
-
-    path = Path(out or checkpoint.DEFAULT_ROOT / DEFAULT_CORPUS) / "config.yaml"
-    if not path.is_file():
-        raise UsageError(f"nothing to resume: {path} does not exist; give --out the run folder")
-    return (load_yaml(path).get("data") or {}).get("corpus")
 
 
 def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
@@ -361,26 +372,6 @@ def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         (decay if p.dim() >= 2 and not name.startswith("emb") else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _reserve(timing: dict, step_times: deque[float], val_tokens: int, tokens_per_step: int) -> float:
-    """Seconds to keep for the final evaluation and save."""
-    ev = timing["eval"]
-    if ev is None:
-        # Before the first evaluation, guess: a forward pass costs about a third of a training step.
-        per_step = sorted(step_times)[len(step_times) // 2] if step_times else 0.05
-        ev = val_tokens / tokens_per_step * per_step / 3 + 0.3
-    # The margin covers the interpreter's exit, which unloading torch makes slow.
-    return 1.15 * ev + 1.5 * timing["save"] + 0.6
-
-
-def _auto_eval_every(step_times: deque[float], time_left: float, max_steps: int | None, step: int) -> int:
-    """About four evaluations over the run."""
-    per_step = sorted(step_times)[len(step_times) // 2]
-    expected = time_left / per_step
-    if max_steps is not None:
-        expected = min(expected, max_steps - step)
-    return max(1, int(expected / 4))
 
 
 class _SigintFlag:
@@ -413,9 +404,3 @@ def _agree(env: Env, out_of_time: bool, interrupted: bool, progress: float) -> t
     t = torch.tensor(mine, dtype=torch.float64, device=env.device)
     dist.all_reduce(t)
     return bool(t[0] > 0), bool(t[1] > 0), float(t[2])
-
-
-def _version() -> str:
-    from charrnn import __version__
-
-    return __version__

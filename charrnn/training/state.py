@@ -1,0 +1,110 @@
+"""Everything a run carries from step to step, and what best.pt and last.pt hold: written here
+and restored here, nowhere else.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable with
+``weights_only=True``). best.pt holds what sampling and scoring need: the run config, the model
+shape and weights, the tokenizer, the step and the history. last.pt adds what an exact resume
+needs: the optimizer (AdamW moments), the grad scaler (fp16), the RNG states, the hidden state
+carried between batches, the seconds trained, the evaluation cadence and the training-loss window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from charrnn import checkpoint
+from charrnn.config import RunConfig
+from charrnn.model import RNNLM, State
+from charrnn.tokenizer import Tokenizer
+
+
+def rng_state() -> dict[str, Any]:
+    s = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["cpu"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+@dataclass
+class TrainState:
+    """The loop's counters and carried values. Loss figures are in nats/token."""
+
+    step: int = 0
+    """Optimizer steps taken in the whole run."""
+    train_seconds: float = 0.0
+    """Seconds spent in the training loop before this process (resumes add up)."""
+    best_val_loss: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One record per evaluation, as in metrics.jsonl."""
+    eval_every: int | None = None
+    loss_sum: float | torch.Tensor = 0.0
+    """Sum of the per-step losses since the last report (every 10 steps); a tensor on the device
+    while training, so that no step waits for the device to sync."""
+    loss_n: int = 0
+    train_loss: float = float("nan")
+    """The last reported mean training loss."""
+    carried: State | None = None
+    """The hidden state carried from one batch to the next (truncated BPTT), (layers, B, H) each."""
+
+    def payload(
+        self, cfg: RunConfig, model: RNNLM, tok: Tokenizer, corpus: str, corpus_sha: str, tokens_per_step: int,
+        optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
+        train_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """The checkpoint dict: best.pt without ``optimizer``, last.pt (resumable) with it."""
+        from charrnn import __version__
+
+        d = {
+            "format": checkpoint.FORMAT,
+            "charrnn_version": __version__,
+            "config": cfg.to_dict(),
+            "shape": model.shape_dict(),
+            "tokenizer": tok.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "step": self.step,
+            "tokens_seen": self.step * tokens_per_step,
+            "best_val_loss": self.best_val_loss,
+            "history": self.history,
+            "corpus": corpus,
+            "corpus_sha": corpus_sha,
+        }
+        if optimizer is not None:
+            d.update(
+                optimizer=optimizer.state_dict(), rng=rng_state(),
+                state=[s.detach().cpu() for s in self.carried] if self.carried is not None else None,
+                train_seconds=self.train_seconds if train_seconds is None else train_seconds,
+                eval_every=self.eval_every, loss_window=[float(self.loss_sum), self.loss_n, self.train_loss],
+            )
+            if scaler is not None and scaler.is_enabled():
+                d["scaler"] = scaler.state_dict()
+        return d
+
+    @classmethod
+    def restore(
+        cls, ckpt: dict[str, Any], model: RNNLM, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+        device: torch.device,
+    ) -> TrainState:
+        """Load a last.pt into the model, optimizer, scaler and RNG; return the loop's state."""
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        loss_sum, loss_n, train_loss = ckpt["loss_window"]
+        carried = ckpt.get("state")
+        return cls(
+            step=ckpt["step"], train_seconds=ckpt["train_seconds"], best_val_loss=ckpt["best_val_loss"],
+            history=list(ckpt["history"]), eval_every=ckpt["eval_every"], loss_sum=float(loss_sum),
+            loss_n=int(loss_n), train_loss=float(train_loss),
+            carried=None if carried is None else tuple(s.to(device) for s in carried),
+        )
