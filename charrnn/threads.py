@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 def quiet_waits() -> None:
@@ -40,17 +41,24 @@ def cpu_count() -> int:
 
 class ThreadTuner:
     """Chooses 1 or ``most`` threads for each piece of work by its measured cost per unit (a step,
-    a token). Each count is tried first; after that the other count is tried again once every
-    ``recheck`` seconds, on a small piece, since the load of the machine changes.
+    a token). Each count is tried first (the very first piece, which pays for warm-ups, is not
+    counted); after that the other count is tried again ``recheck`` seconds later, on a small
+    piece where the work can be split, since the load of the machine changes. A trial that loses
+    doubles the wait before the next one, up to ``max_recheck``, so a count that keeps losing costs
+    little.
 
-    Use: ``threads, trial = tuner.choose()``, run the work (a small piece when ``trial``), then
-    ``tuner.record(threads, units, seconds)``."""
+    Use: ``with tuner.timed(units): work()`` (``apply``, e.g. ``torch.set_num_threads``, sets the
+    count), or ``threads, trial = tuner.choose()``, the work, ``tuner.record(threads, units,
+    seconds, trial)``."""
 
-    def __init__(self, most: int, recheck: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, most: int, recheck: float = 2.0, max_recheck: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, apply: Callable[[int], None] | None = None):
         self.options = (most, 1) if most > 1 else (1,)
-        self.recheck, self.clock = recheck, clock
+        self.recheck, self.max_recheck, self.clock, self.apply = recheck, max_recheck, clock, apply
         self.cost: dict[int, float] = {}  # seconds per unit, latest (smoothed for the one in use)
+        self.wait = recheck
         self.last_trial = -math.inf
+        self.warm = False
 
     @property
     def best(self) -> int:
@@ -63,17 +71,31 @@ class ThreadTuner:
         for n in self.options:
             if n not in self.cost:
                 return n, True
-        if len(self.options) > 1 and self.clock() - self.last_trial >= self.recheck:
+        if len(self.options) > 1 and self.clock() - self.last_trial >= self.wait:
             return next(n for n in self.options if n != self.best), True
         return self.best, False
 
     def record(self, threads: int, units: float, seconds: float, trial: bool = False) -> None:
         """``units`` of work took ``seconds`` with ``threads``; ``trial`` as ``choose`` said."""
-        if units <= 0:
+        if not self.warm or units <= 0:
+            self.warm = units > 0
             return
         cost = seconds / units
         if trial or threads not in self.cost:
+            before = self.best if self.cost else None
             self.cost[threads] = cost
             self.last_trial = self.clock()
+            if before is not None and before != threads:
+                self.wait = self.recheck if self.best == threads else min(2 * self.wait, self.max_recheck)
         else:  # the count in use: smoothed, so one slow piece does not flip the choice
             self.cost[threads] = 0.7 * self.cost[threads] + 0.3 * cost
+
+    @contextmanager
+    def timed(self, units: float = 1) -> Iterator[int]:
+        """Run a piece of ``units`` with the chosen count (set through ``apply``) and time it."""
+        threads, trial = self.choose()
+        if self.apply is not None:
+            self.apply(threads)
+        t0 = time.perf_counter()
+        yield threads
+        self.record(threads, units, time.perf_counter() - t0, trial)

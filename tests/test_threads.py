@@ -33,33 +33,46 @@ def run(tuner: ThreadTuner, clock: Clock, cost: dict[int, float], pieces: int) -
 def test_tries_both_then_keeps_the_faster():
     clock = Clock()
     tuner = ThreadTuner(4, recheck=1.0, clock=clock)
-    seen = run(tuner, clock, {4: 0.001, 1: 0.003}, 5)
-    assert seen[:2] == [(4, True), (1, True)]
-    assert seen[2:] == [(4, False)] * 3
+    seen = run(tuner, clock, {4: 0.001, 1: 0.003}, 6)
+    # The first piece pays for warm-ups and is not counted.
+    assert seen[:3] == [(4, True), (4, True), (1, True)]
+    assert seen[3:] == [(4, False)] * 3
     assert tuner.best == 4
 
 
-def test_follows_a_change_of_load_within_a_recheck():
+def test_follows_a_change_of_load():
     clock = Clock()
-    tuner = ThreadTuner(2, recheck=1.0, clock=clock)
+    tuner = ThreadTuner(2, recheck=1.0, max_recheck=8.0, clock=clock)
     run(tuner, clock, {2: 0.001, 1: 0.0015}, 10)
     assert tuner.best == 2
     # Another process takes a core: two threads now wait on each other, one thread is unhurt.
-    seen = run(tuner, clock, {2: 0.03, 1: 0.0015}, 30)
+    start = clock.now
+    seen = run(tuner, clock, {2: 0.03, 1: 0.0015}, 400)
     assert tuner.best == 1
     assert all(t == 1 or trial for t, trial in seen[2:])  # one slow piece flips the smoothed cost
-    # Trials of the slow count stay rare: at most one per second of work, on small pieces.
-    trials = [s for s in seen if s == (2, True)]
-    assert len(trials) <= clock.now / 1.0 + 1
-    # The load goes away: two threads win again.
-    run(tuner, clock, {2: 0.001, 1: 0.0015}, 40)
+    # Trials of the losing count get rarer: the wait doubles up to max_recheck.
+    trials = sum(1 for s in seen if s == (2, True))
+    assert 2 <= trials <= 3 + (clock.now - start) / 8.0
+    # The load goes away: two threads win again at the next trial.
+    run(tuner, clock, {2: 0.001, 1: 0.0015}, 200)
     assert tuner.best == 2
+
+
+def test_timed_sets_the_count_and_measures_the_work():
+    clock, applied = Clock(), []
+    tuner = ThreadTuner(2, clock=clock, apply=applied.append)
+    for _ in range(4):
+        with tuner.timed(units=3) as threads:
+            assert applied[-1] == threads
+    assert applied[:3] == [2, 2, 1] and set(tuner.cost) == {1, 2}
 
 
 def test_one_cpu_never_tries_anything():
     tuner = ThreadTuner(1)
-    assert tuner.choose() == (1, True)
-    tuner.record(1, 10, 0.01, True)
+    for _ in range(3):
+        threads, _ = tuner.choose()
+        assert threads == 1
+        tuner.record(1, 10, 0.01)
     assert tuner.choose() == (1, False)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
+from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training.autosize import autosize
 from charrnn.training.budget import Budget, lr_at
@@ -227,6 +229,9 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
     budget.loop_start = time.monotonic()
     interrupted = False
     sigint = _SigintFlag()
+    # One thread or all, whichever steps faster now (threads.py): other busy processes on the cores.
+    threads = torch.get_num_threads()
+    tuner = ThreadTuner(threads, apply=torch.set_num_threads) if env.device.type == "cpu" and env.world == 1 else None
     try:
         run.model.train()
         try:
@@ -239,7 +244,8 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
                         raise KeyboardInterrupt
                 if out_of_time:
                     break
-                _train_step(run, progress)
+                with tuner.timed() if tuner else nullcontext():
+                    _train_step(run, progress)
                 t1 = time.monotonic()
                 budget.step_times.append(t1 - t0)
                 step_seconds += t1 - t0
@@ -267,6 +273,7 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
         run.tokens_per_second = tokens_done / max(step_seconds, 1e-9)
         rep.step(st.step, st.train_loss, run.tokens_per_second, time.monotonic() - run.t_start)
     finally:
+        torch.set_num_threads(threads)
         rep.finish()
     return interrupted
 
