@@ -28,7 +28,8 @@ from charrnn.evaluate import Score, evaluate
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
-from charrnn.training.autosize import autosize
+from charrnn.training import probe
+from charrnn.training.autosize import autosize, corpus_hidden
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState
@@ -173,6 +174,10 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
     shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
+    if shape_from is None and deadline is not None:  # a budgeted CPU run times its candidates (probe.py)
+        plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)))
+        if plan is not None:
+            rep.message(plan.describe())
     notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
     if not resumed:
         for n in notes:
