@@ -155,6 +155,12 @@ class Plan:
     predicted_loss: float
     measured: dict[tuple[int, int, str], float] | None = None
 
+    def to_dict(self) -> dict:
+        timed = {f"{l}x{h} {p}": round(r) for (l, h, p), r in (self.measured or {}).items()}
+        return {"layers": self.layers, "hidden": self.hidden, "precision": self.precision, "lr": self.lr,
+                "tokens_per_second": round(self.tokens_per_second), "predicted_loss": round(self.predicted_loss, 4),
+                "timed_tokens_per_second": timed}
+
     def describe(self) -> str:
         timed = ", ".join(f"{l}x{h} {p} {r / 1000:.0f}k" for (l, h, p), r in (self.measured or {}).items())
         return (f"measured plan: {self.layers}x{self.hidden} LSTM, {self.precision}, lr {self.lr:g}, "

@@ -70,6 +70,7 @@ class Run:
     reporter: Reporter
     t_start: float
     tokens_per_second: float = 0.0
+    plan: dict[str, Any] | None = None  # what the probe timed and chose (probe.py)
 
     @property
     def tokens_per_step(self) -> int:
@@ -174,6 +175,7 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
     shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
+    plan = None
     if shape_from is None and deadline is not None:  # a budgeted CPU run times its candidates (probe.py)
         plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)))
         if plan is not None:
@@ -221,7 +223,7 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-               corpus_name, corpus_sha, rep, t_start)
+               corpus_name, corpus_sha, rep, t_start, plan=plan.to_dict() if plan else None)
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -375,7 +377,7 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "checkpoint": str(best if best.exists() else run.folder.last),
         "out": str(run.folder.path),
         "interrupted": interrupted,
-    }
+    } | ({"plan": run.plan} if run.plan else {})
 
 
 def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
