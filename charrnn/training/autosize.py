@@ -113,8 +113,8 @@ def fit_loss_model(rows: list[tuple[float, float, int, float]]) -> tuple[dict[st
     N, D, layers, L = (np.array(c, dtype=float) for c in zip(*rows))
     deeper = layers - 1
     best = None
-    for alpha in np.arange(0.05, 1.01, 0.025):
-        for beta in np.arange(0.05, 1.01, 0.025):
+    for alpha in np.arange(0.05, 2.01, 0.025):
+        for beta in np.arange(0.05, 2.01, 0.025):
             X = np.stack([np.ones_like(N), N**-alpha, D**-beta, deeper * D**-beta], axis=1)
             if not deeper.any():
                 X = X[:, :3]

@@ -447,6 +447,10 @@ typedef struct {
 
 static float *h_of(const Net *n, int l, int b) { return n->xh[l] + (size_t)b * n->K[l] + (l == 0 ? 0 : n->H); }
 
+/* Several streams are computed in whole tiles of 8: the padding rows (zeros in, ignored out) cost
+ * less than the narrow tiles a remainder would need. Bp >= that, as kernel.py pads to 16. */
+static int tile_streams(const Net *n) { return n->B == 1 ? 1 : (n->B + 7) / 8 * 8; }
+
 static void products(const Net *n, const void *w, int K, const float *x) {
 #if defined(HAVE_AMX)
     if (n->B > 1 && n->bf16 && amx_ready) {
@@ -456,8 +460,9 @@ static void products(const Net *n, const void *w, int K, const float *x) {
         return;
     }
 #endif
-    if (n->bf16) gemm_bf16(w, n->rows, K, x, n->B, n->gates, n->rows, n->scratch, n->nthreads);
-    else gemm_f32(w, n->rows, K, x, K, n->B, n->gates, n->rows, n->nthreads);
+    int B = tile_streams(n);
+    if (n->bf16) gemm_bf16(w, n->rows, K, x, B, n->gates, n->rows, n->scratch, n->nthreads);
+    else gemm_f32(w, n->rows, K, x, K, B, n->gates, n->rows, n->nthreads);
 }
 
 /* Feed one token per stream; leaves next-token logits in n->logits. */
@@ -475,7 +480,8 @@ void charrnn_lstm_step(const Net *n, const int64_t *toks) {
     }
     for (int b = 0; b < n->B; b++) memcpy(n->logits + (size_t)b * n->head_rows, n->head_b, sizeof(float) * n->head_rows);
     const float *h = h_of(n, n->layers - 1, 0);
-    gemm_f32(n->head_w, n->head_rows, n->head_K, h, n->K[n->layers - 1], n->B, n->logits, n->head_rows, n->nthreads);
+    gemm_f32(n->head_w, n->head_rows, n->head_K, h, n->K[n->layers - 1], tile_streams(n), n->logits, n->head_rows,
+             n->nthreads);
 }
 
 /* Draw a token per stream from the current logits, feed them, repeat: out (B, count). */
