@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.training.autosize import CANDIDATES, choose_plan, fit_loss_model, lr_for, predicted_loss
+from charrnn.training.autosize import candidates, choose_plan, fit_loss_model, lr_for, predicted_loss
+
+SHAPES = candidates(60) + candidates(600)
 
 
-def timings(speed: float, bf16: float = 1.0, shapes=CANDIDATES) -> dict:
+def timings(speed: float, bf16: float = 1.0, shapes=SHAPES) -> dict:
     """tokens/s per (layers, hidden, precision) of a machine ``speed`` times as fast as a 2-core
     CPU, falling with the size of the model (work per token ~ 4 * layers * hidden^2)."""
     out = {}
@@ -62,12 +64,11 @@ def test_nothing_measured_is_an_error():
 def test_the_loss_model_falls_with_size_and_tokens_and_its_fit_recovers_one():
     assert predicted_loss(1e6, 1e7) < predicted_loss(1e5, 1e7)
     assert predicted_loss(1e6, 1e8) < predicted_loss(1e6, 1e7)
-    true = {"E": 1.2, "A": 20.0, "alpha": 0.3, "B": 80.0, "beta": 0.3, "B_deeper": 20.0}
-    rows = [(n, d, l, predicted_loss(n, d, l, true)) for n in (1e5, 3e5, 1e6, 3e6) for d in (1e6, 5e6, 2e7) for l in (1, 2)]
+    true = {"E": 1.2, "A": 20.0, "alpha": 0.3, "B": 80.0, "beta": 0.3}
+    rows = [(n, d, predicted_loss(n, d, true)) for n in (1e5, 3e5, 1e6, 3e6) for d in (1e6, 5e6, 2e7)]
     model, rms = fit_loss_model(rows)
     assert rms < 0.01
-    for layers in (1, 2):
-        assert abs(predicted_loss(2e6, 1e7, layers, model) - predicted_loss(2e6, 1e7, layers, true)) < 0.02
+    assert abs(predicted_loss(2e6, 1e7, model) - predicted_loss(2e6, 1e7, true)) < 0.02
 
 
 # The probe times real steps: its tests check what it does with the timings, not the timings.
@@ -93,7 +94,7 @@ def test_probe_times_candidates_and_writes_the_plan_into_the_config():
 
     cfg, env = _cfg(), Env(torch.device("cpu"), "fp32")
     rng = torch.get_rng_state()
-    plan = probe.plan_run(cfg, env, vocab=20, seconds_left=60, candidates=TINY)
+    plan = probe.plan_run(cfg, env, vocab=20, seconds_left=60, shapes=TINY)
     assert torch.equal(torch.get_rng_state(), rng)  # the run's random state is untouched
     assert (plan.layers, plan.hidden) in TINY and plan.precision == "fp32"
     assert (cfg.model.layers, cfg.model.hidden, cfg.train.lr) == (plan.layers, plan.hidden, plan.lr)
@@ -108,10 +109,23 @@ def test_flags_override_the_probe():
 
     cfg = _cfg(hidden=24)
     cfg.train.lr = 0.5
-    plan = probe.plan_run(cfg, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, candidates=TINY)
+    plan = probe.plan_run(cfg, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY)
     assert plan.hidden == 24 and cfg.model.hidden == 24 and cfg.train.lr == 0.5
     given = _cfg(layers=1, hidden=16)
-    assert probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, candidates=TINY) is None
+    assert probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY) is None
     short = _cfg()
-    assert probe.plan_run(short, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=5, candidates=TINY) is None
+    assert probe.plan_run(short, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=5, shapes=TINY) is None
     assert short.model.layers is None
+
+
+def test_candidates_follow_the_budget_and_the_loss_model_fits_the_sweeps():
+    import json
+    from pathlib import Path
+
+    from charrnn.training.autosize import LOSS_MODEL, TWO_LAYERS_BEYOND
+
+    assert {l for l, _ in candidates(90)} == {1} and {l for l, _ in candidates(TWO_LAYERS_BEYOND + 1)} == {2}
+    rows = Path(__file__).parents[1] / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
+    for r in map(json.loads, rows.read_text().splitlines()):
+        if r["layers"] == 1:
+            assert abs(predicted_loss(r["params"], r["tokens"], LOSS_MODEL) - r["val_loss"]) < 0.03, r

@@ -105,39 +105,48 @@ def non_embedding_params(layers: int, hidden: int, vocab: int, embed: int) -> in
     return rnn + hidden * vocab + vocab
 
 
-def fit_loss_model(rows: list[tuple[float, float, int, float]]) -> tuple[dict[str, float], float]:
-    """Fit the loss model (``predicted_loss``) to (N params, D tokens, layers, loss) rows: the
-    exponents on a grid, the coefficients by least squares. Returns (the model, the rms error)."""
+def fit_loss_model(rows: list[tuple[float, float, float]]) -> tuple[dict[str, float], float]:
+    """Fit the loss model (``predicted_loss``) to (N params, D tokens, loss) rows: the exponents
+    on a grid, E, A, B by least squares. Returns (the model, the rms error in nats)."""
     import numpy as np
 
-    N, D, layers, L = (np.array(c, dtype=float) for c in zip(*rows))
-    deeper = layers - 1
+    N, D, L = (np.array(c, dtype=float) for c in zip(*rows))
     best = None
     for alpha in np.arange(0.05, 2.01, 0.025):
         for beta in np.arange(0.05, 2.01, 0.025):
-            X = np.stack([np.ones_like(N), N**-alpha, D**-beta, deeper * D**-beta], axis=1)
-            if not deeper.any():
-                X = X[:, :3]
+            X = np.stack([np.ones_like(N), N**-alpha, D**-beta], axis=1)
             coef, *_ = np.linalg.lstsq(X, L, rcond=None)
             if coef[1] < 0 or coef[2] < 0:
                 continue
             err = float(np.sqrt(np.mean((X @ coef - L) ** 2)))
             if best is None or err < best[1]:
-                best = ({"E": float(coef[0]), "A": float(coef[1]), "alpha": round(float(alpha), 3), "B": float(coef[2]),
-                         "beta": round(float(beta), 3), "B_deeper": float(coef[3]) if len(coef) > 3 else 0.0}, err)
+                best = ({"E": round(float(coef[0]), 4), "A": round(float(coef[1]), 1), "alpha": round(float(alpha), 3),
+                         "B": round(float(coef[2]), 1), "beta": round(float(beta), 3)}, err)
     return best
 
 
 # ---------------------------------------------------------------- sizing by measurement
 
-# Shapes a budgeted CPU run may choose among (layers, hidden), smallest first; probe.py times them.
-CANDIDATES = [(1, 128), (1, 192), (1, 256), (1, 320), (1, 384), (2, 256), (1, 512), (2, 320), (2, 384), (2, 512)]
+# Widths a budgeted CPU run may choose among, narrowest first (probe.py times them), and the
+# budget beyond which they have two layers. The layer count stays the table's: the sweeps show
+# two layers trailing one layer of the same cost by 0.1-0.2 nats up to 4M tokens
+# (bench/sweeps/loss_vs_tokens.jsonl) and winning at 10 minutes (2x320 1.4033 against 1x512
+# 1.421, on the Xeon), too few points to model where they cross.
+WIDTHS = [128, 192, 256, 320, 384, 512]
+TWO_LAYERS_BEYOND = 240.0
+
+
+def candidates(seconds: float) -> list[tuple[int, int]]:
+    """(layers, hidden) shapes worth timing for a run with ``seconds`` left, smallest first."""
+    layers = 1 if seconds <= TWO_LAYERS_BEYOND else 2
+    return [(layers, h) for h in WIDTHS]
+
+
 # Validation loss (nats/char) reached after D training tokens by a model of N non-embedding
-# parameters and `layers` layers, with the full schedule:
-#   L = E + A / N**alpha + (B + B_deeper * (layers - 1)) / D**beta
-# (deeper nets learn more slowly at first, whatever their size), fitted to
-# bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches) by bench/loss_sweep.py --fit.
-LOSS_MODEL = {"E": 1.0, "A": 30.0, "alpha": 0.35, "B": 150.0, "beta": 0.35, "B_deeper": 0.0}
+# parameters with the full schedule: L = E + A / N**alpha + B / D**beta, fitted to the one-layer
+# rows of bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches, rms error 0.010
+# nats) by `python bench/loss_sweep.py --fit`. Two-layer shapes are scored at their size.
+LOSS_MODEL = {"E": 1.3726, "A": 171125.6, "alpha": 1.175, "B": 4314.3, "beta": 0.675}
 # Of the seconds left when the plan is made, the share that goes to training steps (evaluations,
 # saves and the exit take the rest).
 TRAIN_SHARE = 0.85
@@ -168,10 +177,9 @@ class Plan:
                 + (f" (timed tokens/s: {timed})" if timed else ""))
 
 
-def predicted_loss(params: float, tokens: float, layers: int = 1, model: dict[str, float] = LOSS_MODEL) -> float:
+def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_MODEL) -> float:
     """The loss model at N = ``params``, D = ``tokens`` (see LOSS_MODEL)."""
-    data = model["B"] + model.get("B_deeper", 0.0) * (layers - 1)
-    return model["E"] + model["A"] * params ** -model["alpha"] + data * max(tokens, 1.0) ** -model["beta"]
+    return model["E"] + model["A"] * params ** -model["alpha"] + model["B"] * max(tokens, 1.0) ** -model["beta"]
 
 
 def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hidden: int) -> str | None:
@@ -189,7 +197,7 @@ def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int
     """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``."""
     p = best_precision(measured, layers, hidden)
     tokens = measured[(layers, hidden, p)] * TRAIN_SHARE * max(seconds, 0.0)
-    return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens, layers)
+    return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens)
 
 
 def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None) -> Plan:

@@ -18,7 +18,7 @@ import torch
 
 from charrnn.device import Env
 from charrnn.model import RNNLM, ModelShape
-from charrnn.training.autosize import CANDIDATES, Plan, choose_plan, embed_for, predicted_plan_loss
+from charrnn.training.autosize import Plan, candidates, choose_plan, embed_for, predicted_plan_loss
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
@@ -50,15 +50,15 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
 
 
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
-            seconds_left: float, candidates: list[tuple[int, int]] = CANDIDATES, limit: float = PROBE_MAX) -> Measured:
-    """tokens/s per (layers, hidden, precision), candidates in order of size. Both precisions are
+            seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX) -> Measured:
+    """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. Both precisions are
     timed until one is clearly faster (by 10%); then the slower one is dropped. Stops after
     ``limit`` seconds, or once two candidates in a row predict a worse loss than the best so far
     (bigger ones only run slower)."""
     measured: Measured = {}
     t0 = time.monotonic()
     best, worse = float("inf"), 0
-    for layers, hidden in candidates:
+    for layers, hidden in shapes:
         if time.monotonic() - t0 > limit:
             break
         for p in precisions:
@@ -77,24 +77,27 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
 
 
 def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
-             candidates: list[tuple[int, int]] = CANDIDATES) -> Plan | None:
+             shapes: list[tuple[int, int]] | None = None) -> Plan | None:
     """Measure and choose where it applies: an LSTM on one CPU process with a time budget of
-    MIN_BUDGET seconds or more, and its layers and hidden size not given. Writes the plan's
+    MIN_BUDGET seconds or more, and its layers and hidden size not both given. Writes the plan's
     layers, hidden size, precision (when 'auto') and lr (when not given) into ``cfg`` and
     ``env``; returns it (None where nothing was measured). ``max_hidden``: the widest layer the
-    corpus can feed."""
+    corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``)."""
     m, t = cfg.model, cfg.train
-    embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
     if (env.device.type != "cpu" or env.world > 1 or m.cell != "lstm" or seconds_left is None
             or seconds_left < MIN_BUDGET or (m.layers is not None and m.hidden is not None)):
         return None
-    candidates = [(l, h) for l, h in candidates if (m.layers in (None, l)) and (m.hidden in (None, h)) and h <= max_hidden]
-    if not candidates:
+    shapes = shapes or [(m.layers or l, h) for l, h in candidates(seconds_left)]
+    shapes = [(l, h) for l, h in shapes if m.layers in (None, l) and m.hidden in (None, h) and h <= max_hidden]
+    if m.hidden is not None and not shapes:
+        shapes = [(l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left))]
+    if not shapes:
         return None
+    embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
     precisions = ["bf16", "fp32"] if t.precision == "auto" and env.precision == "bf16" else [env.precision]
     t0 = time.monotonic()
     measured = measure(precisions, vocab, embed, cfg.data.batch_size or 32, cfg.data.seq_len or 64, env.device,
-                       seconds_left, candidates, min(PROBE_MAX, PROBE_SHARE * seconds_left))
+                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left))
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
