@@ -21,6 +21,8 @@ _PUBLIC = {
     "train": "charrnn.api",
     "CharRNN": "charrnn.api",
     "TrainResult": "charrnn.api",
+    "Sample": "charrnn.api",
+    "Draw": "charrnn.api",
     "Score": "charrnn.evaluate",
     "LineScore": "charrnn.evaluate",
     "RunConfig": "charrnn.config",

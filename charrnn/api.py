@@ -62,18 +62,101 @@ class CharRNN:
             self._info = describe(load(self.path))
         return self._info
 
+    @property
+    def is_records(self) -> bool:
+        """True for a records model (``--records``): each sample is one whole record."""
+        return self.tokenizer.end_id is not None
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels a labelled records model can generate."""
+        return sorted(self.tokenizer.labels)
+
     def generate(
         self, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int | None = None,
         top_p: float | None = None, seed: int | None = None, stop: str | None = None, n: int = 1,
-        unknown: str = "error",
+        unknown: str = "error", label: str | None = None,
     ) -> Iterator[list[str]]:
         """``n`` samples side by side: yields a list of ``n`` strings per chunk, the text each
         sample gained (empty where it gained none), until every sample has ``length`` tokens or
-        has met ``stop``. ``unknown``: what to do with prompt tokens the model never saw (error,
-        skip, or unk for word models). Raises UsageError for settings out of range."""
+        has met ``stop``. On a records model each sample is a fresh record that begins with
+        ``prompt`` (of ``label``, for a labelled model) and ends at the model's own end of record.
+        ``unknown``: what to do with prompt tokens the model never saw (error, skip, or unk for
+        word models). Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, _seed(seed), self.precision)
-        ids = encode_prompt(self.tokenizer, prompt, unknown)
-        return decode_streams(self.engine.chunks(ids, cfg), self.tokenizer.vocab, n, stop)
+        ids = self._prompt_ids(prompt, unknown, label)
+        return decode_streams(self.engine.chunks(ids, cfg), self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
+
+    def _prompt_ids(self, prompt: str, unknown: str, label: str | None) -> list[int]:
+        tok = self.tokenizer
+        if self.is_records:
+            return [tok.record_start(label)] + tok.encode(prompt, unknown=unknown)
+        if label is not None:
+            raise UsageError("--label needs a records model trained with --label-field; drop --label")
+        return encode_prompt(tok, prompt, unknown)
+
+    def draw(
+        self, n: int, prompt: str = "", length: int = 500, temperatures: Iterable[float] = (0.8,),
+        novel: bool = False, unique: bool = False, scores: bool = False, max_attempts: int | None = None,
+        seed: int | None = None, **options: Any,
+    ) -> Draw:
+        """``n`` samples at each temperature, curated: ``novel`` drops samples that copy the
+        training data (``novelty.py`` states the rule: whole records, or 24-character windows of
+        free text), ``unique`` drops repeats among the samples; sampling goes on, in rounds with
+        seeds derived from ``seed``, until ``n`` are kept or ``max_attempts`` (default 10 n + 100)
+        were drawn per temperature. ``scores``: give each sample its mean nats per character under
+        the model. Raises CharrnnError when ``novel`` cannot read the training corpus again."""
+        seed, temps = _seed(seed), list(temperatures)
+        index = self._novelty_index() if novel else None
+        limit = max_attempts if max_attempts is not None else 10 * n + 100
+        out = Draw([], 0, 0, 0)
+        for temp in temps:
+            kept: list[Sample] = []
+            seen: set[str] = set()
+            drawn, rounds = 0, 0
+            while len(kept) < n and drawn < limit:
+                want = n - len(kept) if not (novel or unique) else min(limit - drawn, 2 * (n - len(kept)) + 8)
+                if novel or unique:
+                    want = min(want, ROUND)  # a round lasts as long as its longest sample: keep them small
+                round_seed = seed if rounds == 0 else _derive(seed, temp, rounds)
+                for i, text in enumerate(self.samples(want, prompt, length, temp, seed=round_seed, **options)):
+                    drawn += 1
+                    record = prompt + text
+                    if index is not None and index.is_copy(record if self.is_records else text):
+                        out.dropped_copies += 1
+                    elif unique and record.strip() in seen:
+                        out.dropped_repeats += 1
+                    else:
+                        seen.add(record.strip())
+                        kept.append(Sample(text, i, round_seed, temp))
+                        if len(kept) == n:
+                            break
+                rounds += 1
+            out.drawn += drawn
+            out.samples += kept
+        if scores:
+            self._score_samples(prompt, out.samples, options.get("label"), options.get("unknown", "error"))
+        return out
+
+    def _novelty_index(self):
+        from charrnn.novelty import load_or_build
+
+        info = self.info
+        data = (info.get("config") or {}).get("data") or {}
+        return load_or_build(self.path.parent, data.get("corpus"), info.get("corpus_sha"), data.get("records"), data.get("label_field"))
+
+    def _score_samples(self, prompt: str, samples: list[Sample], label: str | None, unknown: str) -> None:
+        from charrnn.evaluate import score_sequences
+
+        tok, head = self.tokenizer, self._prompt_ids(prompt, unknown, label)
+        seqs, chars = [], []
+        for s in samples:
+            body = tok.encode(s.text, unknown="skip")
+            end = [tok.end_id] if self.is_records else []
+            seqs.append(head + body + end)
+            chars.append(len(s.text) + len(end))
+        for s, (loss, k), c in zip(samples, score_sequences(self._model(), seqs, self._autocast()), chars):
+            s.nats_per_char = round(loss / c, 6) if k and c else None
 
     def stream(self, prompt: str = "", length: int = 500, temperature: float = 0.8, **options: Any) -> Iterator[str]:
         """One sample's text as it is generated, piece by piece (the prompt not included)."""
@@ -85,35 +168,55 @@ class CharRNN:
         """One sample: the text that follows ``prompt`` (the prompt not included)."""
         return "".join(self.stream(prompt, length, temperature, **options))
 
-    def samples(self, n: int, prompt: str = "", length: int = 500, temperature: float = 0.8, **options: Any) -> list[str]:
-        """``n`` samples drawn side by side; sample i of a seed is the same text whatever ``n``
-        on one engine (see the README for when engines differ)."""
+    def samples(
+        self, n: int, prompt: str = "", length: int = 500, temperature: float = 0.8, *, novel: bool = False,
+        unique: bool = False, **options: Any,
+    ) -> list[str]:
+        """``n`` samples drawn side by side (the prompt not included); sample i of a seed is the
+        same text whatever ``n`` on one engine (see the README for when engines differ).
+        ``novel``/``unique``: curated as ``draw`` does."""
+        if novel or unique:
+            d = self.draw(n, prompt, length, (temperature,), novel=novel, unique=unique, **options)
+            return [s.text for s in d.samples]
         texts = [""] * n
         for pieces in self.generate(prompt, length, temperature, n=n, **options):
             texts = [t + p for t, p in zip(texts, pieces)]
         return texts
 
     def score(self, text: str, unknown: str = "auto") -> Score:
-        """How well the model predicts ``text``: every token after the first scored once.
+        """How well the model predicts ``text``: every token after the first scored once (a
+        records model: each record of the text on its own, from its start to its end token).
         ``Score.loss`` is in nats/token; ``bits_per_char`` and ``perplexity`` follow. ``unknown``:
         tokens the model never saw: error, skip, unk; auto is unk for word models, else error.
         Raises CharrnnError when the text has fewer than two tokens, UnknownTokenError for unseen ones."""
         import torch
 
-        from charrnn.evaluate import evaluate
+        from charrnn.evaluate import evaluate, score_records
 
         model, tok = self._model(), self.tokenizer
+        if self.is_records:
+            from charrnn.records import parse
+
+            data = (self.info.get("config") or {}).get("data") or {}
+            recs = parse(text, data.get("records") or "lines", data.get("label_field"))
+            labels = recs.labels or [None] * len(recs.texts)
+            seqs = [[tok.record_start(l if l in tok.labels else None)] + tok.encode(t, unknown=unknown) + [tok.end_id]
+                    for t, l in zip(recs.texts, labels)]
+            return score_records(model, seqs, tok.char_lengths(), self._autocast())
         ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
         if len(ids) < 2:
             raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
         return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
 
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
-        """Each line on its own, as if it followed a newline: its tokens and closing newline are
-        scored. A line the model cannot score (too short) has ``loss`` None."""
+        """Each line on its own, as if it followed a newline (a records model: as a record, from
+        its start token to its end token): its tokens and its end are scored. A line the model
+        cannot score (too short) has ``loss`` None."""
         from charrnn.evaluate import score_lines
 
-        return score_lines(self._model(), self.tokenizer, list(lines), unknown, self._autocast())
+        tok = self.tokenizer
+        bounds = ([tok.end_id], [tok.end_id]) if self.is_records else None
+        return score_lines(self._model(), tok, list(lines), unknown, self._autocast(), bounds)
 
     def _model(self):
         return self.engine.model
@@ -125,19 +228,58 @@ class CharRNN:
         return Env(dev, pick_precision(self.precision, dev)).autocast()
 
 
+ROUND = 256
+"""Samples drawn side by side in one round of ``CharRNN.draw``."""
+
+
+@dataclass
+class Sample:
+    """One curated sample: its text (without the prompt), where it came from (``seed`` and its
+    ``index`` among that seed's samples), its temperature, and its mean loss under the model in
+    nats per character (None unless asked for)."""
+
+    text: str
+    index: int
+    seed: int
+    temperature: float
+    nats_per_char: float | None = None
+
+
+@dataclass
+class Draw:
+    """What ``CharRNN.draw`` kept, and how many it drew and dropped."""
+
+    samples: list[Sample]
+    drawn: int
+    dropped_copies: int
+    dropped_repeats: int
+
+
 def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbelow(2**31)
 
 
-def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto") -> CharRNN:
+def _derive(seed: int, temperature: float, round_: int) -> int:
+    """The seed of a further round of curated sampling: a pure function of its inputs."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}|{temperature!r}|{round_}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 33
+
+
+def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto", step: int | None = None) -> CharRNN:
     """A ``CharRNN`` from a checkpoint: a .pt file, a run folder (its best.pt, else last.pt), or
-    None for the newest best.pt under ./checkpoints. ``device``: cpu, cuda, mps or auto.
+    None for the newest best.pt under ./checkpoints; ``step``: the run folder's checkpoint of the
+    evaluation at that step (kept with ``keep``). ``device``: cpu, cuda, mps or auto.
     ``precision``: the sampling step's weights, auto (bf16 where faster), fp32 or bf16; scoring
     autocasts as training did (auto), or as given. Raises CharrnnError when there is no readable
     checkpoint, UsageError for a device that is not there."""
+    from charrnn.checkpoint import resolve
     from charrnn.config import DEVICES, check_choice
 
     check_choice("device", device, DEVICES)
+    if step is not None:
+        path = resolve(path, step)
     return CharRNN(Engine.open(path, device, precision), device, precision)
 
 

@@ -58,8 +58,41 @@ def write_text(text: str, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
 
 
-def resolve(path: str | Path | None) -> Path:
-    """A .pt file, a run folder (its best.pt, else last.pt), or None: the newest best.pt under checkpoints/."""
+def step_file(folder: str | Path, step: int) -> Path:
+    """Where the checkpoint of the evaluation at ``step`` is kept: ``folder/step-000500.pt``."""
+    return Path(folder) / f"step-{step:06d}.pt"
+
+
+def step_files(folder: str | Path) -> dict[int, Path]:
+    """The kept evaluation checkpoints of a run folder, by step, oldest first."""
+    found = {}
+    for p in Path(folder).glob("step-*.pt"):
+        digits = p.stem[len("step-"):]
+        if digits.isdigit():
+            found[int(digits)] = p
+    return dict(sorted(found.items()))
+
+
+def prune_steps(folder: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recent step checkpoints of ``folder`` (all of them for 0)."""
+    files = list(step_files(folder).values())
+    for p in files[: max(len(files) - keep, 0)]:
+        p.unlink(missing_ok=True)
+
+
+def resolve(path: str | Path | None, step: int | None = None) -> Path:
+    """A .pt file, a run folder (its best.pt, else last.pt), or None: the newest best.pt under
+    checkpoints/. ``step``: the run folder's checkpoint of the evaluation at that step instead
+    (step-000500.pt, kept with ``--keep``). Raises CharrnnError when there is none."""
+    if step is not None:
+        p = Path(path) if path is not None else resolve(None).parent
+        folder = p if p.is_dir() else p.parent
+        if not folder.is_dir():
+            raise CharrnnError(f"run folder not found: {folder}")
+        if step_file(folder, step).is_file():
+            return step_file(folder, step)
+        kept = ", ".join(str(s) for s in step_files(folder)) or "none (train with --keep K to keep some)"
+        raise CharrnnError(f"no checkpoint of step {step} in {folder}; kept steps: {kept} (`charrnn info {folder}` lists them)")
     if path is None:
         found = sorted(DEFAULT_ROOT.glob("**/best.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -76,12 +109,15 @@ def resolve(path: str | Path | None) -> Path:
     return p
 
 
-def load(path: str | Path | None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint dict (see ``resolve`` for ``path``). ``mmap``: map the tensors instead of
+    reading them, to look at a checkpoint's other fields cheaply. Raises CharrnnError when the
+    file is missing, unreadable or not a charrnn checkpoint."""
     import torch
 
     p = resolve(path)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+        ckpt = torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: say so in one line
         raise CharrnnError(f"{p} is not a readable charrnn checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
@@ -103,7 +139,8 @@ def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
 
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What ``charrnn info`` says of a loaded checkpoint: corpus, tokens, shape, parameters,
-    steps, tokens seen, best validation loss (nats/token), the run's settings."""
+    steps, tokens seen, best validation loss (nats/token), the run's settings, and the
+    checkpoints of its run folder (``list_run``)."""
     import math
 
     shape, weights = ckpt["shape"], ckpt["model"]
@@ -112,6 +149,7 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {
         "checkpoint": ckpt["path"],
         "corpus": ckpt.get("corpus"),
+        "corpus_sha": ckpt.get("corpus_sha"),
         "level": ckpt["tokenizer"]["level"],
         "vocab_size": len(ckpt["tokenizer"]["vocab"]),
         "cell": shape["cell"],
@@ -126,4 +164,24 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
         "best_val_loss": None if best is None or not math.isfinite(best) else round(best, 6),
         "charrnn_version": ckpt.get("charrnn_version"),
         "config": ckpt.get("config"),
+        "checkpoints": list_run(Path(ckpt["path"]).parent),
     }
+
+
+def list_run(folder: str | Path) -> list[dict[str, Any]]:
+    """A run folder's checkpoints, oldest step first: name, step, the validation loss of the
+    evaluation it was saved at (nats/token; None where there was none, as for a last.pt saved on
+    Ctrl-C), and size in bytes. Files that cannot be read are left out."""
+    folder = Path(folder)
+    rows = []
+    names = [p.name for p in step_files(folder).values()] + [n for n in ("best.pt", "last.pt") if (folder / n).is_file()]
+    for name in names:
+        try:
+            ckpt = load(folder / name, mmap=True)
+        except CharrnnError:
+            continue
+        step = ckpt.get("step")
+        val = next((r.get("val_loss") for r in reversed(ckpt.get("history") or []) if r.get("step") == step), None)
+        rows.append({"name": name, "step": step, "val_loss": val, "bytes": (folder / name).stat().st_size})
+    order = {"best.pt": 1, "last.pt": 2}
+    return sorted(rows, key=lambda r: (r["step"] if r["step"] is not None else -1, order.get(r["name"], 0)))

@@ -31,6 +31,7 @@ T0 = _process_start()
 import json  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
@@ -158,6 +159,8 @@ def train(
     seq_len: Optional[int] = typer.Option(None, help="Tokens per backprop chunk.  [default: auto]"),
     batch_size: Optional[int] = typer.Option(None, help="Parallel streams.  [default: auto]"),
     batching: Optional[str] = typer.Option(None, help="stream (state carried) or random windows.  [default: stream]"),
+    records: Optional[str] = typer.Option(None, "--records", help="Train on records: lines, paragraphs, jsonl:FIELD or csv:COLUMN."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="Records: the JSON field or CSV column of each record's label, to condition on."),
     cell: Optional[str] = typer.Option(None, help="lstm, gru or rnn.  [default: lstm]"),
     layers: Optional[int] = typer.Option(None, help="Recurrent layers.  [default: auto]"),
     hidden: Optional[int] = typer.Option(None, help="Units per layer.  [default: auto]"),
@@ -174,6 +177,11 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
     precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
     seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
+    sample_every: Optional[int] = typer.Option(None, help="A sample at every N-th evaluation, shown and kept in samples.jsonl; 0: none.  [default: 1]"),
+    sample_length: Optional[int] = typer.Option(None, help="Tokens per sample during training.  [default: 200]"),
+    sample_temp: Optional[float] = typer.Option(None, help="Temperature of those samples (same seed each time).  [default: 0.8]"),
+    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without a new best validation loss."),
+    keep: Optional[int] = typer.Option(None, help="Keep the K most recent evaluation checkpoints (step-000500.pt ...) besides best/last.  [default: 0]"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
@@ -193,10 +201,12 @@ def train(
         settings = {
             "level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count,
             "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching,
+            "records": records, "label_field": label_field,
             "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
             "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
             "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "device": device,
-            "precision": precision, "seed": seed,
+            "precision": precision, "seed": seed, "sample_every": sample_every, "sample_length": sample_length,
+            "sample_temp": sample_temp, "patience": patience, "keep": keep,
         }
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
         result = run_training(
@@ -211,7 +221,7 @@ def train(
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_val_loss"]
         print(
-            f"{'interrupted; ' if summary['interrupted'] else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
+            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
             f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
             f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
             file=sys.stderr,
@@ -225,9 +235,10 @@ def train(
 @app.command()
 def sample(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
-    prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from; - reads it from stdin."),
-    length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample."),
-    temp: float = typer.Option(0.8, "--temp", "-t", help="Temperature; 0 is greedy."),
+    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep; `charrnn info RUN` lists them)."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from (a records model: the record's beginning); - reads it from stdin."),
+    length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample (a records model: the most per record)."),
+    temp: str = typer.Option("0.8", "--temp", "-t", help="Temperature; 0 is greedy. Several, comma-separated (0.5,0.8,1.1): N samples at each, tagged in --json."),
     greedy: bool = typer.Option(False, "--greedy", help="Always the most likely token (same as --temp 0)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely tokens."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only within the nucleus of mass P."),
@@ -235,9 +246,13 @@ def sample(
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same text."),
     stop: Optional[str] = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Write the prompt before the sample."),
-    separator: str = typer.Option("\\n", "--separator", help="Written between samples (\\n allowed)."),
+    separator: Optional[str] = typer.Option(None, "--separator", help="Written between samples (\\n allowed).  [default: a blank line; records: none, one per line]"),
+    novel: bool = typer.Option(False, "--novel", help="Drop samples that copy the training data (records: whole records; text: 24-character windows) and draw more."),
+    unique: bool = typer.Option(False, "--unique", help="Drop repeated samples and draw more."),
+    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help="With --novel/--unique: draw at most this many per temperature.  [default: 10 N + 100]"),
+    label: Optional[str] = typer.Option(None, "--label", help="A labelled records model: generate records of this label."),
     unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index, temperature, nats_per_char."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 where faster: LSTMs on CPUs with bf16, 8+ samples)."),
 ) -> None:
@@ -248,12 +263,16 @@ def sample(
     try:
         from charrnn.api import load
 
-        model = load(checkpoint, device, precision)
-        _write_samples(
-            model, sys.stdout, prompt=_read_arg(prompt), length=length, temperature=0.0 if greedy else temp,
-            top_k=top_k, top_p=top_p, n=num_samples, seed=seed if seed is not None else secrets.randbelow(2**31),
-            stop=_unescape(stop), echo=echo, separator=_unescape(separator), unknown=unknown.value, as_json=as_json,
-        )
+        temps = [0.0] if greedy else _temperatures(temp)
+        model = load(checkpoint, device, precision, step=step)
+        options = dict(length=length, top_k=top_k, top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
+                       stop=_unescape(stop), unknown=unknown.value, label=label)
+        text = _read_arg(prompt)
+        sep = _unescape(separator)
+        if novel or unique or as_json or len(temps) > 1:
+            _write_drawn(model, sys.stdout, text, num_samples, temps, echo, sep, as_json, novel, unique, max_attempts, options)
+        else:
+            _write_samples(model, sys.stdout, prompt=text, echo=echo, separator=sep, temperature=temps[0], n=num_samples, **options)
     except CharrnnError as e:
         _fail(e)
     except BrokenPipeError:
@@ -262,31 +281,67 @@ def sample(
         raise typer.Exit(130)
 
 
-def _write_samples(model, out, *, prompt: str, echo: bool, separator: str, as_json: bool, **options) -> None:
-    """Sample 0 streams as it is produced; the others follow, each after ``separator``; with
-    ``as_json`` one object per sample (text, seed, index) once all are done."""
+def _temperatures(text: str) -> list[float]:
+    try:
+        temps = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--temp takes a number or a comma-separated list such as 0.5,0.8,1.1, not {text!r}") from None
+    return temps
+
+
+def _separator(model, separator: str | None, texts: list[str]) -> str:
+    """Free text: a blank line between samples; records: none (one per line), unless a record
+    spans lines."""
+    if separator is not None:
+        return separator
+    return "" if model.is_records and not any("\n" in t.rstrip("\n") for t in texts) else "\n"
+
+
+def _write_samples(model, out, *, prompt: str, echo: bool, separator: str | None, **options) -> None:
+    """Sample 0 streams as it is produced; the others follow, each after the separator."""
     head = prompt if echo else ""
-    n = options["n"]
-    texts = [""] * n
+    texts = [""] * options["n"]
     chunks = model.generate(prompt, **options)  # a prompt it cannot encode fails before anything is written
-    if not as_json:
-        out.write(head)
+    out.write(head)
     last_flush = time.monotonic()
     for pieces in chunks:
         texts = [t + p for t, p in zip(texts, pieces)]
-        if not as_json and pieces[0]:
+        if pieces[0]:
             out.write(pieces[0])
             now = time.monotonic()
             if now - last_flush > 0.05:
                 out.flush()
                 last_flush = now
+    out.write(_end(head + texts[0]))
+    sep = _separator(model, separator, [head + t for t in texts])
+    for t in texts[1:]:
+        out.write(sep + head + t + _end(head + t))
+    out.flush()
+
+
+def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, unique, max_attempts, options) -> None:
+    """Curated samples (``CharRNN.draw``), written when all are drawn; with --novel/--unique a
+    line on stderr (and a last JSON object, "summary") says how many were drawn and dropped."""
+    head = prompt if echo else ""
+    seed = options.pop("seed")
+    d = model.draw(n, prompt, temperatures=temps, novel=novel, unique=unique, scores=as_json,
+                   max_attempts=max_attempts, seed=seed, **options)
     if as_json:
-        for i, t in enumerate(texts):
-            out.write(json.dumps({"text": head + t, "seed": options["seed"], "index": i}) + "\n")
+        for s in d.samples:
+            out.write(json.dumps({"text": head + s.text, "seed": s.seed, "index": s.index, "temperature": s.temperature,
+                                  "nats_per_char": s.nats_per_char}) + "\n")
     else:
-        out.write(_end(head + texts[0]))
-        for t in texts[1:]:
-            out.write(separator + head + t + _end(head + t))
+        texts = [head + s.text for s in d.samples]
+        sep = _separator(model, separator, texts)
+        out.write(sep.join(t + _end(t) for t in texts))
+    summary = {"kept": len(d.samples), "drawn": d.drawn, "dropped_copies": d.dropped_copies, "dropped_repeats": d.dropped_repeats}
+    if novel or unique:
+        if as_json:
+            out.write(json.dumps({"summary": summary}) + "\n")
+        short = len(d.samples) < n * len(temps)
+        print(f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {d.dropped_copies} copies of the training data "
+              f"and {d.dropped_repeats} repeats dropped" + ("; the attempt limit was reached (raise --max-attempts)" if short else ""),
+              file=sys.stderr)
     out.flush()
 
 
@@ -341,7 +396,8 @@ def info(
     checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss.
+    """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss, and the
+    checkpoints of its run folder with step and validation loss (pick one with `sample --step`).
 
     Example: charrnn info checkpoints/shakespeare --json
     """
@@ -354,9 +410,49 @@ def info(
     if as_json:
         _emit(json.dumps(d))
         return
-    lines = [f"{k}: {v}" for k, v in d.items() if k != "config"]
+    lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
+    if d["checkpoints"]:
+        lines.append("checkpoints:")
+        for c in d["checkpoints"]:
+            val = "-" if c["val_loss"] is None else f"{c['val_loss']:.4f}"
+            lines.append(f"  {c['name']:<16} step {c['step']:>8}  val loss {val:>7}  {c['bytes'] / 1e6:7.1f} MB")
     _emit("\n".join(lines))
+
+
+class XAxis(str, Enum):
+    steps = "steps"
+    tokens = "tokens"
+    time = "time"
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run folders (each holds metrics.jsonl); several are overlaid."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Image to write (.png, .svg, .pdf; needs charrnn[plot]). Without it: a text chart on stdout."),
+    x: XAxis = typer.Option(XAxis.steps, "--x", help="Horizontal axis: optimizer steps, tokens seen, or wall time."),
+    size: str = typer.Option("800x500", "--size", help="Image size in pixels, WIDTHxHEIGHT."),
+) -> None:
+    """Loss curves of one or more runs: train and validation loss, bits/char, the best checkpoint.
+
+    Example: charrnn plot checkpoints/a checkpoints/b -o curves.png --x tokens
+    """
+    try:
+        from charrnn.plot import label_runs, load_run, render_text, write_image
+
+        loaded = [load_run(r) for r in runs]
+        label_runs(loaded)
+        w, _, h = size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise UsageError(f"--size must look like 800x500 (pixels), not {size!r}")
+        if out is None:
+            columns, lines = shutil.get_terminal_size((80, 24))
+            _emit(render_text(loaded, x.value, width=min(columns, 120), height=max(8, min(lines - len(loaded) - 6, 20))))
+            return
+        write_image(loaded, out, x.value, int(w), int(h))
+    except CharrnnError as e:
+        _fail(e)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def main() -> None:

@@ -60,6 +60,10 @@ class DataConfig:
     """Parallel streams per step."""
     batching: str = "stream"
     """'stream': B contiguous streams, state carried across chunks; 'random': random windows."""
+    records: str | None = None
+    """Train on records (records.py): lines, paragraphs, jsonl:FIELD or csv:COLUMN; None: free text."""
+    label_field: str | None = None
+    """Records: the JSON field or CSV column holding each record's label, to condition on."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.val_fraction < 1:
@@ -67,6 +71,9 @@ class DataConfig:
         _positive("--seq-len", self.seq_len)
         _positive("--batch-size", self.batch_size)
         check_choice("--batching", self.batching, BATCHING)
+        from charrnn.records import check_mode
+
+        check_mode(self.records, self.label_field)
 
 
 @dataclass
@@ -110,6 +117,16 @@ class TrainConfig:
     seed: int = 1337
     out: str | None = None
     """Run directory; default checkpoints/<corpus name>/."""
+    sample_every: int | None = None
+    """A sample at every N-th evaluation, shown and added to samples.jsonl; 0: none. None: 1."""
+    sample_length: int | None = None
+    """Tokens per sample during training. None: 200."""
+    sample_temp: float | None = None
+    """Temperature of the samples during training (their seed is the run's). None: 0.8."""
+    patience: int | None = None
+    """Stop after this many evaluations without a new best validation loss. None: never."""
+    keep: int | None = None
+    """Keep the K most recent evaluation checkpoints (step-000500.pt, ...) besides best.pt and last.pt. None: 0."""
 
     def __post_init__(self) -> None:
         if isinstance(self.time_budget, str):
@@ -121,6 +138,11 @@ class TrainConfig:
         _positive("--eval-every", self.eval_every)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
         _positive("--grad-clip", self.grad_clip, allow_zero=True)
+        _positive("--sample-every", self.sample_every, allow_zero=True)
+        _positive("--sample-length", self.sample_length)
+        _positive("--sample-temp", self.sample_temp, allow_zero=True)
+        _positive("--patience", self.patience)
+        _positive("--keep", self.keep, allow_zero=True)
         check_choice("--device", self.device, DEVICES)
         check_choice("--precision", self.precision, PRECISIONS)
 
@@ -200,7 +222,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 # What a resumed run may change (its limits, where it runs, the corpus path it reads); a
 # fine-tuned model keeps its parent's level and shape (its vocabulary grows with the new text,
 # within max_vocab and min_count). Enforced for the library and the CLI alike.
-RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out"}
+# Watching a run (samples, patience, kept checkpoints) changes nothing it learns, so a resumed run may change it.
+WATCH = ("sample_every", "sample_length", "sample_temp", "patience", "keep")
+RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "device", "precision", "out", *WATCH}
 LIMITS = ("max_steps", "epochs", "time_budget")
 SHAPE = {"level", "cell", "layers", "hidden", "embed"}
 
@@ -234,7 +258,7 @@ def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
     if any(getattr(given.train, n) is not None for n in LIMITS):
         for n in LIMITS:
             setattr(saved.train, n, getattr(given.train, n))
-    for name in ("eval_every", "device", "precision", "out"):
+    for name in ("eval_every", "device", "precision", "out", *WATCH):
         value = getattr(given.train, name)
         if value is not None and value != "auto":
             setattr(saved.train, name, value)

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from charrnn.training.loop import Reporter
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+SAMPLE_LINES = 8
+
+
+class _ProgressWithSample(Progress):
+    """The bar, and under it the latest sample, replaced at each evaluation."""
+
+    sample: Panel | None = None
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.sample is not None:
+            yield self.sample
 
 
 class RichReporter(Reporter):
@@ -28,7 +44,7 @@ class RichReporter(Reporter):
         if self.quiet:
             return
         self.by_time = budget is not None and (total_steps is None)
-        self.progress = Progress(
+        self.progress = _ProgressWithSample(
             TextColumn("[bold]step {task.fields[step]}"),
             BarColumn(),
             TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[tps]} tok/s"),
@@ -57,6 +73,20 @@ class RichReporter(Reporter):
             f"perplexity {score.perplexity:.2f}",
             markup=False,
         )
+
+    def sampled(self, step: int, val_loss: float | None, text: str) -> None:
+        """Under the bar on a terminal (the last SAMPLE_LINES lines); elsewhere as a log block."""
+        if self.quiet:
+            return
+        loss = "" if val_loss is None else f", val loss {val_loss:.4f}"
+        title = f"sample at step {step}{loss}"
+        if self.progress is not None and stderr.is_terminal:
+            lines = text.rstrip("\n").split("\n")[-SAMPLE_LINES:]
+            self.progress.sample = Panel(Text("\n".join(lines), no_wrap=False), title=title, title_align="left", expand=True)
+            self.progress.refresh()
+        else:
+            stderr.print(f"{title}:", markup=False)
+            stderr.print(Text(text.rstrip("\n") + "\n"), markup=False)
 
     def finish(self) -> None:
         if self.progress is not None:

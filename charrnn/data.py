@@ -138,3 +138,76 @@ class RandomBatches:
 def make_batches(kind: str, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
     cls = StreamBatches if kind == "stream" else RandomBatches
     return cls(ids, batch_size, seq_len, seed, rank, world)
+
+
+class RecordBatches:
+    """B streams of whole records (``records.py``), each record in chunks of its own: a record
+    begins at the start of a chunk with its row's state zeroed, so nothing of one record leaks
+    into the next; a long record carries its state across its chunks (truncated BPTT). Each
+    sequence is ``start, tokens.., END``: x is all but its last id, y all but its first; padding
+    has x 0 and y -100 (ignored by the loss). ``get`` returns ``reset`` as a (B,) bool mask.
+
+    Each epoch deals the records, shuffled, to the streams with the fewest chunks so far, so
+    streams end close together; a batch stays a pure function of the step."""
+
+    def __init__(self, seqs: list[torch.Tensor], batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
+        if not seqs:
+            raise UsageError("the training split holds no record; lower --val-fraction or give more records")
+        self.B, self.T, self.seed, self.rank, self.world = batch_size, seq_len, seed, rank, world
+        self.flat = torch.cat(seqs)
+        lengths = torch.tensor([len(s) for s in seqs])
+        self.starts = (torch.cumsum(lengths, 0) - lengths).tolist()
+        self.lengths = lengths.tolist()
+        self.chunks = ((lengths - 2) // seq_len + 1).tolist()  # ceil((len - 1) / T): predictions over T
+        layout, steps = self._layout(0)
+        self.steps_per_epoch = steps  # of the first epoch; the others differ by a step or two
+        self._firsts, self._steps, self._current = [0], [steps], (0, layout)
+
+    def _layout(self, epoch: int) -> tuple[list[list[tuple[int, int]]], int]:
+        """Each of the world*B streams as a list of (record, chunk) pairs; and the epoch's steps."""
+        import heapq
+
+        g = torch.Generator().manual_seed(_seed(self.seed, epoch, 7))
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        n = self.world * self.B
+        streams: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        heap = [(0, i) for i in range(n)]
+        for r in order:
+            load, i = heapq.heappop(heap)
+            c = self.chunks[r]
+            streams[i].extend((r, j) for j in range(c))
+            heapq.heappush(heap, (load + c, i))
+        return streams, max(len(s) for s in streams)
+
+    def _epoch_of(self, step: int) -> tuple[int, list[list[tuple[int, int]]]]:
+        """(step within its epoch, that epoch's layout); epochs are laid out as steps reach them."""
+        import bisect
+
+        while step >= self._firsts[-1] + self._steps[-1]:
+            e = len(self._firsts)
+            layout, n = self._layout(e)
+            self._firsts.append(self._firsts[-1] + self._steps[-1])
+            self._steps.append(n)
+            self._current = (e, layout)
+        e = bisect.bisect_right(self._firsts, step) - 1
+        if self._current[0] != e:
+            self._current = (e, self._layout(e)[0])
+        return step - self._firsts[e], self._current[1]
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k, layout = self._epoch_of(step)
+        T = self.T
+        x = torch.zeros(self.B, T, dtype=torch.long)
+        y = torch.full((self.B, T), -100, dtype=torch.long)
+        reset = torch.ones(self.B, dtype=torch.bool)
+        for b in range(self.B):
+            stream = layout[self.rank * self.B + b]
+            if k >= len(stream):
+                continue  # this stream has run out of records for the epoch: padding only
+            r, j = stream[k]
+            start, length = self.starts[r], self.lengths[r]
+            lo, hi = j * T, min((j + 1) * T, length - 1)
+            x[b, : hi - lo] = self.flat[start + lo : start + hi]
+            y[b, : hi - lo] = self.flat[start + lo + 1 : start + hi + 1]
+            reset[b] = j == 0
+        return x, y, reset

@@ -104,30 +104,50 @@ class LineScore:
 
 
 @torch.inference_mode()
-def score_lines(model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None, batch: int = 256) -> list[LineScore]:
-    """Each line on its own, as if it followed a newline: its tokens and its closing newline are
-    scored. Lines of similar length share a batch of at most ``batch`` lines and 2^24 logits.
-    Raises UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
+def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: int = 256) -> list[tuple[float, int]]:
+    """(summed loss in nats, tokens predicted) of each sequence on its own, from the zero state:
+    every token after the first is predicted. Sequences of similar length share a batch of at most
+    ``batch`` sequences and about 2^24 logits; a sequence of fewer than two tokens gets (0.0, 0)."""
     device = next(model.parameters()).device
-    nl = tok.encode("\n", unknown="skip")
-    encoded = [nl + tok.encode(line, unknown=unknown) + nl for line in lines]
-    chars = torch.tensor(tok.char_lengths())
-    results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
-    # A line needs two tokens to score one.
-    order = sorted((i for i in range(len(lines)) if len(encoded[i]) >= 2), key=lambda i: len(encoded[i]))
+    out = [(0.0, 0)] * len(seqs)
+    order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: len(seqs[i]))
     with autocast or nullcontext():
-        for idx in _line_batches(order, [len(e) for e in encoded], batch, model.shape.vocab_size):
-            seqs = [torch.tensor(encoded[i], dtype=torch.long) for i in idx]
-            T = max(len(s) for s in seqs) - 1
-            x = torch.stack([F.pad(s[:-1], (0, T - len(s) + 1)) for s in seqs]).to(device)
-            y = torch.stack([F.pad(s[1:], (0, T - len(s) + 1), value=-100) for s in seqs]).to(device)
+        for idx in _line_batches(order, [len(s) for s in seqs], batch, model.shape.vocab_size):
+            rows = [torch.tensor(seqs[i], dtype=torch.long) for i in idx]
+            T = max(len(r) for r in rows) - 1
+            x = torch.stack([F.pad(r[:-1], (0, T - len(r) + 1)) for r in rows]).to(device)
+            y = torch.stack([F.pad(r[1:], (0, T - len(r) + 1), value=-100) for r in rows]).to(device)
             logits, _, _ = model(x, None)  # (B, T, V)
             nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
             for j, i in enumerate(idx):
-                n = len(seqs[j]) - 1
-                sc = Score(float(nll[j]) / n, n, int(chars[seqs[j][1:]].sum()))
-                r = results[i]
-                r.loss, r.bits_per_char, r.tokens = round(sc.loss, 6), round(sc.bits_per_char, 6), n
+                out[i] = (float(nll[j]), len(rows[j]) - 1)
+    return out
+
+
+def score_records(model: RNNLM, seqs: list[list[int]], token_chars: list[int], autocast=None) -> Score:
+    """The mean loss over records, each scored on its own from its start token (``records.py``)."""
+    scored = score_sequences(model, seqs, autocast)
+    n = sum(k for _, k in scored)
+    chars = sum(token_chars[t] for s in seqs for t in s[1:])
+    return Score(sum(l for l, _ in scored) / max(n, 1), n, chars)
+
+
+def score_lines(
+    model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None,
+    bounds: tuple[list[int], list[int]] | None = None,
+) -> list[LineScore]:
+    """Each line on its own, between the ids ``bounds`` (default: as if it followed a newline, and
+    with its closing newline): its tokens and its end are scored. Raises UnknownTokenError for
+    unseen tokens when ``unknown`` is 'error'."""
+    nl = tok.encode("\n", unknown="skip")
+    head, tail = bounds or (nl, nl)
+    encoded = [head + tok.encode(line, unknown=unknown) + tail for line in lines]
+    chars = tok.char_lengths()
+    results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
+    for r, seq, (loss, n) in zip(results, encoded, score_sequences(model, encoded, autocast)):
+        if n:
+            sc = Score(loss / n, n, sum(chars[t] for t in seq[1:]))
+            r.loss, r.bits_per_char, r.tokens = round(sc.loss, 6), round(sc.bits_per_char, 6), n
     return results
 
 

@@ -14,6 +14,14 @@ from typing import Any, Iterable
 from charrnn.errors import CharrnnError
 
 UNK = "<unk>"
+# Records models (records.py): the boundary token, and one start token per label. Splitting text
+# never produces them (a character token is one character; WORD_RE never matches "<|").
+END = "<|end|>"
+LABEL_PREFIX, LABEL_SUFFIX = "<|label:", "|>"
+
+
+def label_token(label: str) -> str:
+    return f"{LABEL_PREFIX}{label}{LABEL_SUFFIX}"
 # Every character falls in exactly one alternative, so the tokens partition the text.
 WORD_RE = re.compile(r"\w+|[^\w\s]|\s+")
 
@@ -38,6 +46,9 @@ class Tokenizer:
         if len(self.stoi) != len(self.vocab):
             raise CharrnnError("tokenizer vocabulary has duplicate tokens; the checkpoint is damaged")
         self.unk_id = self.stoi.get(UNK) if level == "word" else None
+        self.end_id = self.stoi.get(END)
+        self.labels = {t[len(LABEL_PREFIX) : -len(LABEL_SUFFIX)]: i for i, t in enumerate(self.vocab)
+                       if t.startswith(LABEL_PREFIX) and t.endswith(LABEL_SUFFIX) and len(t) > 1}
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -99,8 +110,27 @@ class Tokenizer:
         return "".join(vocab[i] for i in ids)
 
     def char_lengths(self) -> list[int]:
-        """Characters in each token, for bits per character."""
-        return [len(t) for t in self.vocab]
+        """Characters in each token, for bits per character: a record's end counts as one (the
+        newline that would end a line), a label as none."""
+        return [1 if t == END else 0 if i in self.labels.values() else len(t) for i, t in enumerate(self.vocab)]
+
+    def with_records(self, labels: list[str] | None = None) -> Tokenizer:
+        """This vocabulary with the boundary token and a start token per label appended."""
+        extra = [END] + [label_token(l) for l in sorted(set(labels or []))]
+        return Tokenizer(self.level, self.vocab + [t for t in extra if t not in self.stoi])
+
+    def record_start(self, label: str | None = None) -> int:
+        """The id a record starts from: its label's token, or the boundary. Raises UsageError for
+        a label the model does not know (naming those it knows), or a label on an unlabelled model."""
+        from charrnn.errors import UsageError
+
+        if label is None:
+            return self.end_id
+        if not self.labels:
+            raise UsageError("this model was trained without labels; drop --label")
+        if label not in self.labels:
+            raise UsageError(f"unknown label {label!r}; the model knows: {', '.join(sorted(self.labels))}")
+        return self.labels[label]
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "vocab": self.vocab}
@@ -120,4 +150,6 @@ def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[i
 
 
 def banned_tokens(tok: Tokenizer) -> list[int]:
-    return [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []
+    """Tokens sampling never emits: the word model's <unk>, and label tokens."""
+    banned = [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []
+    return banned + sorted(tok.labels.values())

@@ -29,7 +29,7 @@ def test_version(cli):
     assert r.stdout == f"charrnn {charrnn.__version__}\n"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"], ["score", "--help"], ["info", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"], ["score", "--help"], ["info", "--help"], ["plot", "--help"]])
 def test_help(cli, args):
     r = cli(*args)
     assert r.exit_code == 0, r.output
@@ -39,7 +39,7 @@ def test_help(cli, args):
 
 def test_help_lists_the_commands(cli):
     out = cli("--help").stdout
-    for command in ("train", "sample", "score", "info"):
+    for command in ("train", "sample", "score", "info", "plot"):
         assert command in out
 
 
@@ -207,7 +207,8 @@ def test_json_samples(cli, run_dir):
     assert len(lines) == 3
     records = [json.loads(line) for line in lines]
     assert [rec["index"] for rec in records] == [0, 1, 2]
-    assert all(set(rec) == {"text", "seed", "index"} for rec in records)
+    assert all(set(rec) == {"text", "seed", "index", "temperature", "nats_per_char"} for rec in records)
+    assert all(rec["temperature"] == 0.8 and rec["nats_per_char"] > 0 for rec in records)
     assert all(rec["seed"] == 11 for rec in records)
     assert all(rec["text"].startswith("A") and len(rec["text"]) == 41 for rec in records)
     assert len({rec["text"] for rec in records}) > 1  # the streams differ

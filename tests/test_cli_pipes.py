@@ -38,7 +38,7 @@ def test_train_json_quiet_stdout_is_one_json_object(tmp_path, corpus_file):
     summary = json.loads(stdout)
     assert SUMMARY_KEYS <= set(summary)
     assert summary["steps"] == 20 and summary["checkpoint"] == str(out / "best.pt")
-    assert {f.name for f in out.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", ".lock"}
+    assert {f.name for f in out.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}
 
 
 def test_train_corpus_from_stdin_with_progress_on_stderr(tmp_path, corpus_text):
@@ -151,7 +151,7 @@ def test_ctrl_c_saves_last_pt_and_exits_130(tmp_path, corpus_file):
     summary = json.loads(stdout)
     assert summary["interrupted"] and summary["steps"] >= 10
     assert checkpoint.load(out / "last.pt")["step"] == summary["steps"]
-    assert {f.name for f in out.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", ".lock"}
+    assert {f.name for f in out.iterdir()} == {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}
 
 
 def test_user_mistake_in_a_process(tmp_path, run_dir):

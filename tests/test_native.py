@@ -163,7 +163,7 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes((run_dir / "best.pt").read_bytes())
     outs = []
-    for args in (["-N", "1"], ["-N", "1"], ["-N", "3", "--json"], ["-N", "3", "--json"]):
+    for args in (["-N", "1"], ["-N", "1"], ["-N", "3"], ["-N", "3"]):
         r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5", *args],
                            capture_output=True, env=env, timeout=60)
         assert r.returncode == 0, r.stderr

@@ -17,7 +17,7 @@ from charrnn.training.loop import train
 
 from conftest import make_corpus, tiny_config
 
-RUN_FILES = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", ".lock"}  # .lock: the run lock's file
+RUN_FILES = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}  # .lock: the run lock's file
 
 
 def _strict_json(line: str):

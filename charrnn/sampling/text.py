@@ -41,14 +41,22 @@ class StopCut:
         return "".join(self.parts)
 
 
-def decode_streams(chunks: Iterable[list[list[int]]], vocab: list[str], streams: int, stop: str | None) -> Iterator[list[str]]:
+def decode_streams(
+    chunks: Iterable[list[list[int]]], vocab: list[str], streams: int, stop: str | None, end_id: int | None = None
+) -> Iterator[list[str]]:
     """Per chunk, each stream's text that became final (a list of ``streams`` strings, some empty);
-    a stream ends at its stop string, and the loop as soon as every stream has ended."""
+    a stream ends at its stop string or at the token ``end_id`` (a record's end, not shown), and
+    the loop as soon as every stream has ended."""
     cuts = [StopCut(stop) for _ in range(streams)]
     for chunk in chunks:
         for cut, ids in zip(cuts, chunk):
             if not cut.done:
+                ended = end_id is not None and end_id in ids
+                if ended:
+                    ids = ids[: ids.index(end_id)]
                 cut.add("".join([vocab[i] for i in ids]))
+                if ended and not cut.done:
+                    cut.finish()
         yield [cut.ready() for cut in cuts]
         if all(cut.done for cut in cuts):
             break

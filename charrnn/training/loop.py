@@ -21,10 +21,10 @@ import torch.distributed as dist
 
 from charrnn import checkpoint
 from charrnn.config import RunConfig, resumed_config
-from charrnn.data import make_batches, split, to_ids
+from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import Score, evaluate
+from charrnn.evaluate import Score, evaluate, score_records
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
@@ -33,6 +33,7 @@ from charrnn.training.autosize import autosize, corpus_hidden
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState
+from charrnn.training.watch import Watch
 
 DEFAULT_BUDGET = 300
 REPORT_EVERY = 10
@@ -45,6 +46,7 @@ class Reporter:
     def start(self, total_steps: int | None, budget: float | None, step: int) -> None: ...
     def step(self, step: int, loss: float, tokens_per_second: float, elapsed: float) -> None: ...
     def evaluated(self, step: int, score: Score) -> None: ...
+    def sampled(self, step: int, val_loss: float | None, text: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -69,8 +71,12 @@ class Run:
     corpus_sha: str
     reporter: Reporter
     t_start: float
+    watch: Watch
     tokens_per_second: float = 0.0
-    plan: dict[str, Any] | None = None  # what the probe timed and chose (probe.py)
+    val_seqs: list[torch.Tensor] | None = None
+    """A records run's validation records, each scored on its own."""
+    plan: dict[str, Any] | None = None
+    """What the probe timed and chose (probe.py), for the summary."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -111,7 +117,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _sha(text: str) -> str:
+def corpus_hash(text: str) -> str:
+    """The hash a run keeps of the text it trained on (``corpus_sha``), to notice another text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -124,7 +131,7 @@ def setup(
     if not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget or resume):
         cfg.train.time_budget = DEFAULT_BUDGET
         rep.message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
-    corpus_sha = _sha(text)
+    corpus_sha = corpus_hash(text)
     folder_path = cfg.train.out or checkpoint.DEFAULT_ROOT / corpus_name
     resumed = None
     new_budget = cfg.train.time_budget
@@ -167,10 +174,18 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     added: list[str] = []
     if parent is not None:
         cfg.tokenizer.level = tok.level
+        parent_data = parent["config"].get("data") or {}
+        if cfg.data.records is None and parent_data.get("records"):  # a records model stays one
+            cfg.data.records, cfg.data.label_field = parent_data["records"], parent_data.get("label_field")
         limit = cfg.tokenizer.max_vocab or (parent["config"].get("tokenizer") or {}).get("max_vocab")
         tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
-    ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
-    train_ids, val_ids = split(ids, cfg.data.val_fraction)
+    val_seqs = None
+    if cfg.data.records:
+        tok, train_seqs, val_seqs = _record_split(cfg, text, tok, source is None)
+        train_ids, val_ids = torch.cat(train_seqs), torch.cat(val_seqs) if val_seqs else torch.zeros(0, dtype=torch.long)
+    else:
+        ids = to_ids(tok.encode(text, unknown="unk"), len(tok))
+        train_ids, val_ids = split(ids, cfg.data.val_fraction)
     if len(val_ids) < 2:
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
@@ -203,7 +218,10 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
-    batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    if cfg.data.records:
+        batches = RecordBatches(train_seqs, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+    else:
+        batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
     max_steps = cfg.train.max_steps
     if cfg.train.epochs:
         max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * batches.steps_per_epoch))
@@ -223,7 +241,31 @@ def _build(cfg, text, corpus_name, corpus_sha, env, folder, resumed, new_budget,
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     return Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
-               corpus_name, corpus_sha, rep, t_start, plan=plan.to_dict() if plan else None)
+               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs,
+               plan=plan.to_dict() if plan else None)
+
+
+def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, list, list]:
+    """A records run's tokenizer and its (start, tokens.., END) sequences: the first
+    1 - val_fraction of the records train, the rest validate. Without a seq_len, chunks fit
+    95% of the records whole."""
+    from charrnn.records import parse
+
+    recs = parse(text, cfg.data.records, cfg.data.label_field)
+    if new_vocab:
+        tok = Tokenizer.build("\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
+        tok = tok.with_records(recs.labels)
+    elif tok.end_id is None:
+        tok = tok.with_records(recs.labels)
+    labels = recs.labels or [None] * len(recs.texts)
+    dtype = to_ids([], len(tok)).dtype
+    seqs = [torch.tensor([tok.record_start(l)] + tok.encode(t, unknown="unk") + [tok.end_id], dtype=dtype)
+            for t, l in zip(recs.texts, labels)]
+    n_train = max(1, int(len(seqs) * (1 - cfg.data.val_fraction) + 1e-9))
+    if cfg.data.seq_len is None:
+        lengths = sorted(len(s) - 1 for s in seqs)
+        cfg.data.seq_len = min(128, max(8, -(-lengths[int(0.95 * (len(lengths) - 1))] // 8) * 8))
+    return tok, seqs[:n_train], seqs[n_train:]
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -245,6 +287,7 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
             while budget.max_steps is None or st.step < budget.max_steps:
                 t0 = time.monotonic()
                 out_of_time, progress = budget.check(st.step, len(run.val_ids), run.tokens_per_step)
+                out_of_time = out_of_time or run.watch.stopped_early  # rank 0 decides for all, as for time
                 if env.world > 1:
                     out_of_time, interrupted_anywhere, progress = _agree(env, out_of_time, sigint.raised, progress)
                     if interrupted_anywhere:
@@ -289,7 +332,10 @@ def _train_step(run: Run, progress: float) -> None:
     """One optimizer step on the next batch, the hidden state carried (and reset at epoch ends)."""
     st, cfg, env = run.state, run.cfg, run.env
     x, y, reset = run.batches.get(st.step)
-    if reset:
+    if isinstance(reset, torch.Tensor):  # records: zero the rows where a record starts
+        keep = (~reset).to(env.device, st.carried[0].dtype)[None, :, None]
+        st.carried = tuple(s * keep for s in st.carried)
+    elif reset:
         st.carried = run.model.zero_state(cfg.data.batch_size, env.device)
     lr = lr_at(st.step, progress, cfg.train.lr, cfg.train.warmup_steps, cfg.train.min_lr_ratio)
     for g in run.optimizer.param_groups:
@@ -326,7 +372,9 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     st, env, budget = run.state, run.env, run.budget
     t0 = time.monotonic()
     score = None
-    if len(run.val_ids) >= 2:
+    if run.val_seqs:
+        score = score_records(run.model, [s.tolist() for s in run.val_seqs], run.tok.char_lengths(), env.autocast())
+    elif len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
                          autocast=env.autocast())
     budget.eval_seconds = time.monotonic() - t0
@@ -354,6 +402,8 @@ def evaluate_and_save(run: Run, final: bool) -> None:
 
             # The first `charrnn sample` of this run then starts without importing torch.
             Engine(run.tok, model=run.model, path=run.folder.best).kernel(1)
+    run.watch.evaluated(run.model, st.history, st.train_seconds - budget.elapsed_before,
+                        lambda path: checkpoint.save(run.payload(False), path))
     checkpoint.save(run.payload(True), run.folder.last)
     budget.save_seconds = time.monotonic() - t0
 
@@ -377,6 +427,8 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "checkpoint": str(best if best.exists() else run.folder.last),
         "out": str(run.folder.path),
         "interrupted": interrupted,
+        "stopped_early": run.watch.stopped_early,
+        "sample_seconds": round(run.watch.sample_seconds, 3),
     } | ({"plan": run.plan} if run.plan else {})
 
 

@@ -1,4 +1,5 @@
-"""A run's folder: best.pt, last.pt, config.yaml, metrics.jsonl, and a lock held for the run's life.
+"""A run's folder: best.pt, last.pt, config.yaml, metrics.jsonl, samples.jsonl, the kept
+step-000500.pt checkpoints, and a lock held for the run's life.
 
 Only one process writes a run folder at a time: ``claim`` takes an exclusive ``flock`` on
 ``.lock`` (the kernel drops it when the process dies, so a crashed run never leaves a stale
@@ -73,10 +74,34 @@ class RunFolder:
         checkpoint.write_text(cfg.to_yaml(), self.path / "config.yaml")
         metrics = self.path / "metrics.jsonl"
         if fresh:  # a new run: nothing of an overwritten one may pass for this one's
-            for f in (self.best, self.last, metrics):
+            for f in (self.best, self.last, metrics, self.samples):
                 f.unlink(missing_ok=True)
+            checkpoint.prune_steps(self.path, 0)
         else:
             checkpoint.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in history), metrics)
+            self._trim_samples(history[-1]["step"] if history else 0)
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    def append_sample(self, record: dict[str, Any]) -> None:
+        with open(self.samples, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _trim_samples(self, step: int) -> None:
+        """Drop samples after ``step`` (the resumed checkpoint's last evaluation): a run killed
+        between a sample and its save would otherwise log that step twice."""
+        if not self.samples.is_file():
+            return
+        kept = []
+        for line in self.samples.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass
+        checkpoint.write_text("".join(kept), self.samples)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:

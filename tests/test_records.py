@@ -1,0 +1,246 @@
+"""Records: lists of names, titles or recipes (--records), whole records in training and in
+sampling, curation (--novel, --unique), labels, and several temperatures in one command."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+import charrnn
+from charrnn.data import RecordBatches
+from charrnn.errors import UsageError
+from charrnn.records import parse
+from charrnn.tokenizer import END, Tokenizer
+
+from conftest import assert_one_error_line
+
+TINY = ["--hidden", "48", "--layers", "1", "--embed", "16", "--batch-size", "16", "--device", "cpu",
+        "--precision", "fp32", "--lr", "0.02", "--warmup-steps", "5", "--quiet"]
+
+
+def _names(n: int = 600, seed: int = 0) -> list[str]:
+    """Made-up package-like names: syllables joined, some with a dash."""
+    rng = random.Random(seed)
+    syl = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pe", "do"]
+    out = set()
+    while len(out) < n:
+        name = "".join(rng.choice(syl) for _ in range(rng.randint(2, 4)))
+        if rng.random() < 0.3:
+            name += "-" + "".join(rng.choice(syl) for _ in range(rng.randint(1, 2)))
+        out.add(name)
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def names_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("records")
+    corpus = folder / "names.txt"
+    corpus.write_text("\n".join(_names()) + "\n", encoding="utf-8")
+    out = folder / "run"
+    charrnn.train(corpus, out=out, records="lines", max_steps=150, eval_every=50, hidden=48, layers=1, embed=16,
+                  batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    return corpus, out
+
+
+def test_parse_modes(tmp_path):
+    assert parse(" a \n\nb\n", "lines").texts == ["a", "b"]
+    assert parse("one\ntwo\n\n\nthree\n", "paragraphs").texts == ["one\ntwo", "three"]
+    r = parse('{"t": "x", "k": "A"}\n{"t": "y", "k": "B"}\n', "jsonl:t", "k")
+    assert r.texts == ["x", "y"] and r.labels == ["A", "B"]
+    r = parse("name,kind\nfoo,a\n\"b,ar\",b\n", "csv:name", "kind")
+    assert r.texts == ["foo", "b,ar"] and r.labels == ["a", "b"]
+    for bad, mode in [("not json\n", "jsonl:t"), ('{"u": 1}\n', "jsonl:t"), ("a,b\n1,2\n", "csv:c")]:
+        with pytest.raises(UsageError):
+            parse(bad, mode)
+    with pytest.raises(UsageError, match="jsonl:text"):
+        parse("x", "jsonl")
+
+
+def test_batches_never_carry_a_record_into_the_next():
+    """Every row of every batch holds one record: it begins at a chunk start with the state reset
+    there, its targets are its own tokens then END, and padding is ignored."""
+    tok = Tokenizer("char", list("abcdefgh")).with_records()
+    rng = random.Random(1)
+    recs = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 30))) for _ in range(50)]
+    seqs = [torch.tensor([tok.end_id] + tok.encode(r) + [tok.end_id]) for r in recs]
+    T = 8
+    b = RecordBatches(seqs, batch_size=4, seq_len=T, seed=3)
+    seen: dict[int, list[int]] = {}
+    rows: list[list[int]] = [[] for _ in range(4)]
+    for step in range(b.steps_per_epoch):
+        x, y, reset = b.get(step)
+        for r in range(4):
+            if reset[r]:
+                if rows[r]:
+                    seen.setdefault(len(seen), rows[r])
+                rows[r] = []
+            ys = [t for t in y[r].tolist() if t != -100]
+            if ys:
+                assert ys == y[r].tolist()[: len(ys)], "padding only at the end of a chunk"
+            rows[r] += ys
+            # END, when it is a target, is the last target of the row's record.
+            if tok.end_id in ys:
+                assert ys.index(tok.end_id) == len(ys) - 1
+    for r in rows:
+        if r:
+            seen.setdefault(len(seen), r)
+    got = sorted(tuple(v) for v in seen.values())
+    want = sorted(tuple(tok.encode(r) + [tok.end_id]) for r in recs)
+    assert got == want, "each record trained once per epoch, whole, as its own row"
+
+
+def test_samples_are_whole_records_one_per_line(cli, names_run):
+    corpus, out = names_run
+    model = charrnn.load(out)
+    assert model.is_records and END in model.tokenizer.vocab
+    r = cli("sample", "-c", out, "-N", "20", "--seed", "1", "--length", "60")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 20 and r.stdout.endswith("\n")
+    assert all(0 < len(l) < 60 for l in lines), "each record ended on the model's own end of record"
+    assert all(set(l) <= set("kalominerutavozipedo-") for l in lines)
+    # A prompt begins the record; --json carries the score and the temperature.
+    j = cli("sample", "-c", out, "-N", "5", "--seed", "2", "--prompt", "ka", "--json")
+    objs = [json.loads(l) for l in j.stdout.splitlines()]
+    assert len(objs) == 5 and all(o["text"].startswith("ka") and "\n" not in o["text"] for o in objs)
+    assert all(o["nats_per_char"] > 0 and o["temperature"] == 0.8 for o in objs)
+
+
+def test_novel_never_emits_a_training_record_and_unique_never_repeats(cli, names_run):
+    corpus, out = names_run
+    training = set(corpus.read_text().split())
+    r = cli("sample", "-c", out, "-N", "200", "--seed", "4", "--temp", "0.6", "--novel", "--unique", "--json")
+    assert r.exit_code == 0, r.stderr
+    objs = [json.loads(l) for l in r.stdout.splitlines()]
+    summary = objs.pop()["summary"]
+    texts = [o["text"] for o in objs]
+    assert len(texts) == 200 == summary["kept"]
+    assert not training & set(texts), "no training record comes out"
+    assert len(set(texts)) == len(texts)
+    assert summary["drawn"] == 200 + summary["dropped_copies"] + summary["dropped_repeats"]
+    assert summary["dropped_copies"] > 0, "a small model at a low temperature copies some names"
+    assert "copies of the training data" in r.stderr
+    # Without --novel the same model does write training names at this temperature.
+    plain = charrnn.load(out).samples(200, temperature=0.6, seed=4)
+    assert training & set(plain)
+    # The API curates the same way.
+    api = charrnn.load(out).samples(50, temperature=0.6, seed=4, novel=True, unique=True)
+    assert len(api) == 50 and not training & set(api) and len(set(api)) == 50
+
+
+def test_attempt_limit_is_reported(cli, names_run):
+    _, out = names_run
+    r = cli("sample", "-c", out, "-N", "50", "--temp", "0", "--unique", "--max-attempts", "20")
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1  # greedy writes one record, again and again
+    assert "attempt limit" in r.stderr
+
+
+def test_temperature_list_tags_each_sample(cli, names_run):
+    _, out = names_run
+    r = cli("sample", "-c", out, "-N", "3", "--temp", "0.5,0.8,1.1", "--json", "--seed", "5")
+    assert r.exit_code == 0, r.stderr
+    temps = [json.loads(l)["temperature"] for l in r.stdout.splitlines()]
+    assert temps == [0.5] * 3 + [0.8] * 3 + [1.1] * 3
+    bad = cli("sample", "-c", out, "--temp", "0.5,hot")
+    assert bad.exit_code == 2
+    assert_one_error_line(bad.stderr, "--temp")
+
+
+def test_free_text_novelty_rule(corpus_text):
+    """A sample sharing a 24-character anchored window with the corpus is a copy: spans of the
+    corpus of 100 characters are caught (nearly always), texts not in the corpus are not."""
+    from charrnn.novelty import Index, text_hashes
+
+    index = Index(text_hashes(corpus_text), "text")
+    rng = random.Random(0)
+    spans = [corpus_text[p : p + 100] for p in (rng.randrange(len(corpus_text) - 100) for _ in range(200))]
+    assert sum(index.is_copy(s) for s in spans) >= 190
+    words = corpus_text.split()
+    fresh = [" ".join(rng.sample(words, 12)) for _ in range(200)]
+    assert sum(index.is_copy(s) for s in fresh) <= 2
+    assert not index.is_copy("short")
+
+
+def test_novel_on_free_text_drops_copies(cli, tmp_path):
+    corpus = tmp_path / "pangram.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 300, encoding="utf-8")
+    out = tmp_path / "run"
+    r = cli("train", corpus, "--out", out, "--max-steps", "80", "--seq-len", "32", *TINY)
+    assert r.exit_code == 0, r.stderr
+    r = cli("sample", "-c", out, "-N", "2", "--temp", "0", "--length", "120", "--novel", "--max-attempts", "4", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])["summary"]
+    assert summary == {"kept": 0, "drawn": 4, "dropped_copies": 4, "dropped_repeats": 0}
+    assert "attempt limit" in r.stderr
+    # A changed corpus file cannot vouch for what the model was trained on.
+    corpus.write_text("something else entirely\n" * 10, encoding="utf-8")
+    r = cli("sample", "-c", out, "--novel")
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "changed since", "--novel")
+
+
+def test_labels_steer_generation(tmp_path):
+    """Each label has an alphabet of its own: generating with a label writes only its letters."""
+    rng = random.Random(2)
+    lines = []
+    for _ in range(500):
+        label = rng.choice(["low", "up"])
+        letters = "abcdef" if label == "low" else "UVWXYZ"
+        lines.append(json.dumps({"name": "".join(rng.choice(letters) for _ in range(rng.randint(3, 8))), "kind": label}))
+    corpus = tmp_path / "names.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    charrnn.train(corpus, out=out, records="jsonl:name", label_field="kind", max_steps=120, hidden=32, layers=1,
+                  embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    model = charrnn.load(out)
+    assert model.labels == ["low", "up"]
+    for label, letters in (("low", set("abcdef")), ("up", set("UVWXYZ"))):
+        texts = model.samples(30, label=label, seed=1, length=20)
+        chars = set("".join(texts))
+        assert chars and chars <= letters, (label, chars)
+    with pytest.raises(UsageError, match="low, up"):
+        model.sample(label="mid")
+
+
+def test_unknown_label_is_one_line_listing_the_known(cli, tmp_path):
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("title,genre\n" + "".join(f"t{i % 7}x,{'ab'[i % 2]}\n" for i in range(200)), encoding="utf-8")
+    out = tmp_path / "run"
+    r = cli("train", corpus, "--out", out, "--records", "csv:title", "--label-field", "genre", "--max-steps", "5", *TINY)
+    assert r.exit_code == 0, r.stderr
+    s = cli("sample", "-c", out, "--label", "c")
+    assert s.exit_code == 2
+    assert_one_error_line(s.stderr, "unknown label", "a, b")
+    bad = cli("train", corpus, "--out", tmp_path / "r2", "--records", "csv:nope", "--max-steps", "5", *TINY)
+    assert bad.exit_code == 2
+    assert_one_error_line(bad.stderr, "no column 'nope'", "title")
+
+
+def test_score_a_records_model_record_by_record(cli, names_run, tmp_path):
+    corpus, out = names_run
+    model = charrnn.load(out, precision="fp32")
+    names = corpus.read_text().split()[:50]
+    whole = model.score("\n".join(names) + "\n")
+    assert whole.tokens == sum(len(n) + 1 for n in names)  # each name's characters and its end
+    lines = model.score_lines(names)
+    assert sum(l.loss * l.tokens for l in lines) / sum(l.tokens for l in lines) == pytest.approx(whole.loss, rel=1e-4)
+    f = tmp_path / "cands.txt"
+    f.write_text("kalomi\nzzqqxx\n", encoding="utf-8")
+    r = cli("score", "--per-line", f, "-c", out, "--unknown", "skip")
+    assert r.exit_code == 0, r.stderr
+    losses = [float(l.split("\t")[0]) for l in r.stdout.splitlines()]
+    assert losses[0] < losses[1], "a name like the training names is more typical"
+
+
+def test_fine_tuning_a_records_model_keeps_records(tmp_path, names_run):
+    _, parent = names_run
+    more = tmp_path / "more.txt"
+    more.write_text("\n".join(_names(200, seed=5)) + "\n", encoding="utf-8")
+    result = charrnn.train(more, out=tmp_path / "child", init_from=parent, max_steps=5, device="cpu")
+    child = result.load()
+    assert child.is_records
+    assert all("\n" not in s for s in child.samples(5, seed=1, length=40))
