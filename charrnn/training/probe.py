@@ -4,7 +4,7 @@ this machine, at the start of a budgeted CPU run, and let ``autosize.choose_plan
 A table of sizes measured on one CPU is wrong on the next: on a Xeon with AMX bf16 products run
 6x faster than fp32, on an AMD EPYC without AMX the same defaults train at about half the
 tokens per second. So the run times its own steps (a fresh model, the real batch shape, one
-warm-up step and two timed ones, about a second in all, inside the budget), smallest candidate
+warm-up step and three timed ones, a second or two in all, inside the budget), smallest candidate
 first, and stops when bigger ones stop paying or the probe's share of the budget is spent. The
 random state of the run is left as it was.
 """
@@ -27,9 +27,10 @@ PROBE_MAX = 3.0  # seconds, at most
 
 
 def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
-                      device: torch.device, steps: int = 2) -> float:
+                      device: torch.device, steps: int = 3) -> float:
     """Training tokens/s of one shape: forward, backward and a fused AdamW step on random tokens,
-    the fastest of ``steps`` timed steps after one warm-up."""
+    the fastest of ``steps`` timed steps after one warm-up (the fastest: other processes only ever
+    slow a step down)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, 0.0)).to(device)
@@ -53,13 +54,17 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
             seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. Both precisions are
     timed until one is clearly faster (by 10%); then the slower one is dropped. Stops after
-    ``limit`` seconds, or once two candidates in a row predict a worse loss than the best so far
+    ``limit`` seconds (not counting the first shape, which pays the process's one-time warm-ups:
+    about 2 s on our CPU, which the first training step would pay otherwise), or once two
+    candidates in a row predict a worse loss than the best so far
     (bigger ones only run slower)."""
     measured: Measured = {}
     t0 = time.monotonic()
     best, worse = float("inf"), 0
-    for layers, hidden in shapes:
-        if time.monotonic() - t0 > limit:
+    for i, (layers, hidden) in enumerate(shapes):
+        if i == 1:  # the first shape paid the process's one-time warm-ups, which training would pay anyway
+            t_first = time.monotonic()
+        elif i > 1 and time.monotonic() - t_first > limit:
             break
         for p in precisions:
             measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device)
