@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

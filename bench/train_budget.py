@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
