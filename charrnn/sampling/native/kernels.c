@@ -303,21 +303,33 @@ static inline __attribute__((always_inline)) void tile_bf16(const uint16_t *w, i
 #endif
 }
 
-/* Which tile sizes a product uses: one stream, 8 row blocks at a time (8 independent sums hide the
- * latency of the multiply-adds); several, 2 row blocks x 8 streams (each weight load serves 8
- * streams). Both fit the 32 AVX-512 registers. */
+/* Which tile sizes a product uses. One stream: ONE_NB row blocks at a time (independent sums hide
+ * the latency of the multiply-adds). Several: MANY_NB row blocks x MANY_NS streams (each weight
+ * load serves MANY_NS streams). Sized to the registers: 32 AVX-512 ones, 16 AVX2 ones holding
+ * half a column each. The caller pads several streams to a multiple of 8 (tile_streams). */
+#if defined(__AVX512F__)
+#define ONE_NB 8
+#define MANY_NB 2
+#define MANY_NS 8
+#else
+#define ONE_NB 4
+#define MANY_NB 1
+#define MANY_NS 4
+#endif
 #define TILED(TILE, W_OF, X_OF, LDX)                                                                          \
     do {                                                                                                       \
-        int blocks = R / 16, nbt = B == 1 ? 8 : 2, tiles = (blocks + nbt - 1) / nbt;                           \
+        int blocks = R / 16, nbt = B == 1 ? ONE_NB : MANY_NB, tiles = (blocks + nbt - 1) / nbt;                \
         _Pragma("omp parallel for num_threads(nthreads) schedule(static) if (tiles >= 4 && nthreads > 1)")   \
         for (int t = 0; t < tiles; t++) {                                                                      \
             int b0 = t * nbt, nb = blocks - b0 < nbt ? blocks - b0 : nbt, s = 0;                               \
-            for (; nbt == 2 && s + 8 <= B; s += 8) {                                                           \
-                if (nb == 2) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, 2, 8);        \
-                else TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, 1, 8);                \
+            for (; B > 1 && s + MANY_NS <= B; s += MANY_NS) {                                                  \
+                if (nb == MANY_NB) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, MANY_NB, MANY_NS); \
+                else                                                                                           \
+                    for (int i = 0; i < nb; i++)                                                               \
+                        TILE(W_OF(b0 + i), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * (b0 + i), ldy, 1, MANY_NS); \
             }                                                                                                  \
             for (; s < B; s++) {                                                                               \
-                if (nb == 8) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, 8, 1);        \
+                if (nb == ONE_NB) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, ONE_NB, 1); \
                 else                                                                                           \
                     for (int i = 0; i < nb; i++)                                                               \
                         TILE(W_OF(b0 + i), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * (b0 + i), ldy, 1, 1);   \
