@@ -146,7 +146,7 @@ def candidates(seconds: float) -> list[tuple[int, int]]:
 # parameters with the full schedule: L = E + A / N**alpha + B / D**beta, fitted to the one-layer
 # rows of bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches, rms error 0.010
 # nats) by `python bench/loss_sweep.py --fit`. Two-layer shapes are scored at their size.
-LOSS_MODEL = {"E": 1.364, "A": 17642.9, "alpha": 0.975, "B": 6051.4, "beta": 0.7}
+LOSS_MODEL = {"E": 1.3638, "A": 10127.2, "alpha": 0.925, "B": 8463.1, "beta": 0.725}
 # Of the seconds left when the plan is made, the share that goes to training steps (evaluations,
 # saves and the exit take the rest).
 TRAIN_SHARE = 0.85
