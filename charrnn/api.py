@@ -15,6 +15,7 @@ and from the shell. Errors a user can fix are ``CharrnnError`` (exit code 1) or 
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -187,31 +188,43 @@ class CharRNN:
         """How well the model predicts ``text``: every token after the first scored once (a
         records model: each record of the text on its own, from its start to its end token).
         ``Score.loss`` is in nats/token; ``bits_per_char`` and ``perplexity`` follow. ``unknown``:
-        tokens the model never saw: error, skip, unk; auto is unk for word models, else error.
-        Raises CharrnnError when the text has fewer than two tokens, UnknownTokenError for unseen ones."""
+        tokens the model never saw: error, skip (left out, counted in ``Score.left_out``), unk;
+        auto is unk for word models, else skip. Raises CharrnnError when fewer than two tokens
+        are left to score, UnknownTokenError for unseen ones with 'error'."""
         import torch
 
         from charrnn.evaluate import evaluate, score_records
+        from charrnn.tokenizer import describe_left_out, scoring_mode
 
         model, tok = self._model(), self.tokenizer
+        mode = scoring_mode(tok, unknown)
         if self.is_records:
             from charrnn.records import parse
 
             data = (self.info.get("config") or {}).get("data") or {}
             recs = parse(text, data.get("records") or "lines", data.get("label_field"))
             labels = recs.labels or [None] * len(recs.texts)
-            seqs = [[tok.record_start(l if l in tok.labels else None)] + tok.encode(t, unknown=unknown) + [tok.end_id]
-                    for t, l in zip(recs.texts, labels)]
-            return score_records(model, seqs, tok.char_lengths(), self._autocast())
-        ids = torch.tensor(tok.encode(text, unknown=unknown), dtype=torch.long)
+            seqs, left_out = [], Counter()
+            for t, l in zip(recs.texts, labels):
+                ids, gone = tok.encode_counted(t, mode)
+                seqs.append([tok.record_start(l if l in tok.labels else None)] + ids + [tok.end_id])
+                left_out += gone
+            score = score_records(model, seqs, tok.char_lengths(), self._autocast())
+            score.left_out = left_out
+            return score
+        ids, left_out = tok.encode_counted(text, mode)
         if len(ids) < 2:
-            raise CharrnnError(f"the text has {len(ids)} token(s): nothing to score (the first token has no context)")
-        return evaluate(model, ids, tok.char_lengths(), autocast=self._autocast())
+            gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
+            raise CharrnnError(f"the text has {len(ids)} token(s){gone}: nothing to score (the first token has no context)")
+        score = evaluate(model, torch.tensor(ids, dtype=torch.long), tok.char_lengths(), autocast=self._autocast())
+        score.left_out = left_out
+        return score
 
     def score_lines(self, lines: Iterable[str], unknown: str = "auto") -> list[LineScore]:
         """Each line on its own, as if it followed a newline (a records model: as a record, from
         its start token to its end token): its tokens and its end are scored. A line the model
-        cannot score (too short) has ``loss`` None."""
+        cannot score (too short) has ``loss`` None. ``unknown`` as for ``score``; each line's
+        ``left_out`` counts its unseen tokens left out."""
         from charrnn.evaluate import score_lines
 
         tok = self.tokenizer
@@ -338,7 +351,7 @@ def train(
     ``resume`` continues the run in ``out``; ``init_from`` fine-tunes a checkpoint. Progress
     goes to ``reporter`` (silent by default). Raises UsageError for wrong settings, CharrnnError
     for failures; a Ctrl-C saves last.pt and returns with ``interrupted`` set."""
-    from charrnn.config import build_run_config
+    from charrnn.config import build_run_config, check_out
     from charrnn.data import read_corpus
     from charrnn.training.loop import train as fit
 
@@ -346,6 +359,7 @@ def train(
     if corpus is not None:
         settings["corpus"] = corpus if str(corpus) == "-" else str(Path(corpus).absolute())
     cfg = build_run_config(config, settings, resume=resume, init_from=init_from)
+    check_out(cfg.train.out)
     if text is not None:
         if corpus is not None:
             raise UsageError("give either a corpus file or text=, not both")

@@ -7,6 +7,8 @@ A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable wi
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -42,10 +44,71 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], sync: bool
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """A checkpoint dict to ``path``, atomically (``atomic_write``)."""
+    """A checkpoint dict to ``path``, atomically (``atomic_write``), with a checksum of all it
+    holds (``digest``) that ``load`` verifies. Raises CharrnnError when the disk refuses the
+    write (full, read-only); the previous file at ``path`` is then untouched."""
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f))
+    obj = {k: v for k, v in obj.items() if k not in (CHECKSUM, "path")}
+    obj[CHECKSUM] = digest(obj)
+    with _saving(path):
+        atomic_write(path, lambda f: torch.save(obj, f))
+
+
+@contextlib.contextmanager
+def _saving(path: str | Path):
+    """A write the disk refuses (full, read-only) as one CharrnnError; the file it would have
+    replaced is untouched (``atomic_write``)."""
+    try:
+        yield
+    except Exception as e:
+        cause = _os_error(e)  # torch.save wraps a failed write in a RuntimeError
+        if cause is None:
+            raise
+        path = Path(path)
+        kept = f"the previous {path.name} is intact; " if path.exists() else ""
+        then = "continue with --resume" if (path.parent / "last.pt").exists() else "train again (with --overwrite)"
+        raise CharrnnError(f"cannot save {path}: {cause.strerror or cause}; {kept}free some space, then {then}") from None
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+CHECKSUM = "checksum"
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes, every number,
+    string and key, in a fixed order. A flipped bit anywhere changes it."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return "sha256:" + h.hexdigest()
+
+
+def _feed(h, o: Any) -> None:
+    import torch
+
+    if isinstance(o, torch.Tensor):
+        t = o.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(o, dict):
+        h.update(b"D%d" % len(o))
+        for k in sorted(o, key=repr):
+            _feed(h, k)
+            _feed(h, o[k])
+    elif isinstance(o, (list, tuple)):
+        h.update(b"L%d" % len(o))
+        for v in o:
+            _feed(h, v)
+    else:
+        h.update(f"S{type(o).__name__}:{o!r}".encode())
 
 
 def _umask() -> int:
@@ -55,7 +118,8 @@ def _umask() -> int:
 
 
 def write_text(text: str, path: str | Path) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
+    with _saving(path):
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
 
 
 def step_file(folder: str | Path, step: int) -> Path:
@@ -105,6 +169,8 @@ def resolve(path: str | Path | None, step: int | None = None) -> Path:
                 return p / name
         raise CharrnnError(f"no best.pt or last.pt in {p}; is it a run folder?")
     if not p.is_file():
+        if p.exists():  # a named pipe or a device: torch.load would wait or read forever
+            raise CharrnnError(f"{p} is not a regular file; give a .pt checkpoint or a run folder")
         raise CharrnnError(f"checkpoint not found: {p}")
     return p
 
@@ -122,6 +188,14 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
         raise CharrnnError(f"{p} is not a readable charrnn checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CharrnnError(f"{p} is not a charrnn checkpoint")
+    # Checkpoints from before checksums (no CHECKSUM key) are checked for consistency alone.
+    stored = ckpt.pop(CHECKSUM, None)
+    if stored is not None and stored != digest(ckpt):
+        raise CharrnnError(f"{p} is damaged: its contents do not match their checksum (a flipped bit or a "
+                           "partial copy); use the run's other checkpoint (best.pt or last.pt) or retrain")
+    from charrnn.checkpoint_check import check
+
+    check(ckpt, p)
     ckpt["path"] = str(p)
     return ckpt
 

@@ -28,11 +28,15 @@ def _process_start() -> float:
 
 T0 = _process_start()
 
+import errno  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+from collections import Counter  # noqa: E402
 from enum import Enum  # noqa: E402
 from typing import Optional  # noqa: E402
 
@@ -54,18 +58,59 @@ class _Group(TyperGroup):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        _utf8_streams()
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
-        except getattr(click_errors, "NoArgsIsHelpError", ()) as e:
-            print(e.format_message())
-            sys.exit(0)
+            try:
+                rv = super().main(*args, standalone_mode=False, **kwargs)
+            except getattr(click_errors, "NoArgsIsHelpError", ()) as e:
+                print(e.format_message())
+                rv = 0
+            sys.stdout.flush()
         except click_errors.ClickException as e:
             where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
             print(f"charrnn: error: {' '.join(e.format_message().split())}{where}", file=sys.stderr, flush=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.exit(130)
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(0)
+        except OSError as e:  # stdout on a full device, or closed: one line, a runtime failure
+            _silence_stdout()
+            fix = "free some space or write it somewhere else" if e.errno == errno.ENOSPC else "send it somewhere (> file)"
+            print(f"charrnn: error: cannot write the output: {e.strerror or e}; {fix}", file=sys.stderr, flush=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _ClosedStdout(io.RawIOBase):
+    """What stdout is when the shell closed it (`>&-`): the first write fails as the closed fd
+    would (and is reported); what follows is dropped, so the exit stays quiet."""
+
+    failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EBADF, "stdout is closed")
+        return len(b)
+
+
+def _utf8_streams() -> None:
+    """stdout carries UTF-8 whatever the locale (an ASCII or Latin-1 PYTHONIOENCODING, a C
+    locale): text and JSON come out whole, never a UnicodeEncodeError. stderr keeps the
+    terminal's encoding for people, with anything it cannot show escaped. A closed stdout
+    fails on the first write, as a full one does."""
+    if sys.stdout is None:
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
+    for stream, kw in ((sys.stdout, {"encoding": "utf-8", "errors": "surrogateescape"}), (sys.stderr, {"errors": "backslashreplace"})):
+        try:
+            stream.reconfigure(**kw)
+        except (AttributeError, ValueError, OSError):  # not a text file, or already written to
+            pass
 
 
 app = typer.Typer(
@@ -120,10 +165,9 @@ def _read_arg(text: str) -> str:
     """`-` reads the value from stdin, bytes as they are (CRLF stays CRLF)."""
     if text != "-":
         return text
-    try:
-        return sys.stdin.buffer.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise CharrnnError("the prompt on stdin is not UTF-8 text") from None
+    from charrnn.inputs import decode_utf8, read_bytes
+
+    return decode_utf8(read_bytes("-", "prompt"), "-", "the prompt on stdin")
 
 
 
@@ -216,6 +260,10 @@ def train(
         summary = result.to_dict()
     except CharrnnError as e:
         _fail(e)
+    except OSError as e:  # a run folder the disk refuses (metrics, config): checkpoints say so themselves
+        where = f" {e.filename}" if e.filename else ""
+        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; free some space, then run it again "
+                           "(--resume continues from last.pt where the run saved one)"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
@@ -227,7 +275,7 @@ def train(
             file=sys.stderr,
         )
     if as_json and int(os.environ.get("RANK", "0")) == 0:
-        _emit(json.dumps(summary))
+        _emit(_json(summary))
     if summary["interrupted"]:
         raise typer.Exit(130)
 
@@ -328,8 +376,8 @@ def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, 
                    max_attempts=max_attempts, seed=seed, **options)
     if as_json:
         for s in d.samples:
-            out.write(json.dumps({"text": head + s.text, "seed": s.seed, "index": s.index, "temperature": s.temperature,
-                                  "nats_per_char": s.nats_per_char}) + "\n")
+            out.write(_json({"text": head + s.text, "seed": s.seed, "index": s.index, "temperature": s.temperature,
+                             "nats_per_char": s.nats_per_char}) + "\n")
     else:
         texts = [head + s.text for s in d.samples]
         sep = _separator(model, separator, texts)
@@ -337,7 +385,7 @@ def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, 
     summary = {"kept": len(d.samples), "drawn": d.drawn, "dropped_copies": d.dropped_copies, "dropped_repeats": d.dropped_repeats}
     if novel or unique:
         if as_json:
-            out.write(json.dumps({"summary": summary}) + "\n")
+            out.write(_json({"summary": summary}) + "\n")
         short = len(d.samples) < n * len(temps)
         print(f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {d.dropped_copies} copies of the training data "
               f"and {d.dropped_repeats} repeats dropped" + ("; the attempt limit was reached (raise --max-attempts)" if short else ""),
@@ -354,7 +402,7 @@ def score(
     file: str = typer.Argument(..., help="Text file, or - for stdin."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"),
     per_line: bool = typer.Option(False, "--per-line", help="Score each line on its own: 'loss<TAB>line' per line."),
-    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip, unk; auto: unk for word models, else error."),
+    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip (left out, counted on stderr), unk; auto: unk for word models, else skip."),
     as_json: bool = typer.Option(False, "--json", help="JSON output (one object per line with --per-line)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (as training), fp32, bf16 or fp16."),
@@ -368,27 +416,55 @@ def score(
         from charrnn.data import read_corpus
 
         model = load(checkpoint, device, precision)
-        text, _ = read_corpus(file)
+        text, _ = read_corpus(file, "text to score")
         if per_line:
             # Newlines only: str.splitlines() would also split on form feeds and other separators.
             lines = text.split("\n")
             if lines and lines[-1] == "":
                 lines.pop()
-            for r in model.score_lines(lines, unknown.value):
-                loss = "-" if r.loss is None else f"{r.loss:.4f}"
-                print(json.dumps(r.to_dict()) if as_json else f"{loss}\t{r.line}")
+            results = model.score_lines(lines, unknown.value)
+            for r in results:
+                d = r.to_dict()
+                loss = "-" if d["loss"] is None else f"{d['loss']:.4f}"
+                print(_json(d) if as_json else f"{loss}\t{r.line}")
+            left_out = sum((r.left_out for r in results), Counter())
         else:
-            r = model.score(text, unknown.value).to_dict()
+            result = model.score(text, unknown.value)
+            r, left_out = result.to_dict(), result.left_out
             if as_json:
-                print(json.dumps(r))
+                print(_json(r))
             else:
-                print(f"loss {r['loss']:.4f} nats/token  {r['bits_per_char']:.4f} bits/char  "
-                      f"perplexity {r['perplexity']:.3f}  ({r['tokens']} tokens)")
+                print(f"loss {_num(r['loss'], 4)} nats/token  {_num(r['bits_per_char'], 4)} bits/char  "
+                      f"perplexity {_num(r['perplexity'], 3)}  ({r['tokens']} tokens)")
+        if left_out:
+            from charrnn.tokenizer import describe_left_out
+
+            print(f"charrnn: note: left out {describe_left_out(left_out)} the model never saw; "
+                  "--unknown error refuses such text", file=sys.stderr)
         sys.stdout.flush()
     except CharrnnError as e:
         _fail(e)
     except BrokenPipeError:
         _quiet_pipe()
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _json(obj) -> str:
+    """JSON that is JSON: a number that is not finite becomes null (NaN and Infinity are not JSON)."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj))
 
 
 @app.command()
@@ -408,7 +484,7 @@ def info(
     except CharrnnError as e:
         _fail(e)
     if as_json:
-        _emit(json.dumps(d))
+        _emit(_json(d))
         return
     lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
     lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]

@@ -7,6 +7,7 @@ corpus and the time budget (see ``autosize.py``) and saves the resolved value.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,9 +29,34 @@ def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
         raise UsageError(f"{name} must be one of {', '.join(options)}, not {value!r}")
 
 
-def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value}")
+def _positive(name: str, value: float | None, allow_zero: bool = False, most: float = math.inf) -> None:
+    """A finite number > 0 (>= 0 with ``allow_zero``) and at most ``most``, or None (not given)."""
+    if value is None:
+        return
+    low = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{name} must be a number {low}, not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > most:
+        upper = f" and at most {most}" if most < math.inf else ""
+        raise UsageError(f"{name} must be a finite number {low}{upper}, not {value}")
+
+
+def _fraction(name: str, value: float | None, closed_top: bool = False) -> None:
+    """A number in [0, 1) ([0, 1] with ``closed_top``), or None."""
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 <= value <= 1 if closed_top else 0 <= value < 1)
+    if not ok:
+        raise UsageError(f"{name} must be in [0, 1{']' if closed_top else ')'}, not {value}")
+
+
+# Bounds that keep a typo from asking for terabytes: a 16384-wide LSTM layer is already 4 GB of fp32.
+MAX_WIDTH = 16384
+MAX_LAYERS = 64
+MAX_SEED = 2**63 - 1
+MAX_PARAMETERS = 10**9  # 4 GB of fp32 weights, 12 GB more for AdamW's moments and the gradients
+MAX_STREAMS = 65536
+YAML_MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -44,7 +70,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         check_choice("--level", self.level, LEVELS)
-        _positive("--max-vocab", self.max_vocab)
+        _positive("--max-vocab", self.max_vocab, most=2**31 - 1)
         _positive("--min-count", self.min_count)
 
 
@@ -66,10 +92,9 @@ class DataConfig:
     """Records: the JSON field or CSV column holding each record's label, to condition on."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.val_fraction < 1:
-            raise UsageError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
-        _positive("--seq-len", self.seq_len)
-        _positive("--batch-size", self.batch_size)
+        _fraction("--val-fraction", self.val_fraction)
+        _positive("--seq-len", self.seq_len, most=2**31 - 1)
+        _positive("--batch-size", self.batch_size, most=2**31 - 1)
         check_choice("--batching", self.batching, BATCHING)
         from charrnn.records import check_mode
 
@@ -88,11 +113,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("--cell", self.cell, CELLS)
-        _positive("--layers", self.layers)
-        _positive("--hidden", self.hidden)
-        _positive("--embed", self.embed)
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
+        _positive("--layers", self.layers, most=MAX_LAYERS)
+        _positive("--hidden", self.hidden, most=MAX_WIDTH)
+        _positive("--embed", self.embed, most=MAX_WIDTH)
+        _fraction("--dropout", self.dropout)
+        if self.layers and self.hidden:
+            # Each layer's gates: (input + hidden + 2 biases) x gates*hidden; the embedding and head
+            # depend on the vocabulary, small beside this for any size that could be meant.
+            H, E = self.hidden, self.embed or self.hidden
+            gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+            params = sum(gates * H * ((E if l == 0 else H) + H + 2) for l in range(self.layers))
+            if params > MAX_PARAMETERS:
+                raise UsageError(f"{self.layers} layers of {H} units are {params / 1e9:.1f} billion parameters, "
+                                 f"more than {MAX_PARAMETERS / 1e9:g} billion; lower --hidden or --layers")
 
 
 @dataclass
@@ -132,12 +165,15 @@ class TrainConfig:
         if isinstance(self.time_budget, str):
             self.time_budget = parse_duration(self.time_budget)
         _positive("--lr", self.lr)
+        _fraction("min_lr_ratio", self.min_lr_ratio, closed_top=True)
+        _positive("--weight-decay", self.weight_decay, allow_zero=True)
         _positive("--max-steps", self.max_steps)
         _positive("--epochs", self.epochs)
-        _positive("--time-budget", self.time_budget)
+        _positive("--time-budget", self.time_budget, most=10 * 365 * 86400)  # seconds: ten years
         _positive("--eval-every", self.eval_every)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
         _positive("--grad-clip", self.grad_clip, allow_zero=True)
+        _positive("--seed", self.seed, allow_zero=True, most=MAX_SEED)
         _positive("--sample-every", self.sample_every, allow_zero=True)
         _positive("--sample-length", self.sample_length)
         _positive("--sample-temp", self.sample_temp, allow_zero=True)
@@ -168,7 +204,7 @@ class RunConfig:
             unknown = set(section) - known
             if unknown:
                 raise UsageError(
-                    f"unknown setting {f.name}.{sorted(unknown)[0]}; known: {', '.join(sorted(known))}"
+                    f"unknown setting {f.name}.{sorted(unknown, key=str)[0]}; known: {', '.join(sorted(known))}"
                 )
             for g in fields(f.default_factory):
                 if g.name in section:
@@ -176,7 +212,7 @@ class RunConfig:
             parts[f.name] = f.default_factory(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UsageError(f"unknown config section {sorted(unknown)[0]!r}; use tokenizer, data, model, train")
+            raise UsageError(f"unknown config section {sorted(unknown, key=str)[0]!r}; use tokenizer, data, model, train")
         return cls(**parts)
 
     def to_yaml(self) -> str:
@@ -203,13 +239,31 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
     raise UsageError(f"{name} must be {want}, not {value!r}")
 
 
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: a settings file has no use for them, and a chain of
+    aliases (a 'billion laughs') expands a small file to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(event.anchor)
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    from charrnn.inputs import decode_utf8, read_bytes
+
+    text = decode_utf8(read_bytes(str(path), "config file", limit=YAML_MAX_BYTES), str(path), "config file")
     try:
-        d = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+        d = yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise UsageError(f"config file {path} nests too deeply to be a settings file") from None
+    except _AliasRefused as e:
+        raise UsageError(f"config file {path} uses a YAML alias (*{e}), which charrnn does not read; write the values out") from None
     except yaml.YAMLError as e:
         raise UsageError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if d is None:
@@ -280,13 +334,37 @@ def build_run_config(config: str | Path | dict | None, settings: dict[str, Any],
 
 def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Flags given on the command line win over the YAML file."""
-    out = {k: dict(v or {}) for k, v in base.items()}
+    for k, v in base.items():
+        if v is not None and not isinstance(v, dict):
+            raise UsageError(f"config section {k!r} must be a mapping of settings (like 'hidden: 256'), not {v!r}"[:300])
+    out = {str(k): dict(v or {}) for k, v in base.items()}
     for section, values in overrides.items():
         out.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     return out
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def check_out(out: str | Path | None) -> None:
+    """A run folder that can be made: not a file, not under one, somewhere this user may write.
+    Raises UsageError naming the problem before any training starts."""
+    if out is None:
+        return
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--out {p} is a file, not a folder; give a folder for the run")
+    ancestor = p
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {p} cannot be made: {ancestor} is a file; give a folder for the run")
+    import tempfile
+
+    try:  # a probe: /proc, read-only mounts and foreign folders refuse it
+        os.rmdir(tempfile.mkdtemp(prefix=".charrnn-probe-", dir=ancestor))
+    except OSError as e:
+        raise UsageError(f"--out {p} cannot be made in {ancestor} ({e.strerror}); give a folder you can write to") from None
 
 
 def parse_duration(text: str | float) -> float:
@@ -320,11 +398,13 @@ class SampleConfig:
         if self.length < 0:
             raise UsageError(f"--length must be >= 0, not {self.length}")
         if not 0 <= self.temperature < math.inf:
-            raise UsageError(f"--temp must be a number >= 0, not {self.temperature}")
+            raise UsageError(f"--temp must be a finite number >= 0, not {self.temperature}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be in [0, {MAX_SEED}], not {self.seed}")
         if self.top_k is not None and self.top_k < 1:
             raise UsageError(f"--top-k must be >= 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.num_samples < 1:
-            raise UsageError(f"--num-samples must be >= 1, not {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_STREAMS:
+            raise UsageError(f"--num-samples must be in [1, {MAX_STREAMS}], not {self.num_samples}")
         check_choice("--precision", self.precision, ("auto", "fp32", "bf16"))

@@ -6,41 +6,26 @@ A batch is a pure function of the step number, so resuming a run only needs the 
 from __future__ import annotations
 
 import hashlib
-import sys
 import sysconfig
 from pathlib import Path
 
 import torch
 
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.inputs import decode_utf8, read_bytes
 
 DEFAULT_CORPUS = "python-stdlib"
 DEFAULT_CORPUS_CHARS = 1_200_000
 
 
-def read_corpus(path: str | None) -> tuple[str, str]:
-    """(text, name). ``-`` reads stdin; ``None`` gives the built-in default corpus."""
+def read_corpus(path: str | None, what: str = "corpus") -> tuple[str, str]:
+    """(text, name). ``-`` reads stdin; ``None`` gives the built-in default corpus. Raises
+    UsageError for a file that cannot be used (missing, not text, not UTF-8, a silent pipe)."""
     if path is None:
         return default_corpus(), DEFAULT_CORPUS
-    if path == "-":
-        data, name = sys.stdin.buffer.read(), "stdin"
-    else:
-        p = Path(path)
-        if p.is_dir():
-            raise UsageError(f"{path} is a folder; give a text file (or - for stdin)")
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"corpus not found: {path}") from None
-        except OSError as e:
-            raise CharrnnError(f"cannot read {path}: {e.strerror}") from None
-        name = p.stem or "corpus"
-    try:
-        return data.decode("utf-8"), name
-    except UnicodeDecodeError as e:
-        raise CharrnnError(
-            f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it, e.g. iconv -t utf-8"
-        ) from None
+    data = read_bytes(path, what)
+    name = "stdin" if path == "-" else Path(path).stem or "corpus"
+    return decode_utf8(data, path, what), name
 
 
 def default_corpus() -> str:
@@ -97,7 +82,7 @@ class StreamBatches:
         if self.steps_per_epoch < 1:
             raise UsageError(
                 f"the training split ({len(ids)} tokens) is too small for {world * batch_size} streams of "
-                f"{seq_len} tokens; lower --batch-size or --seq-len"
+                f"{seq_len} tokens; {fit_advice(len(ids), batch_size, seq_len, world)}"
             )
         self._epoch, self._x, self._y = -1, None, None
 
@@ -123,7 +108,8 @@ class RandomBatches:
 
     def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
         if len(ids) <= seq_len + 1:
-            raise UsageError(f"the training split ({len(ids)} tokens) is shorter than --seq-len {seq_len}")
+            fix = f"use --seq-len {len(ids) - 2} or less" if len(ids) >= 3 else _longer_corpus(3)
+            raise UsageError(f"the training split ({len(ids)} tokens) is too short for --seq-len {seq_len}; {fix}")
         self.ids, self.B, self.T, self.seed, self.rank = ids, batch_size, seq_len, seed, rank
         self.steps_per_epoch = max(1, len(ids) // (batch_size * seq_len * world))
         self._arange = torch.arange(seq_len + 1)
@@ -133,6 +119,22 @@ class RandomBatches:
         starts = torch.randint(len(self.ids) - self.T - 1, (self.B,), generator=g)
         w = self.ids[starts[:, None] + self._arange].long()
         return w[:, :-1], w[:, 1:], True
+
+
+def fit_advice(n: int, batch_size: int, seq_len: int, world: int = 1) -> str:
+    """Settings that do fit ``n`` training tokens (B streams of T tokens per process need
+    n - 1 - T >= world * B * T), or a longer corpus when even one stream of one token does not."""
+    streams = (n - 1 - seq_len) // (world * seq_len)
+    if streams >= 1:
+        return f"use --batch-size {streams} or less (or a shorter --seq-len)"
+    longest = (n - 1) // (world + 1)
+    if longest >= 1:
+        return f"use --batch-size 1 --seq-len {longest} or less"
+    return _longer_corpus(world + 2)
+
+
+def _longer_corpus(need: int) -> str:
+    return f"give a longer corpus: the training split needs at least {need} tokens (see --val-fraction)"
 
 
 def make_batches(kind: str, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from charrnn.model import RNNLM
-from charrnn.tokenizer import Tokenizer
+from charrnn.tokenizer import Tokenizer, scoring_mode
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Score:
     """Mean nats per token."""
     tokens: int
     chars: int
+    left_out: Counter = field(default_factory=Counter)
+    """Tokens of the text the model never saw, left out of the score (``unknown='skip'``), counted."""
 
     @property
     def bits_per_char(self) -> float:
@@ -38,13 +41,20 @@ class Score:
         return math.exp(min(self.loss, 700.0))
 
     def to_dict(self) -> dict:
+        """Plain numbers for JSON: a loss that is not finite (nothing scored, or a model that
+        overflows) is None, never NaN or Infinity, which are not JSON."""
         return {
-            "loss": round(self.loss, 6),
-            "bits_per_char": round(self.bits_per_char, 6),
-            "perplexity": round(self.perplexity, 4),
+            "loss": _finite(self.loss, 6),
+            "bits_per_char": _finite(self.bits_per_char, 6),
+            "perplexity": _finite(self.perplexity, 4),
             "tokens": self.tokens,
             "chars": self.chars,
+            "left_out": sum(self.left_out.values()),
         }
+
+
+def _finite(x: float, digits: int) -> float | None:
+    return round(x, digits) if math.isfinite(x) else None
 
 
 @torch.inference_mode()
@@ -98,9 +108,14 @@ class LineScore:
     loss: float | None
     bits_per_char: float | None
     tokens: int
+    left_out: Counter = field(default_factory=Counter)
+    """Unseen tokens of the line left out of its score (``unknown='skip'``), counted."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        finite = self.loss is not None and math.isfinite(self.loss) and math.isfinite(self.bits_per_char)
+        return {"line": self.line, "loss": self.loss if finite else None,
+                "bits_per_char": self.bits_per_char if finite else None, "tokens": self.tokens,
+                "left_out": sum(self.left_out.values())}
 
 
 @torch.inference_mode()
@@ -137,13 +152,18 @@ def score_lines(
     bounds: tuple[list[int], list[int]] | None = None,
 ) -> list[LineScore]:
     """Each line on its own, between the ids ``bounds`` (default: as if it followed a newline, and
-    with its closing newline): its tokens and its end are scored. Raises UnknownTokenError for
-    unseen tokens when ``unknown`` is 'error'."""
+    with its closing newline): its tokens and its end are scored. ``unknown``: see
+    ``tokenizer.scoring_mode``; unseen tokens left out are counted per line. Raises
+    UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
+    unknown = scoring_mode(tok, unknown)
     nl = tok.encode("\n", unknown="skip")
     head, tail = bounds or (nl, nl)
-    encoded = [head + tok.encode(line, unknown=unknown) + tail for line in lines]
-    chars = tok.char_lengths()
     results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
+    encoded = []
+    for line, r in zip(lines, results):
+        ids, r.left_out = tok.encode_counted(line, unknown)
+        encoded.append(head + ids + tail)
+    chars = tok.char_lengths()
     for r, seq, (loss, n) in zip(results, encoded, score_sequences(model, encoded, autocast)):
         if n:
             sc = Score(loss / n, n, sum(chars[t] for t in seq[1:]))

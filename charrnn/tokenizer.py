@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, UsageError
 
 UNK = "<unk>"
 # Records models (records.py): the boundary token, and one start token per label. Splitting text
@@ -56,7 +56,7 @@ class Tokenizer:
     @classmethod
     def build(cls, text: str, level: str = "char", max_vocab: int | None = None, min_count: int = 1) -> Tokenizer:
         if not text:
-            raise CharrnnError("the corpus is empty; give a file with some text in it")
+            raise UsageError("the corpus is empty; give a file with some text in it")
         if level == "char":
             return cls("char", sorted(set(text)))
         counts = Counter(WORD_RE.findall(text))
@@ -64,7 +64,8 @@ class Tokenizer:
         if max_vocab is not None:
             kept = kept[: max(max_vocab - 1, 1)]
         if not kept:
-            raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
+            top = max(counts.values(), default=0)
+            raise UsageError(f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)")
         return cls("word", [UNK] + sorted(kept))
 
     def grown(self, text: str, max_vocab: int | None = None, min_count: int = 1) -> tuple[Tokenizer, list[str]]:
@@ -102,8 +103,21 @@ class Tokenizer:
         if unknown == "unk" and self.unk_id is not None:
             return [stoi.get(p, self.unk_id) for p in pieces]
         what = "characters" if self.level == "char" else "words"
-        hint = "use --unknown skip to drop them" if unknown == "error" else "retrain with them in the corpus"
+        hint = "use --unknown skip to drop them" + ("" if unknown == "error" else " (a character model has no <unk>)")
         raise UnknownTokenError(f"the model never saw these {what}: {show_tokens(missing)}; {hint}")
+
+    def encode_counted(self, text: str, unknown: str = "error") -> tuple[list[int], Counter]:
+        """Token ids of ``text``, as ``encode`` gives them, and the unseen tokens it left out (with
+        'skip'), counted. Scoring uses it: what can be scored is, and the caller says what was not."""
+        pieces = self.split(text)
+        stoi = self.stoi
+        try:
+            return [stoi[p] for p in pieces], Counter()
+        except KeyError:
+            pass
+        if unknown == "skip":
+            return [stoi[p] for p in pieces if p in stoi], Counter(p for p in pieces if p not in stoi)
+        return self.encode(text, unknown), Counter()
 
     def decode(self, ids: Iterable[int]) -> str:
         vocab = self.vocab
@@ -147,6 +161,22 @@ def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[i
         start = "\n" if "\n" in tok.stoi else None
         ids = [tok.stoi[start] if start else 0]
     return ids
+
+
+def scoring_mode(tok: Tokenizer, unknown: str) -> str:
+    """What scoring does with unseen tokens: ``auto`` is 'unk' for word models (any new text has
+    new words) and 'skip' for character models (they are left out and counted)."""
+    if unknown == "auto":
+        return "unk" if tok.unk_id is not None else "skip"
+    return unknown
+
+
+def describe_left_out(left_out: Counter, limit: int = 8) -> str:
+    """'3 tokens (2 x '?', 1 x '(')': how many tokens were left out and which."""
+    n = sum(left_out.values())
+    shown = ", ".join(f"{c} x {t!r}" for t, c in left_out.most_common(limit))
+    more = f" and {len(left_out) - limit} more kinds" if len(left_out) > limit else ""
+    return f"{n} token{'s' if n != 1 else ''} ({shown}{more})"
 
 
 def banned_tokens(tok: Tokenizer) -> list[int]:

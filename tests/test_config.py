@@ -50,7 +50,7 @@ def test_merge_lets_flags_win_and_ignores_unset_flags():
         ({"model": {"dropout": 1.0}}, "--dropout must be in [0, 1)"),
         ({"data": {"val_fraction": 1.0}}, "--val-fraction"),
         ({"data": {"batching": "shuffled"}}, "--batching"),
-        ({"train": {"max_steps": 0}}, "--max-steps must be > 0"),
+        ({"train": {"max_steps": 0}}, "--max-steps must be a finite number > 0"),
         ({"train": {"precision": "fp8"}}, "--precision"),
         ({"train": {"time_budget": "soon"}}, "cannot read duration"),
     ],

@@ -88,9 +88,14 @@ class Chooser:
 
 
 def _choose_torch(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, u: list[float]) -> torch.Tensor:
-    if temperature < 1e-6:  # below this, 1/temperature overflows: the draw is the argmax anyway
+    if not temperature > 0:
         return logits.argmax(dim=-1)
-    z = filter_logits(logits.double(), temperature, top_k, top_p)
+    # Shift by the maximum before scaling, as the kernel does: scaled logits are <= 0 and the most
+    # likely token's is 0, so any positive temperature, however tiny, gives the right distribution
+    # (down to the argmax, its limit) instead of inf - inf.
+    z = logits.double()
+    top = z.max(dim=-1, keepdim=True).values
+    z = filter_logits(z - torch.where(torch.isfinite(top), top, torch.zeros_like(top)), temperature, top_k, top_p)
     cdf = torch.softmax(z, dim=-1).cumsum_(dim=-1)  # (B, V)
     total = cdf[:, -1:]
     target = torch.tensor(u, dtype=torch.float64, device=cdf.device)[:, None] * total

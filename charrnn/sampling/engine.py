@@ -141,8 +141,9 @@ class Engine:
         path = resolve(checkpoint)
         if device == "cpu" and build.lib() is not None:
             found = load_pack(pack_path(path, precision))
-            if found is not None:
-                return cls(Tokenizer.from_dict(found[0]["tokenizer"]), path=path, precision=precision, pack=found)
+            tok = _pack_tokenizer(found)
+            if tok is not None:
+                return cls(tok, path=path, precision=precision, pack=found)
         from charrnn.checkpoint import load_model
         from charrnn.device import pick_device
 
@@ -186,6 +187,17 @@ class Engine:
                 kernel = Kernel(lib, *self._pack, streams)
         self._kernels[streams] = kernel
         return kernel
+
+
+def _pack_tokenizer(found: Pack | None) -> Tokenizer | None:
+    """The tokenizer a cached pack carries; None where it has none that works (the pack is then
+    rebuilt from the checkpoint)."""
+    if found is None:
+        return None
+    try:
+        return Tokenizer.from_dict(found[0]["tokenizer"])
+    except Exception:  # a cache: whatever is wrong with it, the checkpoint is the truth
+        return None
 
 
 def generate(model: RNNLM, prompt_ids: list[int], cfg: SampleConfig, banned: list[int] | None = None) -> Iterator[torch.Tensor]:

@@ -138,10 +138,13 @@ def setup(
     if resume:
         last = RunFolder(folder_path).last
         if not last.is_file():
-            raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run")
+            others = any((last.parent / f).exists() for f in ("best.pt", "metrics.jsonl"))
+            raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run"
+                             + (" (with --overwrite: the folder holds a run's other files)" if others else ""))
         resumed = checkpoint.load(last)
         if resumed["corpus_sha"] != corpus_sha:
-            raise UsageError(f"the corpus differs from the one {folder_path} was trained on; use --init-from to fine-tune")
+            raise UsageError(f"the corpus differs from the one {folder_path} was trained on; to fine-tune on it, "
+                             f"drop --resume and add --init-from {folder_path} --out NEW_FOLDER")
         cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
     env = setup_env(cfg.train.device, cfg.train.precision)
     folder = RunFolder(cfg.train.out or folder_path, writer=env.main)
@@ -388,7 +391,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
               "train_loss": round(recent, 5) if math.isfinite(recent) else None,
               "seconds": round(time.monotonic() - run.t_start, 2)}
     if score is not None:
-        record.update({f"val_{k}": v for k, v in score.to_dict().items()})
+        record.update({f"val_{k}": v for k, v in score.to_dict().items() if k != "left_out"})
         run.reporter.evaluated(st.step, score)
     st.history.append(record)
     run.folder.append_metrics(record)

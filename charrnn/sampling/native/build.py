@@ -6,8 +6,10 @@ what torch ops can do from Python. It needs a C compiler (``cc``, or ``$CC``, wh
 without one, or with ``CHARRNN_NATIVE=0``, ``lib()`` is None and charrnn uses its torch path.
 The library is cached under ``$CHARRNN_CACHE`` (default ``~/.cache/charrnn``), keyed by the
 source, the compiler and the CPU, and written to a temporary file and renamed, so concurrent
-first runs are safe. A failed build is remembered (a ``.failed`` file beside it): delete it, or
-the cache folder, to try again.
+first runs are safe. A compiler that refuses the source is remembered for a day (a ``.failed``
+file beside it, naming the compiler binary as it was): a new or updated compiler, or a day
+later, tries again. A build that fails for the machine's sake (the compiler cannot even build
+an empty file: a full disk, a broken install) or that cannot be run is not remembered.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from charrnn.sampling.native.abi import declare
@@ -56,23 +60,69 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
+FAILURE_KEPT = 24 * 3600  # seconds a refusal is remembered
+
+
 def _compile(cc: list[str], out: Path) -> bool | None:
-    """True when built; False when the compiler refused every flag set; None when it could not
-    be run or timed out (worth another try next time)."""
+    """True when built; False when the compiler refused every flag set though it builds an
+    empty file; None when it could not be run, timed out, or fails on anything (the machine's
+    trouble, such as a full disk: worth another try next time)."""
     for flags in _FLAG_SETS:
+        if _run(cc, [*_COMMON, *flags, str(SOURCE)], out):
+            return True
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent) as d:
+            empty = Path(d) / "empty.c"
+            empty.write_text("int charrnn_empty;\n")
+            if not _run(cc, ["-shared", "-fPIC", str(empty)], Path(d) / "empty.so"):
+                return None
+    except OSError:
+        return None
+    return False
+
+
+def _run(cc: list[str], args: list[str], out: Path) -> bool:
+    """Compile to ``out`` through a temporary file; False on any failure."""
+    try:
         fd, tmp = tempfile.mkstemp(prefix=".kernels.", suffix=".so", dir=out.parent)
         os.close(fd)
-        try:
-            r = subprocess.run([*cc, *_COMMON, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, timeout=120)
-            if r.returncode == 0:
-                os.replace(tmp, out)
-                return True
-        except (OSError, subprocess.SubprocessError):
-            return None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return False
+    except OSError:
+        return False
+    try:
+        r = subprocess.run([*cc, *args, "-o", tmp, "-lm"], capture_output=True, timeout=120)
+        if r.returncode == 0:
+            os.replace(tmp, out)
+            return True
+        return False
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def compiler_identity(cc: list[str]) -> str:
+    """The compiler binary as it is now (path, size, modification time): an update changes it."""
+    path = shutil.which(cc[0]) or cc[0]
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        return f"{' '.join(cc)}|{real}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        return f"{' '.join(cc)}|missing"
+
+
+def _remembered_failure(failed: Path, identity: str) -> bool:
+    """A refusal recorded for this very compiler less than FAILURE_KEPT seconds ago."""
+    try:
+        st = os.stat(failed)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
+            return False
+        with open(failed, encoding="utf-8", errors="replace") as f:
+            recorded = f.read()
+    except OSError:
+        return False
+    return recorded == identity and 0 <= time.time() - st.st_mtime < FAILURE_KEPT
 
 
 @functools.cache
@@ -98,10 +148,11 @@ def _build() -> Path | None:
     key.update(_cpu_signature().encode())
     key.update(platform.machine().encode())
     path = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
-    failed = path.with_suffix(".failed")  # a compiler that cannot build it is not asked again
-    if path.exists():
+    failed = path.with_suffix(".failed")  # this compiler refused it: not asked again for a while
+    if path.is_file():
         return path
-    if failed.exists():
+    identity = compiler_identity(cc)
+    if _remembered_failure(failed, identity):
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,10 +160,14 @@ def _build() -> Path | None:
         return None
     built = _compile(cc, path)
     if built:
+        try:
+            failed.unlink(missing_ok=True)
+        except OSError:
+            pass
         return path
     if built is False:
         try:
-            failed.touch()
+            failed.write_text(identity, encoding="utf-8")
         except OSError:
             pass
     return None
@@ -125,10 +180,19 @@ def lib() -> ctypes.CDLL | None:
         return None
     if not _tried:
         _tried = True
-        try:
-            # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
-            path = _build()
-            _loaded = declare(ctypes.CDLL(str(path))) if path else None
-        except OSError:
-            _loaded = None
+        _loaded = None
+        for _ in range(2):  # a damaged library (truncated, foreign) is removed and built again once
+            path = None
+            try:
+                # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
+                path = _build()
+                _loaded = declare(ctypes.CDLL(str(path))) if path else None
+                break
+            except (OSError, AttributeError):
+                if path is None:
+                    break
+                try:
+                    path.unlink()
+                except OSError:
+                    break
     return _loaded

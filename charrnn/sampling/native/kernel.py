@@ -108,6 +108,30 @@ class Kernel:
         return [[t for piece, k in pieces for t in piece[b * k : (b + 1) * k]] for b in range(self.B)]
 
 
+def check_header(header: dict[str, Any]) -> None:
+    """A pack's header as the kernel needs it (ValueError otherwise): a sane shape, the padded
+    widths the shape implies (narrower ones would read and write past the kernel's buffers),
+    aligned arrays that lie whole in the blob, and a tokenizer of exactly ``vocab`` tokens."""
+    def count(x: Any, high: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= high
+
+    L, H, V, K = header["layers"], header["hidden"], header["vocab"], header["K"]
+    if not (count(L, 64) and count(H, 16384) and count(V, 2**31 - 1) and isinstance(header["bf16"], bool)):
+        raise ValueError("the pack's shape is out of range")
+    if not isinstance(K, list) or K != [round_up(H if l == 0 else 2 * H, 32) for l in range(L)]:
+        raise ValueError("the pack's widths do not match its shape")
+    arrays = header["arrays"]
+    if not isinstance(arrays, dict) or not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and v[0] % 64 == 0
+        for v in arrays.values()
+    ):
+        raise ValueError("the pack's arrays are malformed")
+    tok = header.get("tokenizer")
+    if tok is not None and not (isinstance(tok, dict) and isinstance(tok.get("vocab"), list) and len(tok["vocab"]) == V):
+        raise ValueError("the pack's tokenizer does not match its vocabulary")
+    check_sizes(header)
+
+
 def check_sizes(header: dict[str, Any]) -> None:
     """Every array the kernel will read lies whole in the blob, at the size the shape implies."""
     L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]

@@ -87,17 +87,19 @@ static float kth_largest(float *z, int n, int k) {
 static int64_t sample_row(const float *x, int V, const Sampler *s, int64_t index, float *work) {
     float *z = work, *w = work + V;
     Pair *pairs = (Pair *)(work + 2 * V);
-    double inv = s->temperature > 0 ? 1.0 / s->temperature : 1.0;
-    for (int i = 0; i < V; i++) z[i] = (float)(x[i] * inv);
+    for (int i = 0; i < V; i++) z[i] = x[i];
     for (int b = 0; b < s->nbanned; b++)
         if (s->banned[b] >= 0 && s->banned[b] < V) z[s->banned[b]] = -INFINITY;
     int best = 0;
     for (int i = 1; i < V; i++)
         if (z[i] > z[best]) best = i;
-    /* Below this temperature 1/T overflows; the draw is the argmax anyway. */
-    if (s->temperature < 1e-6) return best;
-    float m = z[best];
-    if (m == -INFINITY) return best;
+    if (!(s->temperature > 0)) return best; /* greedy */
+    double m = z[best];
+    if (m == -INFINITY || m != m) return best;
+    /* Shift by the maximum before scaling, and divide (1/T overflows for tiny T): the scaled
+     * logits are <= 0, the most likely token's is 0, so any positive temperature gives the right
+     * distribution, down to the argmax (its limit) when T is tiny; never inf - inf. */
+    for (int i = 0; i < V; i++) z[i] = (float)(((double)z[i] - m) / s->temperature);
     if (s->top_k > 0 && s->top_k < V) {
         memcpy(w, z, sizeof(float) * V);
         float kth = kth_largest(w, V, s->top_k);
@@ -106,7 +108,7 @@ static int64_t sample_row(const float *x, int V, const Sampler *s, int64_t index
     }
     double total = 0;
     for (int i = 0; i < V; i++) {
-        w[i] = z[i] == -INFINITY ? 0.0f : expf(z[i] - m);
+        w[i] = z[i] == -INFINITY ? 0.0f : expf(z[i]);
         total += w[i];
     }
     if (s->top_p < 1.0) {
