@@ -3,6 +3,7 @@
     import charrnn
     model = charrnn.load("checkpoints/shakespeare")
     print(model.sample("ROMEO:", length=200, temperature=0.7, seed=1))
+    charrnn.serve("checkpoints/shakespeare", port=8000)   # the web page and API (the serve extra)
 
 The public names are imported on first use (PEP 562), so ``import charrnn`` and
 ``charrnn --help`` never import torch.
@@ -29,6 +30,8 @@ _PUBLIC = {
     "SampleConfig": "charrnn.config",
     "CharrnnError": "charrnn.errors",
     "UsageError": "charrnn.errors",
+    "app": "charrnn.server.app",
+    "serve": "charrnn.server.app",
 }
 __all__ = sorted(_PUBLIC)
 

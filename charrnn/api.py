@@ -14,6 +14,7 @@ and from the shell. Errors a user can fix are ``CharrnnError`` (exit code 1) or 
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -183,6 +184,37 @@ class CharRNN:
         for pieces in self.generate(prompt, length, temperature, n=n, **options):
             texts = [t + p for t, p in zip(texts, pieces)]
         return texts
+
+    def next_token_probs(
+        self, prompt: str = "", k: int = 5, temperature: float = 1.0, unknown: str = "error", label: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` most likely tokens to follow ``prompt`` (the top of the vocabulary when it has
+        fewer), each with its probability under softmax(logits / ``temperature``), most likely
+        first (ties: the lower token id first). The logits are those sampling draws from, so a
+        greedy ``sample(prompt, 1, 0.0)`` is the first token here; temperature 0 gives it
+        probability 1. Tokens sampling never emits (a word model's <unk>) have probability 0.
+        An empty prompt is the start of a sample without one (on a records model: of a record,
+        of ``label``). Raises UsageError for ``k`` < 1, a negative temperature or an unknown
+        label, UnknownTokenError for prompt tokens the model never saw."""
+        import numpy as np
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"k must be an integer >= 1, not {k!r}")
+        if not 0 <= temperature < math.inf:
+            raise UsageError(f"temperature must be a number >= 0, not {temperature}")
+        ids = self._prompt_ids(prompt, unknown, label)
+        z = np.asarray(self.engine.next_logits(ids), dtype=np.float64)  # (V,)
+        z[self.engine.banned] = -np.inf
+        if temperature < 1e-6:  # as the sampler: below this the draw is the argmax
+            p = np.zeros_like(z)
+            p[int(np.argmax(z))] = 1.0
+        else:
+            z = z / temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+        order = np.argsort(-p, kind="stable")[:k]
+        vocab = self.tokenizer.vocab
+        return [(vocab[i], float(p[i])) for i in order]
 
     def score(self, text: str, unknown: str = "auto") -> Score:
         """How well the model predicts ``text``: every token after the first scored once (a

@@ -531,6 +531,50 @@ def plot(
     print(f"wrote {out}", file=sys.stderr)
 
 
+@app.command()
+def serve(
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder; repeat to serve several (the first is the default).  [default: newest best.pt]"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but localhost lets every machine that reaches it use the models."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
+    max_length: int = typer.Option(2000, "--max-length", help="Most tokens per sample a request may ask for."),
+    max_samples: int = typer.Option(8, "--max-samples", help="Most samples (n) per request."),
+    max_prompt: int = typer.Option(2000, "--max-prompt", help="Most characters in a prompt."),
+    max_body: int = typer.Option(256 * 1024, "--max-body", help="Most bytes in a request body (also bounds the text to score)."),
+    max_jobs: int = typer.Option(64, "--max-jobs", help="Most generations in progress at once; more are answered 503."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16 or auto."),
+) -> None:
+    """Serve models over HTTP: a JSON API (/v1/sample, /v1/score, /v1/next, /v1/models) and a page to play with at /.
+
+    Example: charrnn serve -c checkpoints/shakespeare --port 8000
+    """
+    try:
+        for name, value in [("--max-length", max_length), ("--max-samples", max_samples), ("--max-prompt", max_prompt),
+                            ("--max-body", max_body), ("--max-jobs", max_jobs)]:
+            if value < 1:
+                raise UsageError(f"{name} must be >= 1, not {value}")
+        if not 0 <= port < 65536:
+            raise UsageError(f"--port must be in 0..65535, not {port}")
+        from charrnn.server import require
+
+        require()
+        from charrnn.server.app import serve as run_server
+        from charrnn.server.requests import Limits
+
+        limits = Limits(max_length, max_samples, max_prompt, max_body, max_jobs)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"charrnn: warning: listening on {host}: anyone who can reach it can use the models", file=sys.stderr)
+
+        def announce(url: str) -> None:
+            print(f"charrnn: serving at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+        run_server(checkpoint or None, host, port, limits, device=device, precision=precision, announce=announce)
+    except CharrnnError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
 def main() -> None:
     import warnings
 

@@ -13,9 +13,10 @@ the model itself is loaded only when a call needs it.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from charrnn.checkpoint import resolve
 from charrnn.config import SampleConfig
@@ -39,6 +40,7 @@ class Streams(Protocol):
 
     def prefill(self, prompt_ids: list[int]) -> None: ...
     def draw(self, n: int) -> list[list[int]]: ...
+    def next_logits(self) -> list[float]: ...
 
 
 class KernelStreams:
@@ -53,6 +55,10 @@ class KernelStreams:
 
     def draw(self, n: int) -> list[list[int]]:
         return self.kernel.generate(self.sampler, n)
+
+    def next_logits(self) -> list[float]:
+        """Stream 0's next-token logits (V,), after ``prefill`` (before any ``draw``)."""
+        return self.kernel.logits[: self.kernel.V]
 
 
 class TorchStreams:
@@ -82,6 +88,10 @@ class TorchStreams:
             self.logits = None
             out.append(self.last)
         return torch.stack(out, dim=1).tolist()
+
+    def next_logits(self) -> list[float]:
+        """Stream 0's next-token logits (V,), after ``prefill`` (before any ``draw``)."""
+        return self.logits[0].float().tolist()
 
 
 def generate_chunks(streams: Streams, prompt_ids: list[int], length: int) -> Iterator[list[list[int]]]:
@@ -131,6 +141,8 @@ class Engine:
         self.tokenizer, self.path, self.device, self.precision = tokenizer, path, device, precision
         self._model, self._pack = model, pack
         self._kernels: dict[int, Kernel | None] = {}
+        self._idle: dict[int, list[Kernel]] = {}  # twins of _kernels that no generation holds now
+        self._lock = threading.Lock()
         self.banned = banned_tokens(tokenizer) if tokenizer is not None else []
 
     @classmethod
@@ -161,13 +173,41 @@ class Engine:
 
     def chunks(self, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
         """``cfg.num_samples`` streams' next ``cfg.length`` tokens, in chunks (see ``generate_chunks``).
-        The same seed gives the same tokens on the same engine; greedy ignores the seed."""
-        kernel = self.kernel(cfg.num_samples)
-        if kernel is not None:
-            streams: Streams = KernelStreams(kernel, cfg, self.banned)
-        else:
-            streams = TorchStreams(self.model, cfg, self.banned, step_dtype(self.precision, self.model, cfg.num_samples))
-        return generate_chunks(streams, prompt_ids, cfg.length)
+        The same seed gives the same tokens on the same engine; greedy ignores the seed. Each call
+        has streams of its own: several generations may be stepped in turn, one thread at a time."""
+        streams, release = self._streams(cfg)
+        return _released(generate_chunks(streams, prompt_ids, cfg.length), release)
+
+    def next_logits(self, prompt_ids: list[int]) -> list[float]:
+        """The logits (V,) of the token after ``prompt_ids`` fed from the zero state, computed as
+        sampling computes them (the same kernel or torch step, the same precision)."""
+        streams, release = self._streams(SampleConfig(length=0, temperature=1.0, seed=0, precision=self.precision))
+        try:
+            streams.prefill(prompt_ids)
+            return streams.next_logits()
+        finally:
+            release()
+
+    def _streams(self, cfg: SampleConfig) -> tuple[Streams, Callable[[], None]]:
+        """Streams for one generation, and what to call when it ends. A kernel keeps its streams'
+        state in its buffers, so each generation takes one that no other holds: an idle twin,
+        or a new twin of ``kernel(B)`` (its buffers only; the weights are shared)."""
+        B = cfg.num_samples
+        with self._lock:
+            idle = self._idle.get(B)
+            kernel = idle.pop() if idle else None
+            if kernel is None:
+                first = self.kernel(B)
+                kernel = None if first is None else first.twin()
+        if kernel is None:
+            dtype = step_dtype(self.precision, self.model, B)
+            return TorchStreams(self.model, cfg, self.banned, dtype), lambda: None
+
+        def release() -> None:
+            with self._lock:
+                self._idle.setdefault(B, []).append(kernel)
+
+        return KernelStreams(kernel, cfg, self.banned), release
 
     def kernel(self, streams: int) -> Kernel | None:
         """The native kernel for ``streams`` streams, or None where torch steps instead. Made once:
@@ -187,6 +227,14 @@ class Engine:
                 kernel = Kernel(lib, *self._pack, streams)
         self._kernels[streams] = kernel
         return kernel
+
+
+def _released(chunks: Iterator[list[list[int]]], release: Callable[[], None]) -> Iterator[list[list[int]]]:
+    """``chunks``, then ``release`` once they end, fail or are closed."""
+    try:
+        yield from chunks
+    finally:
+        release()
 
 
 def _pack_tokenizer(found: Pack | None) -> Tokenizer | None:

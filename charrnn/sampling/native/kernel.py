@@ -35,6 +35,7 @@ class Kernel:
         if not self.supports(lib, header, streams):
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
         self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
+        self._source = (header, blob, offset)
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
         check_sizes(header)
         self.V, self.K = V, K
@@ -74,6 +75,11 @@ class Kernel:
         if streams == 1:
             return True
         return bool(lib.amx or lib.bf16_dot) if header["bf16"] else bool(lib.fp32_vector)
+
+    def twin(self) -> Kernel:
+        """A kernel over the same weights (shared, not copied) with a state of its own: two
+        generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
+        return Kernel(self.lib, *self._source, self.B)
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""

@@ -1,0 +1,318 @@
+"""The web app: a JSON API over loaded models and the page at ``/``, on Starlette.
+
+    import charrnn
+    web = charrnn.app(["checkpoints/shakespeare"])        # an ASGI app, to mount anywhere
+    charrnn.serve(["checkpoints/shakespeare"], port=8000)  # or run it with uvicorn
+
+Endpoints (JSON in and out; an error is ``{"error": {"field": ..., "message": ...}}`` with a
+4xx status that names the field):
+- ``GET /v1/models``: each model's name and what ``charrnn info --json`` says; the limits.
+- ``POST /v1/sample``: prompt, length, temperature, top_k, top_p, seed, stop, n, unknown, model,
+  and for records models label and novel; ``"stream": true`` answers with server-sent events (``data: {"index", "text"}`` per piece,
+  then ``event: done``). The same seed gives the same text as ``charrnn sample``.
+- ``POST /v1/score``: text, per_line, unknown, model: loss (nats/token), bits/char, perplexity.
+- ``POST /v1/next``: the ``k`` likeliest next tokens after a prompt, with their probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.server import require
+
+require()
+
+from starlette.applications import Starlette  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse  # noqa: E402
+from starlette.routing import Mount, Route  # noqa: E402
+from starlette.staticfiles import StaticFiles  # noqa: E402
+
+from charrnn.api import CharRNN, load  # noqa: E402
+from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
+from charrnn.server.worker import Busy, Worker  # noqa: E402
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+
+
+@dataclass
+class Served:
+    """A model being served: its name, the loaded model, and what /v1/models says of it."""
+
+    name: str
+    model: CharRNN
+    info: dict[str, Any]
+    score_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def app(
+    models: CharRNN | str | Path | Iterable[CharRNN | str | Path] | Mapping[str, CharRNN | str | Path] | None = None,
+    limits: Limits | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    allowed_hosts: list[str] | None = None,
+) -> Starlette:
+    """The ASGI app over ``models``: loaded ``CharRNN``s or checkpoints (a .pt file, a run folder;
+    None: the newest best.pt under ./checkpoints), as a list (named after their run folders) or a
+    dict of names; the first is the default. Every model is loaded and warmed up here, once, and
+    shared by all requests. ``limits``: the most a request may ask for. ``allowed_hosts``: the Host
+    headers answered (others get 400); ``serve`` passes the loopback names when it listens there,
+    so that a web page elsewhere cannot reach the API through a rebound DNS name.
+    Raises CharrnnError for a checkpoint that cannot be loaded."""
+    limits = limits or Limits()
+    served = _load_all(models, device, precision)
+    worker = Worker(limits.max_jobs)
+    default = next(iter(served))
+
+    def pick(name: str | None) -> Served:
+        if name is None:
+            return served[default]
+        if name not in served:
+            raise FieldError("model", f"no model named {name!r}; the models are: {', '.join(served)}")
+        return served[name]
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def models_route(request: Request) -> Response:
+        return JSONResponse({
+            "models": [{"name": s.name, "default": s.name == default, "records": s.model.is_records,
+                        "labels": s.model.labels, **s.info} for s in served.values()],
+            "limits": limits.to_dict(),
+        })
+
+    async def sample(request: Request) -> Response:
+        req = parse_sample(await _json(request, limits), limits)
+        s = pick(req.model)
+        _check_label(s.model, req.label)
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        options = dict(top_k=req.top_k, top_p=req.top_p, seed=seed, stop=req.stop, unknown=req.unknown, label=req.label)
+        head = {"model": s.name, "seed": seed}
+        if req.novel:
+            # Curated samples are drawn in rounds until enough are new: one call, answered whole.
+            job = _submit(worker, lambda: iter([_field_errors(s.model.samples, "novel", req.n, req.prompt, req.length,
+                                                              req.temperature, novel=True, **options)]))
+        else:
+            job = _submit(worker, lambda: _field_errors(s.model.generate, "prompt", req.prompt, req.length,
+                                                        req.temperature, n=req.n, **options))
+        pieces = job.__aiter__()
+        first = await _first(pieces)  # a prompt the model cannot encode fails here, before any answer
+        if req.novel:
+            first = first + [""] * (req.n - len(first))  # fewer than n when too few new ones were found
+        if req.stream:
+            return StreamingResponse(_events(first, pieces, head), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        texts = list(first)
+        async for chunk in pieces:
+            texts = [t + p for t, p in zip(texts, chunk)]
+        return JSONResponse({**head, "samples": [{"index": i, "text": t} for i, t in enumerate(texts)]})
+
+    async def score(request: Request) -> Response:
+        req = parse_score(await _json(request, limits), limits)
+        s = pick(req.model)
+
+        def run() -> Any:
+            with s.score_lock:  # one scoring per model at a time; scoring uses torch, never the kernel
+                if req.per_line:
+                    lines = req.text.split("\n")
+                    if lines and lines[-1] == "":
+                        lines.pop()
+                    return {"lines": [r.to_dict() for r in s.model.score_lines(lines, req.unknown)]}
+                return s.model.score(req.text, req.unknown).to_dict()
+
+        result = await run_in_threadpool(_field_errors, run, "text")
+        return JSONResponse({"model": s.name, **result})
+
+    async def next_tokens(request: Request) -> Response:
+        req = parse_next(await _json(request, limits), limits)
+        s = pick(req.model)
+        try:
+            _check_label(s.model, req.label)
+            top = await worker.call(lambda: _field_errors(s.model.next_token_probs, "prompt", req.prompt, req.k,
+                                                          req.temperature, req.unknown, req.label))
+        except Busy as e:
+            raise FieldError(None, str(e), 503) from None
+        return JSONResponse({"model": s.name, "tokens": [{"token": t, "p": p} for t, p in top]})
+
+    routes = [
+        Route("/", index),
+        Route("/v1/models", models_route),
+        Route("/v1/sample", sample, methods=["POST"]),
+        Route("/v1/score", score, methods=["POST"]),
+        Route("/v1/next", next_tokens, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    web = Starlette(routes=routes, middleware=middleware, exception_handlers={
+        FieldError: _field_error, HTTPException: _http_error,
+    }, lifespan=_closing(worker))
+    web.state.models, web.state.limits, web.state.worker = served, limits, worker
+    return web
+
+
+def _closing(worker: Worker):
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        worker.close()
+
+    return lifespan
+
+
+def serve(
+    models: Any = None, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, *,
+    device: str = "cpu", precision: str = "auto", announce=None,
+) -> None:
+    """Serve ``models`` (as ``app`` takes them) at http://host:port until interrupted. Localhost
+    by default: any other address lets every machine that reaches it use the models. Port 0
+    picks a free port. ``announce(url)`` is called once it listens. Raises CharrnnError when
+    it cannot listen there or a checkpoint cannot be loaded."""
+    import socket
+
+    import uvicorn
+
+    loopback = host in LOOPBACK_HOSTS
+    web = app(models, limits, device=device, precision=precision,
+              allowed_hosts=LOOPBACK_HOSTS + ["[::1]"] if loopback else None)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    server = uvicorn.Server(uvicorn.Config(web, log_level="warning", access_log=False, timeout_graceful_shutdown=1))
+    if announce is not None:
+        announce(f"http://{shown}:{bound}/")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _load_all(models: Any, device: str, precision: str) -> dict[str, Served]:
+    if models is None or isinstance(models, (CharRNN, str, Path)):
+        models = [models]
+    named = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
+    if not named:
+        raise UsageError("no model to serve: give at least one checkpoint")
+    served: dict[str, Served] = {}
+    for name, m in named:
+        model = m if isinstance(m, CharRNN) else load(m, device, precision)
+        name = name or _name(model, served)
+        model.sample("", length=1, seed=0)  # builds the kernel and packs now, not in the first request
+        info = dict(model.info)
+        served[name] = Served(name, model, info)
+    return served
+
+
+def _name(model: CharRNN, taken: Mapping[str, Any]) -> str:
+    """The run folder's name (a .pt file's own stem outside a run folder), made unique."""
+    path = model.path
+    base = "model" if path is None else (path.parent.name if path.stem in ("best", "last") else path.stem)
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+async def _json(request: Request, limits: Limits) -> Any:
+    """The body as JSON: application/json, at most ``limits.max_body`` bytes."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        # Also what keeps other web sites off: a browser sends them only after a preflight we never allow.
+        raise FieldError(None, f"send the body as JSON with Content-Type: application/json, not {kind or 'none'!r}", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
+        raise FieldError(None, f"the body is {declared} bytes; the limit is {limits.max_body} (--max-body)", 413)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limits.max_body:
+            raise FieldError(None, f"the body is over {limits.max_body} bytes, the limit (--max-body)", 413)
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FieldError(None, "the body is not UTF-8", 400) from None
+    except json.JSONDecodeError as e:
+        raise FieldError(None, f"the body is not JSON: {e}", 400) from None
+
+
+def _check_label(model: CharRNN, label: str | None) -> None:
+    if label is None:
+        return
+    if not model.is_records or not model.labels:
+        raise FieldError("label", "label needs a records model trained with --label-field; this one has no labels")
+    if label not in model.labels:
+        raise FieldError("label", f"no label {label!r}; the labels are: {', '.join(model.labels)}")
+
+
+def _submit(worker: Worker, start):
+    try:
+        return worker.submit(start)
+    except Busy as e:
+        raise FieldError(None, f"{e}; try again shortly", 503) from None
+
+
+def _field_errors(fn, name: str, *args, **kwargs):
+    """``fn(*args, **kwargs)``, with a user's error (an unseen prompt token, too short a text) as a
+    FieldError that names ``name``."""
+    try:
+        return fn(*args, **kwargs)
+    except CharrnnError as e:
+        raise FieldError(name, str(e)) from None
+
+
+async def _first(pieces):
+    try:
+        return await pieces.__anext__()
+    except StopAsyncIteration:
+        return []
+
+
+async def _events(first: list[str], pieces, head: dict[str, Any]):
+    """Server-sent events: a ``data`` line per piece of text, then ``event: done`` (or ``error``)."""
+    try:
+        chunk = first
+        while True:
+            for i, text in enumerate(chunk):
+                if text:
+                    yield f"data: {json.dumps({'index': i, 'text': text})}\n\n"
+            try:
+                chunk = await pieces.__anext__()
+            except StopAsyncIteration:
+                break
+        yield f"event: done\ndata: {json.dumps(head)}\n\n"
+    except FieldError as e:
+        yield f"event: error\ndata: {json.dumps(e.to_dict())}\n\n"
+    except (CharrnnError, Busy) as e:  # a failure after the answer began: said in the stream
+        yield f"event: error\ndata: {json.dumps(FieldError(None, str(e)).to_dict())}\n\n"
+    finally:
+        await pieces.aclose()  # a client that went away: the worker stops its generation
+
+
+async def _field_error(request: Request, e: FieldError) -> Response:
+    headers = {"Retry-After": "1"} if e.status == 503 else None
+    return JSONResponse(e.to_dict(), status_code=e.status, headers=headers)
+
+
+async def _http_error(request: Request, e: HTTPException) -> Response:
+    return JSONResponse({"error": {"field": None, "message": e.detail}}, status_code=e.status_code, headers=e.headers)
