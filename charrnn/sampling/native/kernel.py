@@ -81,6 +81,11 @@ class Kernel:
         generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
         return Kernel(self.lib, *self._source, self.B)
 
+    def shares_weights(self, other: Kernel) -> bool:
+        """True when ``other`` computes over the very same packed weights (twins, or kernels made
+        from one pack): a stream then gives the same numbers in either."""
+        return self._source[1] is other._source[1] and self._source[2] == other._source[2]
+
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
         if len(tokens) != self.B or not all(0 <= t < self.V for t in tokens):
