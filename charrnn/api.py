@@ -90,7 +90,8 @@ class CharRNN:
         Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, _seed(seed), self.precision)
         ids = self._prompt_ids(prompt, unknown, label)
-        return decode_streams(self.engine.chunks(ids, cfg, shared), self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
+        chunks = self.engine.chunks(ids, cfg, shared)
+        return decode_streams(chunks, self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
 
     def _prompt_ids(self, prompt: str, unknown: str, label: str | None) -> list[int]:
         tok = self.tokenizer

@@ -460,6 +460,21 @@ def test_shared_generations_in_turns_give_the_text_each_gives_alone(model):
     assert done == {i: model.samples(n, p, length, t, seed=seed) for i, (p, length, t, seed, n) in enumerate(runs)}
 
 
+def test_more_shared_generations_than_rows_step_alone_with_the_same_text(model):
+    gens = [model.generate("Th", 60, 0.8, seed=s, n=8, shared=True) for s in range(6)]  # 48 streams
+    texts = [[""] * 8 for _ in gens]
+    for pieces in zip(*gens):
+        texts = [[a + b for a, b in zip(t, p)] for t, p in zip(texts, pieces)]
+    for g, t in zip(gens, texts):
+        for p in g:
+            t[:] = [a + b for a, b in zip(t, p)]
+    assert texts == [model.samples(8, "Th", 60, 0.8, seed=s) for s in range(6)]
+    unused = model.generate("Th", 60, shared=True)  # never iterated: it holds no rows
+    shared = model.engine._shared
+    assert not shared or shared.free == shared.B
+    del unused
+
+
 def test_a_long_generation_does_not_hold_back_a_short_one_and_ends_with_its_client(model):
     limits = Limits(max_length=10_000_000)
     web = charrnn.app(model, limits)

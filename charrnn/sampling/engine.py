@@ -186,13 +186,21 @@ class Engine:
         shared generations (``SharedSteps``; the same tokens), where the kernel runs that many
         streams with the weights ``cfg.num_samples`` streams use and rows are free; else alone.
         Every shared generation of an engine must be iterated on one thread."""
-        if shared:
-            steps = self._shared_steps(cfg.num_samples)
-            generation = steps.join(prompt_ids, cfg) if steps is not None else None
-            if generation is not None:
-                return generation.chunks()
+        steps = self._shared_steps(cfg.num_samples) if shared else None
+        if steps is not None:
+            return self._shared_chunks(steps, prompt_ids, cfg)
         streams, release = self._streams(cfg)
         return _released(generate_chunks(streams, prompt_ids, cfg.length), release)
+
+    def _shared_chunks(self, steps: SharedSteps, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
+        """Rows of ``steps`` once iterated (one never started holds none), or streams of its own
+        when every row is taken."""
+        generation = steps.join(prompt_ids, cfg)
+        if generation is not None:
+            yield from generation.chunks()
+        else:
+            streams, release = self._streams(cfg)
+            yield from _released(generate_chunks(streams, prompt_ids, cfg.length), release)
 
     def next_logits(self, prompt_ids: list[int]) -> list[float]:
         """The logits (V,) of the token after ``prompt_ids`` fed from the zero state, computed as

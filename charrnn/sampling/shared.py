@@ -14,13 +14,14 @@ are kept at the lowest indices; when generations come and go, rows move (their s
 which changes no number: every kernel computes a row as the lone stream does).
 
 Steps are driven by whichever generation is pulled: pulling one runs steps (advancing all) until
-it has a chunk of new tokens, and the others then find tokens waiting. Not thread-safe: every
-generation of one ``SharedSteps`` is iterated on one thread (the server's worker).
+it has a chunk of new tokens, and the others then find tokens waiting. One lock keeps the
+kernel to one thread at a time (the server steps on its one worker thread anyway).
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from typing import Iterator
 
@@ -82,8 +83,10 @@ class Generation:
         want = 1
         try:
             while self.taken < self.length:
-                self.shared.run(self.rows[0].steps_to(min(want, self.length - self.taken)))
-                yield self._take()
+                with self.shared.lock:
+                    self.shared.run(self.rows[0].steps_to(min(want, self.length - self.taken)))
+                    chunk = self._take()
+                yield chunk
                 want = max(1, min(4 * want, 1024, int(CHUNK_SECONDS / max(self.shared.step_seconds, 1e-6))))
         finally:
             self.shared.leave(self.rows)
@@ -113,6 +116,7 @@ class SharedSteps:
         self.tokens = [0] * self.kernel.B
         self.step_seconds = 1e-3  # seconds a step took lately: sizes the pulls' chunks
         self._work = (ctypes.c_float * (4 * self.kernel.V))()
+        self.lock = threading.RLock()  # held by join, leave and each pull's steps
 
     @property
     def free(self) -> int:
@@ -122,15 +126,19 @@ class SharedSteps:
         """Rows for ``cfg.num_samples`` streams (stream i samples as ``charrnn sample`` stream i
         of ``cfg.seed``), from the zero state with ``prompt_ids`` (not empty) to feed; None when
         fewer rows are free."""
+        with self.lock:
+            return self._join(prompt_ids, cfg)
+
+    def _join(self, prompt_ids: list[int], cfg: SampleConfig) -> Generation | None:
         n = cfg.num_samples
         if n > self.free or not prompt_ids:
             return None
         self._fit(len(self.rows) + n)
-        mine = []
+        mine, sample, work = [], self.kernel.lib.charrnn_sample, ctypes.addressof(self._work)
         for i in range(n):
             sampler, keep = make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed, self.banned)
             sampler.index = i
-            row = _Row(prompt_ids, cfg.length, sampler, keep, self.kernel.lib.charrnn_sample, ctypes.addressof(self._work))
+            row = _Row(prompt_ids, cfg.length, sampler, keep, sample, work)
             b = len(self.rows)
             self.rows.append(row)
             _zero_row(self.kernel, b)
@@ -141,8 +149,11 @@ class SharedSteps:
     def leave(self, rows: list[_Row]) -> None:
         """Give ``rows`` back: the rows above take their places, into a smaller kernel if one holds them."""
         gone = {id(r) for r in rows}
-        if not gone:
-            return
+        if gone:
+            with self.lock:
+                self._leave(gone)
+
+    def _leave(self, gone: set[int]) -> None:
         keep = [(b, r) for b, r in enumerate(self.rows) if id(r) not in gone]
         self.rows = [r for _, r in keep]
         for b, (old, _) in enumerate(keep):
