@@ -85,8 +85,8 @@ class CharRNN:
         ``prompt`` (of ``label``, for a labelled model) and ends at the model's own end of record.
         ``unknown``: what to do with prompt tokens the model never saw (error, skip, or unk for
         word models). ``shared``: step together with this model's other shared generations in one
-        multi-stream kernel where it can (the same text; what the server does): every shared
-        generation must then be iterated on one thread.
+        multi-stream kernel where it can (the same text; what the server does); from several
+        threads they take turns at the kernel.
         Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, _seed(seed), self.precision)
         ids = self._prompt_ids(prompt, unknown, label)

@@ -185,7 +185,7 @@ class Engine:
         ``shared``: step in rows of one multi-stream kernel together with this engine's other
         shared generations (``SharedSteps``; the same tokens), where the kernel runs that many
         streams with the weights ``cfg.num_samples`` streams use and rows are free; else alone.
-        Every shared generation of an engine must be iterated on one thread."""
+        Its steps run under ``SharedSteps.lock``: one thread at a time."""
         steps = self._shared_steps(cfg.num_samples) if shared else None
         if steps is not None:
             return self._shared_chunks(steps, prompt_ids, cfg)
