@@ -21,7 +21,11 @@ import sys
 import tempfile
 import time
 
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import describe, sampling_plan  # noqa: E402
 
 from charrnn.sampling.native import build as native
 from charrnn.model import RNNLM, ModelShape
@@ -135,7 +139,7 @@ def startup(tmp: str) -> dict[str, float]:
 
 
 def main() -> None:
-    results = {"native_kernels": native.lib() is not None}
+    results = {"machine": describe(), "native_kernels": native.lib() is not None}
     bw = bandwidth(2**30, 5)
     results["dram_bandwidth_GBps"] = round(bw / 1e9, 1)
     for layers, hidden in [(2, 512), (1, 256)]:
@@ -147,6 +151,7 @@ def main() -> None:
         wb = weight_bytes(m)
         cached_bw = bandwidth(wb, 200)
         results[name] = {
+            "plan_one_stream": sampling_plan(m, 1),
             "plain_nn_lstm_chars_per_s": round(plain),
             "charrnn_chars_per_s": round(ours),
             "speedup": round(ours / plain, 1),
@@ -157,6 +162,7 @@ def main() -> None:
             "fraction_of_weights_sized_read_limit": round(ours / (cached_bw / wb), 3),
         }
         if (layers, hidden) == (2, 512):
+            results[name]["plan_32_streams"] = sampling_plan(m, 32)
             results[name]["batch32_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32), 1000, 3))
             results[name]["batch32_torch_path_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32, False), 500, 3))
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,13 +3,16 @@ LSTM, against `charrnn sample -N 16` (the same 16x500 characters in one process,
 
 Prints, per round and as medians over rounds: whether every request was served (status 200, 500
 characters, the API's text for its seed), p50/p99 latency of a whole request, the time to its
-first streamed character, and total characters/s, beside one stream of 8,000 characters (the
-server's ceiling: it runs one stream at a time), both references in processes of their own; then the first streamed character of single
-requests on a warm, idle server. The clients are threads of this process on the same CPU as the
-server, so the server's figures include their cost. Figures vary with the machine's load.
+first streamed character, and total characters/s, beside one stream of 8,000 characters, both
+references in processes of their own; then the first streamed character of single requests on a
+warm, idle server. The clients are threads of this process on the same CPU as the server, so the
+server's figures include their cost. Figures vary with the machine's load: ``--before SRC``
+serves another version of charrnn (a source tree, e.g. ``git archive main``) side by side, a
+round of each in turn, for a before/after comparison under the same load.
 
     python bench/serve_load.py                  # about a minute, with a model trained first
     python bench/serve_load.py -c CHECKPOINT    # a 2x512 LSTM you have
+    python bench/serve_load.py -c CHECKPOINT --before /tmp/charrnn-main
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ def cpu_name() -> str:
         return "unknown CPU"
 
 
-def start_server(checkpoint: str) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: str, source: str | None = None) -> tuple[subprocess.Popen, int]:
+    """`charrnn serve` on a free port; ``source``: the charrnn source tree to run (default: this one)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", checkpoint, "--port", "0"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env if source else None, cwd=source)  # -m looks in cwd first
     for line in proc.stderr:
         if "serving at" in line:
             return proc, int(line.split("serving at ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
@@ -134,48 +139,62 @@ def load_round(port: int, want: dict[int, str], seed0: int) -> dict:
             "first_p99": pct(firsts, 99), "chars_per_s": sum(len(r["text"]) for r in results.values()) / wall}
 
 
+def report(name: str, rounds: list[dict]) -> None:
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    print(f"{name}: {CLIENTS} clients x {LENGTH} chars, medians of {len(rounds)} rounds: served "
+          f"{min(r['served'] for r in rounds)}/{CLIENTS} in every round; p50/p99 latency {med['p50'] * 1e3:.0f}/"
+          f"{med['p99'] * 1e3:.0f} ms; first character p50/p99 {med['first_p50'] * 1e3:.1f}/{med['first_p99'] * 1e3:.1f} ms; "
+          f"{med['chars_per_s']:,.0f} chars/s against {med['batch']:,.0f} for `charrnn sample -N {CLIENTS}`: ratio "
+          f"{med['ratio']:.2f} (goal: >= 0.5; rounds {min(r['ratio'] for r in rounds):.2f}-"
+          f"{max(r['ratio'] for r in rounds):.2f}); one stream {med['single']:,.0f} chars/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-c", "--checkpoint", help="a 2x512 LSTM checkpoint (default: train one for a few steps)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before", metavar="SRC", help="a charrnn source tree to serve side by side (before/after)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     checkpoint = args.checkpoint or make_checkpoint(tmp.name)
     model = charrnn.load(checkpoint)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; model: {model.info['layers']}x{model.info['hidden']} {model.info['cell']}")
 
-    proc, port = start_server(checkpoint)
+    servers = {"this": start_server(checkpoint)}
+    if args.before:
+        servers["before"] = start_server(checkpoint, args.before)
     try:
-        stream(port, 0)  # warm
-        rounds = []
+        for _, port in servers.values():
+            stream(port, 0)  # warm
+        rounds: dict[str, list[dict]] = {name: [] for name in servers}
         for i in range(args.rounds):
             seeds = range(1000 * (i + 1), 1000 * (i + 1) + CLIENTS)
             want = {s: model.sample(PROMPT, length=LENGTH, seed=s) for s in seeds}
             # The references, side by side with each round (the machine's load moves): the same
-            # 16 x 500 characters as `charrnn sample -N 16` draws them, and one stream of 8,000
-            # (the server's ceiling: it runs one stream at a time).
+            # 16 x 500 characters as `charrnn sample -N 16` draws them, and one stream of 8,000.
             batch = reference(checkpoint, CLIENTS, LENGTH, i)
             single = reference(checkpoint, 1, CLIENTS * LENGTH, i)
-            r = load_round(port, want, seeds[0])
-            r["ratio"], r["batch"], r["single"] = r["chars_per_s"] / batch, batch, single
-            rounds.append(r)
-            print(f"round {i + 1}: {r['served']}/{CLIENTS} served with the API's text; latency p50 {r['p50'] * 1e3:.0f} ms, "
-                  f"p99 {r['p99'] * 1e3:.0f} ms; first character p50 {r['first_p50'] * 1e3:.1f} ms, "
-                  f"p99 {r['first_p99'] * 1e3:.1f} ms; {r['chars_per_s']:,.0f} chars/s; "
-                  f"sample -N {CLIENTS}: {batch:,.0f} chars/s (ratio {r['ratio']:.2f}); one stream: {single:,.0f}")
-        med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-        print(f"{CLIENTS} clients x {LENGTH} chars, medians of {args.rounds} rounds: served {min(r['served'] for r in rounds)}"
-              f"/{CLIENTS} in every round; p99 latency {med['p99'] * 1e3:.0f} ms; first character p99 "
-              f"{med['first_p99'] * 1e3:.1f} ms; {med['chars_per_s']:,.0f} chars/s against {med['batch']:,.0f} for "
-              f"`charrnn sample -N {CLIENTS}`: ratio {med['ratio']:.2f} (goal: >= 0.5); one stream "
-              f"{med['single']:,.0f} chars/s")
-
-        idle = [stream(port, 5000 + i)["first"] for i in range(30)]
-        print(f"first streamed character, one request on a warm idle server: median {statistics.median(idle) * 1e3:.1f} ms, "
-              f"p90 {pct(idle, 90) * 1e3:.1f} ms, max {max(idle) * 1e3:.1f} ms (goal: <= 50 ms)")
+            order = list(servers) if i % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                r = load_round(servers[name][1], want, seeds[0])
+                r["ratio"], r["batch"], r["single"] = r["chars_per_s"] / batch, batch, single
+                rounds[name].append(r)
+                print(f"round {i + 1}, {name}: {r['served']}/{CLIENTS} served with the API's text; latency p50 "
+                      f"{r['p50'] * 1e3:.0f} ms, p99 {r['p99'] * 1e3:.0f} ms; first character p50 {r['first_p50'] * 1e3:.1f} ms, "
+                      f"p99 {r['first_p99'] * 1e3:.1f} ms; {r['chars_per_s']:,.0f} chars/s; "
+                      f"sample -N {CLIENTS}: {batch:,.0f} chars/s (ratio {r['ratio']:.2f}); one stream: {single:,.0f}",
+                      flush=True)
+        for name in servers:
+            report(name, rounds[name])
+        for name, (_, port) in servers.items():
+            idle = [stream(port, 5000 + i)["first"] for i in range(30)]
+            print(f"{name}: first streamed character, one request on a warm idle server: median "
+                  f"{statistics.median(idle) * 1e3:.1f} ms, p90 {pct(idle, 90) * 1e3:.1f} ms, max {max(idle) * 1e3:.1f} ms "
+                  f"(goal: <= 50 ms)")
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Runs `charrnn train ../shared/corpora/tinyshakespeare.txt --time-budget T` (the 
 validation split is exactly the last 10% of characters, nanoGPT's split; training sees the
 first 90% only), times the whole command, then scores the last 10% with `charrnn score`.
 Also measures the bf16 and fp32 matrix-product peaks in the same run and reports the model's
-training throughput as 6 x non-embedding parameters x tokens/s against them.
+training throughput as 6 x non-embedding parameters x tokens/s against them. Prints the CPU
+model and the plan the run chose (the shapes and precisions it timed, see training/probe.py).
 
     python bench/train_budget.py --budget 90s
     python bench/train_budget.py --budget 10m
@@ -27,7 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -126,7 +131,7 @@ def main() -> None:
     ap.add_argument("extra", nargs="*", help="extra flags for charrnn train (after --)")
     a = ap.parse_args()
     text = CORPUS.read_text(encoding="utf-8")
-    result = {"budget": a.budget, "bf16_peak_GFLOPs": round(matmul_peak(torch.bfloat16) / 1e9),
+    result = {"machine": describe(), "budget": a.budget, "bf16_peak_GFLOPs": round(matmul_peak(torch.bfloat16) / 1e9),
               "fp32_peak_GFLOPs": round(matmul_peak(torch.float32) / 1e9)}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -144,6 +149,7 @@ def main() -> None:
             "wall_seconds": r["wall_seconds"],
             "model": f"{info['layers']}x{info['hidden']} {info['cell']}, {info['non_embedding_parameters']:,} non-embedding params",
             "config": {k: info["config"][k] for k in ("data", "model")} | {"lr": info["config"]["train"]["lr"]},
+            "plan": s.get("plan") or "no probe (shape given, or not a budgeted CPU run)",
             "steps": s["steps"],
             "tokens_per_second": s["tokens_per_second"],
             "model_GFLOPs": round(flops / 1e9),

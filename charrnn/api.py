@@ -77,17 +77,21 @@ class CharRNN:
     def generate(
         self, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int | None = None,
         top_p: float | None = None, seed: int | None = None, stop: str | None = None, n: int = 1,
-        unknown: str = "error", label: str | None = None,
+        unknown: str = "error", label: str | None = None, shared: bool = False,
     ) -> Iterator[list[str]]:
         """``n`` samples side by side: yields a list of ``n`` strings per chunk, the text each
         sample gained (empty where it gained none), until every sample has ``length`` tokens or
         has met ``stop``. On a records model each sample is a fresh record that begins with
         ``prompt`` (of ``label``, for a labelled model) and ends at the model's own end of record.
         ``unknown``: what to do with prompt tokens the model never saw (error, skip, or unk for
-        word models). Raises UsageError for settings out of range or an unknown label."""
+        word models). ``shared``: step together with this model's other shared generations in one
+        multi-stream kernel where it can (the same text; what the server does); from several
+        threads they take turns at the kernel.
+        Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, _seed(seed), self.precision)
         ids = self._prompt_ids(prompt, unknown, label)
-        return decode_streams(self.engine.chunks(ids, cfg), self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
+        chunks = self.engine.chunks(ids, cfg, shared)
+        return decode_streams(chunks, self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
 
     def _prompt_ids(self, prompt: str, unknown: str, label: str | None) -> list[int]:
         tok = self.tokenizer

@@ -1,4 +1,4 @@
-"""The native one-stream LSTM and the build that provides it: exact in fp32, close in bf16, the
+"""The native LSTM (one stream and batches) and the build that provides it: exact in fp32, close in bf16, the
 same tokens as the torch path for the same seed, and a quiet fallback where nothing can be built."""
 
 from __future__ import annotations
@@ -64,22 +64,49 @@ def test_native_bf16_step_stays_close(layers, hidden):
         torch.testing.assert_close(net.step(ids[:, t])[0], ref[0, t], atol=0.05, rtol=0)
 
 
-@pytest.mark.skipif(not getattr(native.lib(), "amx", False), reason="no AMX tiles on this CPU: batches use the torch products")
-@pytest.mark.parametrize("layers, hidden, streams", [(1, 32, 3), (2, 37, 17), (3, 20, 32)])
-def test_native_batch_stays_close_and_rows_are_independent(layers, hidden, streams):
+def _batches_native(dtype: torch.dtype) -> bool:
+    from charrnn.sampling.native.kernel import Kernel
+
+    return Kernel.supports(native.lib(), {"bf16": dtype == torch.bfloat16}, 2)
+
+
+# Stream counts and shapes off the kernel's tiles (8 streams x 2 row blocks, 8 row blocks for one
+# stream, 16-row blocks, 32-column pairs) exercise every tail.
+BATCHES = [(1, 32, 3), (2, 37, 17), (3, 20, 32), (2, 4, 9), (1, 136, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layers, hidden, streams", BATCHES)
+def test_native_batch_rows_equal_single_streams(layers, hidden, streams, dtype):
+    """Each row of a batch is the lone stream fed the same tokens: bit for bit where both use the
+    register-tiled products (one sum per row and stream, in column order); to bf16 rounding on
+    AMX tiles. The batch also stays close to nn.LSTM."""
     from charrnn.sampling.native.pack import NativeLSTM
 
+    if not _batches_native(dtype):
+        pytest.skip(f"several {dtype} streams use torch's products on this CPU")
     model = make_model("lstm", layers, hidden=hidden, seed=layers)
     ids = torch.randint(V, (streams, 30), generator=torch.Generator().manual_seed(hidden))
     with torch.no_grad():
         ref, _, _ = model(ids)
-    batch, one = NativeLSTM(model, torch.bfloat16, streams), NativeLSTM(model, torch.bfloat16)
+    batch = NativeLSTM(model, dtype, streams)
+    singles = [NativeLSTM(model, dtype, packed=batch.packed) for _ in (0, streams - 1)]
     batch.prefill(ids[:, :5])
-    one.prefill(ids[:1, :5])
+    for one, row in zip(singles, (0, streams - 1)):
+        one.prefill(ids[row : row + 1, :5])
+    exact = not (dtype == torch.bfloat16 and native.lib().amx)
     for t in range(5, 30):
-        got = batch.step(ids[:, t])
-        torch.testing.assert_close(got, ref[:, t], atol=0.05, rtol=0)
-        torch.testing.assert_close(one.step(ids[:1, t])[0], got[0], atol=1e-4, rtol=0)
+        got = batch.step(ids[:, t]).clone()
+        torch.testing.assert_close(got, ref[:, t], atol=ATOL if dtype == torch.float32 else 0.05, rtol=0)
+        for one, row in zip(singles, (0, streams - 1)):
+            alone = one.step(ids[row : row + 1, t])[0]
+            if exact:
+                assert torch.equal(alone, got[row]), f"t={t} row={row}"
+            else:
+                torch.testing.assert_close(alone, got[row], atol=1e-4, rtol=0)
+    for l in range(layers):
+        if exact:
+            assert torch.equal(batch.h(l)[-1], singles[1].h(l)[0]) and torch.equal(batch.c(l)[-1], singles[1].c(l)[0])
 
 
 def _tokens(model, prompt, **kw) -> torch.Tensor:
@@ -141,7 +168,11 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
                            capture_output=True, env=env, timeout=60)
         assert r.returncode == 0, r.stderr
         outs.append((r.stdout, r.stderr.decode().strip()))
-    batches_native = native.lib().amx  # several streams run from a pack only where AMX runs them
+    from charrnn.sampling.native.cache import load_pack
+    from charrnn.sampling.native.kernel import Kernel
+
+    (pack,) = (tmp_path / "cache" / "packs").glob("*.pack")
+    batches_native = Kernel.supports(native.lib(), load_pack(pack)[0], 3)  # else -N 3 packs anew, with torch
     assert [o[1] for o in outs] == [f"torch imported: {x}" for x in (True, False, not batches_native, not batches_native)]
     assert outs[0][0] == outs[1][0] and outs[2][0] == outs[3][0]
     assert len(list((tmp_path / "cache" / "packs").glob("*.pack"))) == 1
@@ -183,3 +214,25 @@ def test_all_tokens_banned_still_gives_a_valid_id(engine):
     cfg = SampleConfig(temperature=1.0, seed=0)
     ids = Chooser(cfg, banned=list(range(V)))(torch.randn(3, V))
     assert ids.shape == (3,) and all(0 <= i < V for i in ids.tolist())
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_tokens_do_not_depend_on_the_thread_count_or_its_trials(streams):
+    """The kernel's thread tuner splits chunks into trials of 1 and 2 threads: same tokens as one thread."""
+    from charrnn.sampling.native.abi import make_sampler
+    from charrnn.sampling.native.pack import NativeLSTM
+    from charrnn.threads import ThreadTuner
+
+    dtype = torch.bfloat16 if streams == 1 or _batches_native(torch.bfloat16) else torch.float32
+    if not _batches_native(dtype) and streams > 1:
+        pytest.skip("several streams use torch's products on this CPU")
+    model = make_model("lstm", 2, hidden=40, seed=5)
+    runs = []
+    for tuner in (ThreadTuner(1), ThreadTuner(2, recheck=0.0)):
+        net = NativeLSTM(model, dtype, streams)
+        net.kernel.tuner = tuner
+        sampler, _keep = make_sampler(1.0, None, None, 3, [])
+        net.kernel.prefill([[1, 2, 3]] * streams)
+        runs.append([net.kernel.generate(sampler, n) for n in (1, 7, 64, 200)])
+    assert runs[0] == runs[1]
+    assert set(tuner.cost) == {1, 2}

@@ -385,6 +385,96 @@ def test_many_clients_at_once_each_get_their_own_text(model):
         assert results == {s: model.sample("The", length=300, seed=s) for s in range(8)}
 
 
+ASKS = [  # different prompts, lengths, seeds, temperatures, top-k/top-p, a stop string, n = 2
+    {"prompt": "The"[: i % 4], "length": 120 + 37 * i, "seed": 1000 + i, "temperature": [0.8, 0.0, 1.3, 0.5][i % 4],
+     "stream": i % 2 == 0, **({"top_k": 5} if i % 5 == 1 else {}), **({"top_p": 0.9} if i % 5 == 2 else {}),
+     **({"stop": "e"} if i == 7 else {}), **({"n": 2} if i == 3 else {})}
+    for i in range(16)
+]
+
+
+def api_texts(model, ask: dict) -> list[str]:
+    options = {k: v for k, v in ask.items() if k in ("top_k", "top_p", "stop")}
+    return model.samples(ask.get("n", 1), ask["prompt"], ask["length"], ask["temperature"], seed=ask["seed"], **options)
+
+
+def test_sixteen_clients_at_once_share_steps_and_each_get_the_api_text(model):
+    """Concurrent requests step together in one multi-stream kernel; each still gets exactly the
+    text the Python API (and so the CLI) gives its settings alone."""
+    web = charrnn.app(model, Limits(max_length=1_000_000))
+    shared = model.engine._shared
+    if not shared:
+        pytest.skip("the native kernel cannot run several streams of this model here")
+    most = [0]
+    real_step = shared.step
+
+    def step() -> None:  # notes how many rows the busiest step served
+        most[0] = max(most[0], shared.B - shared.free)
+        real_step()
+
+    shared.step = step
+    results: dict[int, list[str]] = {}
+    try:
+        with TestClient(web) as c:
+            def ask(i: int) -> None:
+                body = ASKS[i]
+                r = c.post("/v1/sample", json=body)
+                if body["stream"]:
+                    texts = [""] * body.get("n", 1)
+                    for event, data in events(r.text):
+                        if event == "message":
+                            texts[data["index"]] += data["text"]
+                    results[i] = texts
+                else:
+                    results[i] = [s["text"] for s in r.json()["samples"]]
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        del shared.step
+    assert results == {i: api_texts(model, ASKS[i]) for i in range(16)}
+    assert most[0] >= 4  # they did share steps
+    assert shared.free == shared.B  # and gave every row back
+
+
+def test_shared_generations_in_turns_give_the_text_each_gives_alone(model):
+    """Rows taken and given back: a generation in a used row starts afresh, and neither stepping
+    with others nor moving to a kernel of more or fewer rows as they come and go changes its text."""
+    runs = [("The", 100, 1.0, 1, 1), ("a", 400, 0.5, 2, 1), ("", 80, 0.0, 3, 3), ("Th", 300, 0.9, 4, 2),
+            ("T", 60, 0.7, 5, 1)]
+    waiting, live, done = list(enumerate(runs)), {}, {}
+    while waiting or live:
+        while waiting and len(live) < 2:
+            i, (prompt, length, t, seed, n) = waiting.pop(0)
+            live[i] = (model.generate(prompt, length, t, seed=seed, n=n, shared=True), [""] * n)
+        for i, (gen, texts) in list(live.items()):
+            piece = next(gen, None)
+            if piece is None:
+                done[i] = texts
+                del live[i]
+            else:
+                live[i] = (gen, [a + b for a, b in zip(texts, piece)])
+    assert done == {i: model.samples(n, p, length, t, seed=seed) for i, (p, length, t, seed, n) in enumerate(runs)}
+
+
+def test_more_shared_generations_than_rows_step_alone_with_the_same_text(model):
+    gens = [model.generate("Th", 60, 0.8, seed=s, n=8, shared=True) for s in range(6)]  # 48 streams
+    texts = [[""] * 8 for _ in gens]
+    for pieces in zip(*gens):
+        texts = [[a + b for a, b in zip(t, p)] for t, p in zip(texts, pieces)]
+    for g, t in zip(gens, texts):
+        for p in g:
+            t[:] = [a + b for a, b in zip(t, p)]
+    assert texts == [model.samples(8, "Th", 60, 0.8, seed=s) for s in range(6)]
+    unused = model.generate("Th", 60, shared=True)  # never iterated: it holds no rows
+    shared = model.engine._shared
+    assert not shared or shared.free == shared.B
+    del unused
+
+
 def test_a_long_generation_does_not_hold_back_a_short_one_and_ends_with_its_client(model):
     limits = Limits(max_length=10_000_000)
     web = charrnn.app(model, limits)

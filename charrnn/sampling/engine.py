@@ -24,6 +24,7 @@ from charrnn.sampling.native import build
 from charrnn.sampling.native.abi import make_sampler
 from charrnn.sampling.native.cache import load_pack, pack_path
 from charrnn.sampling.native.kernel import Kernel
+from charrnn.sampling.shared import SharedSteps
 from charrnn.tokenizer import Tokenizer, banned_tokens
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from charrnn.model import RNNLM
 
 Pack = tuple[dict[str, Any], bytearray, int]
+
+SHARED_TIERS = (1, 8, 16, 32)
+"""Row counts of the kernels that shared generations step in (``Engine.chunks(shared=True)``,
+``SharedSteps``): at most 32 rows at once; more generations step alone, in turns."""
 
 
 class Streams(Protocol):
@@ -109,8 +114,10 @@ def generate_chunks(streams: Streams, prompt_ids: list[int], length: int) -> Ite
 
 def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
     """The weights' dtype for ``streams`` streams. auto: bf16 where it is faster and the device has
-    it (training would autocast there): in the native kernel, or for 8+ streams of torch products;
-    fp32 otherwise, as exactness then costs nothing."""
+    it (training would autocast there): in the native kernel when it runs that many streams in
+    bf16, else fp32 when the kernel runs them in fp32 (its products beat torch's bf16 ones on CPUs
+    without bf16 dot products), else bf16 for 8+ streams of torch products; fp32 otherwise, as
+    exactness then costs nothing."""
     import torch
 
     from charrnn.device import pick_precision
@@ -119,8 +126,11 @@ def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
     if precision == "auto":
         if pick_precision("auto", model.emb.weight.device) == "fp32":
             return torch.float32
-        fast = streams >= 8 or NativeLSTM.supports(model, streams, torch.bfloat16)
-        return torch.bfloat16 if fast else torch.float32
+        if NativeLSTM.supports(model, streams, torch.bfloat16):
+            return torch.bfloat16
+        if NativeLSTM.supports(model, streams, torch.float32):
+            return torch.float32
+        return torch.bfloat16 if streams >= 8 else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
@@ -138,6 +148,7 @@ class Engine:
         self._kernels: dict[int, Kernel | None] = {}
         self._idle: dict[int, list[Kernel]] = {}  # twins of _kernels that no generation holds now
         self._lock = threading.Lock()
+        self._shared: SharedSteps | None | bool = None  # False: this engine cannot share steps
         self.banned = banned_tokens(tokenizer) if tokenizer is not None else []
 
     @classmethod
@@ -166,12 +177,30 @@ class Engine:
             self._model, _, _ = load_model(self.path, "cpu")
         return self._model
 
-    def chunks(self, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
+    def chunks(self, prompt_ids: list[int], cfg: SampleConfig, shared: bool = False) -> Iterator[list[list[int]]]:
         """``cfg.num_samples`` streams' next ``cfg.length`` tokens, in chunks (see ``generate_chunks``).
         The same seed gives the same tokens on the same engine; greedy ignores the seed. Each call
-        has streams of its own: several generations may be stepped in turn, one thread at a time."""
+        has streams of its own: several generations may be stepped in turn, one thread at a time.
+
+        ``shared``: step in rows of one multi-stream kernel together with this engine's other
+        shared generations (``SharedSteps``; the same tokens), where the kernel runs that many
+        streams with the weights ``cfg.num_samples`` streams use and rows are free; else alone.
+        Its steps run under ``SharedSteps.lock``: one thread at a time."""
+        steps = self._shared_steps(cfg.num_samples) if shared else None
+        if steps is not None:
+            return self._shared_chunks(steps, prompt_ids, cfg)
         streams, release = self._streams(cfg)
         return _released(generate_chunks(streams, prompt_ids, cfg.length), release)
+
+    def _shared_chunks(self, steps: SharedSteps, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
+        """Rows of ``steps`` once iterated (one never started holds none), or streams of its own
+        when every row is taken."""
+        generation = steps.join(prompt_ids, cfg)
+        if generation is not None:
+            yield from generation.chunks()
+        else:
+            streams, release = self._streams(cfg)
+            yield from _released(generate_chunks(streams, prompt_ids, cfg.length), release)
 
     def next_logits(self, prompt_ids: list[int]) -> list[float]:
         """The logits (V,) of the token after ``prompt_ids`` fed from the zero state, computed as
@@ -203,6 +232,20 @@ class Engine:
                 self._idle.setdefault(B, []).append(kernel)
 
         return KernelStreams(kernel, cfg, self.banned), release
+
+    def _shared_steps(self, streams: int) -> SharedSteps | None:
+        """The engine's ``SharedSteps`` (made on first use), where its kernel computes ``streams``
+        streams exactly as ``kernel(streams)`` does (the same packed weights); else None."""
+        with self._lock:
+            if self._shared is None:
+                big = self.kernel(SHARED_TIERS[-1])
+                kernels = [self.kernel(b) for b in SHARED_TIERS] if big is not None else []
+                kernels = [k.twin() for k in kernels if k is not None and k.shares_weights(big)]
+                self._shared = SharedSteps(kernels, self.banned) if kernels else False
+            alone = self.kernel(streams)
+        if not self._shared or alone is None or not alone.shares_weights(self._shared.kernel):
+            return None
+        return self._shared
 
     def kernel(self, streams: int) -> Kernel | None:
         """The native kernel for ``streams`` streams, or None where torch steps instead. Made once:

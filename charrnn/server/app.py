@@ -107,7 +107,7 @@ def app(
                                                               req.temperature, novel=True, **options)]))
         else:
             job = _submit(worker, lambda: _field_errors(s.model.generate, "prompt", req.prompt, req.length,
-                                                        req.temperature, n=req.n, **options))
+                                                        req.temperature, n=req.n, shared=True, **options))
         pieces = job.__aiter__()
         first = await _first(pieces)  # a prompt the model cannot encode fails here, before any answer
         if req.novel:
@@ -219,6 +219,7 @@ def _load_all(models: Any, device: str, precision: str) -> dict[str, Served]:
         model = m if isinstance(m, CharRNN) else load(m, device, precision)
         name = name or _name(model, served)
         model.sample("", length=1, seed=0)  # builds the kernel and packs now, not in the first request
+        list(model.generate("", length=1, seed=0, shared=True))  # and the kernel that requests share
         info = dict(model.info)
         served[name] = Served(name, model, info)
     return served

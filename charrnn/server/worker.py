@@ -5,8 +5,13 @@ rest back for its whole length. So all kernel work happens here, on one thread: 
 the next job, advances its generator by one chunk (about 20 ms of work, see
 ``sampling.engine.generate_chunks``) and puts the result on the job's asyncio queue; the job
 then goes to the back of the line. A new job goes to the front, so its first token (prompt fed,
-one token drawn) waits for at most one chunk of another. Each generation keeps its state in a
-kernel of its own (``Engine`` hands them out), so taking turns changes no text.
+one token drawn) waits for at most one chunk of another.
+
+The generations of one model step together: they hold rows of one multi-stream kernel
+(``sampling.shared.SharedSteps``), and a turn of one runs kernel steps that advance them all, so
+the next ones find their tokens waiting. Each row draws with its own request's sampler, so that
+changes no text. Where the kernel cannot share steps (the torch path, all rows taken), a
+generation keeps its state in a kernel of its own and they simply take turns.
 """
 
 from __future__ import annotations

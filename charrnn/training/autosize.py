@@ -12,6 +12,7 @@ second one. Weight decay 0.1 (in ``TrainConfig``) gained 0.03-0.05 nats at 90 s.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from charrnn.config import RunConfig
 
@@ -44,8 +45,7 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         m.hidden = hidden
         chose.append(f"hidden={hidden}")
     if m.embed is None:
-        # Characters need few dimensions; a word vocabulary needs more.
-        m.embed = min(m.hidden, _round(4 * math.sqrt(vocab_size) + 32, 32))
+        m.embed = embed_for(m.hidden, vocab_size)
         chose.append(f"embed={m.embed}")
     if m.dropout is None:
         # Little data per parameter overfits (char-rnn's advice, made automatic).
@@ -64,26 +64,153 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         d.batch_size = max(1, min(want, fit))
         chose.append(f"batch_size={d.batch_size}")
     if t.lr is None:
-        t.lr = lr if m.hidden == hidden else _lr_for(m.hidden)
+        t.lr = lr if m.hidden == hidden else lr_for(m.hidden, m.layers)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
 
-def _lr_for(hidden: int) -> float:
-    """Wider layers want a lower peak rate: the plans' rates, extended as 1/hidden."""
-    return min(1.5e-2, 1.2e-2 * 320 / hidden)
+def embed_for(hidden: int, vocab_size: int) -> int:
+    """Characters need few dimensions; a word vocabulary needs more."""
+    return min(hidden, _round(4 * math.sqrt(vocab_size) + 32, 32))
+
+
+def lr_for(hidden: int, layers: int = 1) -> float:
+    """Wider layers want a lower peak rate: the plans' rates, extended as 1/hidden; a second
+    layer a sixth less (the 2x320 plan's 0.01 against 1x320's 0.012)."""
+    return min(1.5e-2, 1.2e-2 * 320 / hidden) * (1.0 if layers == 1 else 0.83)
+
+
+def corpus_hidden(n_train: int) -> int:
+    """char-rnn's advice: parameters on the order of the corpus' tokens (~4 H^2 per LSTM layer)."""
+    return min(max(_round(math.sqrt(max(n_train, 1) / 4), 64), 64), 1024)
 
 
 def _plan(n_train: int, budget: float | None, device: str) -> tuple[int, int, float]:
     """(layers, hidden, lr): from the budget on a CPU; from the corpus size otherwise."""
-    # char-rnn's advice: parameters on the order of the corpus' tokens (~4 H^2 per LSTM layer).
-    by_corpus = min(max(_round(math.sqrt(max(n_train, 1) / 4), 64), 64), 1024)
+    by_corpus = corpus_hidden(n_train)
     if device == "cpu":
         limit = budget if budget is not None else math.inf
         _, layers, hidden, lr = next(p for p in CPU_PLANS if limit <= p[0])
         if by_corpus < hidden:
-            hidden, lr = by_corpus, _lr_for(by_corpus)
+            hidden, lr = by_corpus, lr_for(by_corpus, layers)
         return layers, hidden, lr
     # A GPU runs wide matrix products cheaply: two layers sized by the corpus.
     hidden = min(max(by_corpus, 256), 1024)
     return 2, hidden, 3e-3 if hidden <= 512 else 2e-3
+
+
+def non_embedding_params(layers: int, hidden: int, vocab: int, embed: int) -> int:
+    """Parameters of an LSTM language model but its embedding table: the size in the loss model."""
+    rnn = sum(4 * hidden * ((embed if l == 0 else hidden) + hidden) + 8 * hidden for l in range(layers))
+    return rnn + hidden * vocab + vocab
+
+
+def fit_loss_model(rows: list[tuple[float, float, float]]) -> tuple[dict[str, float], float]:
+    """Fit the loss model (``predicted_loss``) to (N params, D tokens, loss) rows: the exponents
+    on a grid, E, A, B by least squares. Returns (the model, the rms error in nats)."""
+    import numpy as np
+
+    N, D, L = (np.array(c, dtype=float) for c in zip(*rows))
+    best = None
+    for alpha in np.arange(0.05, 2.01, 0.025):
+        for beta in np.arange(0.05, 2.01, 0.025):
+            X = np.stack([np.ones_like(N), N**-alpha, D**-beta], axis=1)
+            coef, *_ = np.linalg.lstsq(X, L, rcond=None)
+            if coef[1] < 0 or coef[2] < 0:
+                continue
+            err = float(np.sqrt(np.mean((X @ coef - L) ** 2)))
+            if best is None or err < best[1]:
+                best = ({"E": round(float(coef[0]), 4), "A": round(float(coef[1]), 1), "alpha": round(float(alpha), 3),
+                         "B": round(float(coef[2]), 1), "beta": round(float(beta), 3)}, err)
+    return best
+
+
+# ---------------------------------------------------------------- sizing by measurement
+
+# Widths a budgeted CPU run may choose among, narrowest first (probe.py times them), and the
+# budget beyond which they have two layers. The layer count stays the table's: the sweeps show
+# two layers trailing one layer of the same cost by 0.1-0.2 nats up to 4M tokens
+# (bench/sweeps/loss_vs_tokens.jsonl) and winning at 10 minutes (2x320 1.4033 against 1x512
+# 1.421, on the Xeon), too few points to model where they cross.
+WIDTHS = [128, 192, 256, 320, 384, 512]
+TWO_LAYERS_BEYOND = 240.0
+
+
+def candidates(seconds: float) -> list[tuple[int, int]]:
+    """(layers, hidden) shapes worth timing for a run with ``seconds`` left, smallest first."""
+    layers = 1 if seconds <= TWO_LAYERS_BEYOND else 2
+    return [(layers, h) for h in WIDTHS]
+
+
+# Validation loss (nats/char) reached after D training tokens by a model of N non-embedding
+# parameters with the full schedule: L = E + A / N**alpha + B / D**beta, fitted to the one-layer
+# rows of bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches, rms error 0.010
+# nats) by `python bench/loss_sweep.py --fit`. Two-layer shapes are scored at their size.
+LOSS_MODEL = {"E": 1.3638, "A": 10127.2, "alpha": 0.925, "B": 8463.1, "beta": 0.725}
+# Of the seconds left when the plan is made, the share that goes to training steps (evaluations,
+# saves and the exit take the rest).
+TRAIN_SHARE = 0.85
+
+
+@dataclass
+class Plan:
+    """A measured choice: shape, precision, peak lr, the tokens/s timed for it, the loss predicted."""
+
+    layers: int
+    hidden: int
+    precision: str
+    lr: float
+    tokens_per_second: float
+    predicted_loss: float
+    measured: dict[tuple[int, int, str], float] | None = None
+
+    def to_dict(self) -> dict:
+        timed = {f"{l}x{h} {p}": round(r) for (l, h, p), r in (self.measured or {}).items()}
+        return {"layers": self.layers, "hidden": self.hidden, "precision": self.precision, "lr": self.lr,
+                "tokens_per_second": round(self.tokens_per_second), "predicted_loss": round(self.predicted_loss, 4),
+                "timed_tokens_per_second": timed}
+
+    def describe(self) -> str:
+        timed = ", ".join(f"{l}x{h} {p} {r / 1000:.0f}k" for (l, h, p), r in (self.measured or {}).items())
+        return (f"measured plan: {self.layers}x{self.hidden} LSTM, {self.precision}, lr {self.lr:g}, "
+                f"{self.tokens_per_second:,.0f} tokens/s, predicted val loss {self.predicted_loss:.3f}"
+                + (f" (timed tokens/s: {timed})" if timed else ""))
+
+
+def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_MODEL) -> float:
+    """The loss model at N = ``params``, D = ``tokens`` (see LOSS_MODEL)."""
+    return model["E"] + model["A"] * params ** -model["alpha"] + model["B"] * max(tokens, 1.0) ** -model["beta"]
+
+
+def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hidden: int) -> str | None:
+    """The precision timed fastest for the shape: bf16 only where it measured faster than fp32."""
+    rates = {p: r for (l, h, p), r in measured.items() if (l, h) == (layers, hidden)}
+    if not rates:
+        return None
+    if "bf16" in rates and "fp32" in rates:
+        return "bf16" if rates["bf16"] > rates["fp32"] else "fp32"
+    return next(iter(rates))
+
+
+def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int, hidden: int, seconds: float,
+                        vocab: int, embed: int) -> float:
+    """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``."""
+    p = best_precision(measured, layers, hidden)
+    tokens = measured[(layers, hidden, p)] * TRAIN_SHARE * max(seconds, 0.0)
+    return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens)
+
+
+def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None) -> Plan:
+    """The plan with the lowest predicted loss after ``seconds`` (what is left of the budget),
+    from training tokens/s measured per (layers, hidden, precision). ``embed(hidden)``: the
+    embedding width (default ``embed_for``). Pure: it times nothing. Raises ValueError when
+    nothing was measured."""
+    if not measured:
+        raise ValueError("choose_plan needs at least one measured candidate")
+    plans = []
+    for layers, hidden in dict.fromkeys((l, h) for l, h, _ in measured):
+        e = embed(hidden) if embed else embed_for(hidden, vocab)
+        p = best_precision(measured, layers, hidden)
+        loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e)
+        plans.append(Plan(layers, hidden, p, lr_for(hidden, layers), measured[(layers, hidden, p)], loss, measured))
+    return min(plans, key=lambda plan: plan.predicted_loss)

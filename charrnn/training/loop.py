@@ -12,6 +12,7 @@ import hashlib
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,8 +26,10 @@ from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, default_eval_tokens, chunk_seconds, chunks, evaluate, score_records
 from charrnn.model import RNNLM, ModelShape, detach
+from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
-from charrnn.training.autosize import autosize
+from charrnn.training import probe
+from charrnn.training.autosize import autosize, corpus_hidden
 from charrnn.training.budget import Budget, lr_at
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState, gather_ranks
@@ -89,6 +92,8 @@ class Run:
         return min(len(self.val_ids), self.eval_tokens or len(self.val_ids))
     val_seqs: list[torch.Tensor] | None = None
     """A records run's validation records, each scored on its own."""
+    plan: dict[str, Any] | None = None
+    """What the probe timed and chose (probe.py), for the summary."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -217,6 +222,11 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         rep.message("validation split is empty: reporting training loss only (raise --val-fraction)")
 
     shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
+    plan = None
+    if shape_from is None and deadline is not None:  # a budgeted CPU run times its candidates (probe.py)
+        plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)))
+        if plan is not None:
+            rep.message(plan.describe())
     notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
     if not resumed:
         for n in notes:
@@ -261,7 +271,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
     run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs,
-              started=started if started is not None else t_start)
+              plan=plan.to_dict() if plan else None, started=started if started is not None else t_start)
     if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
         # At most a fifth of the budget: an evaluation that would take longer is cut to fit.
@@ -322,6 +332,9 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
     budget.loop_start = time.monotonic()
     interrupted = False
     sigint = _SigintFlag()
+    # One thread or all, whichever steps faster now (threads.py): other busy processes on the cores.
+    threads = torch.get_num_threads()
+    tuner = ThreadTuner(threads, apply=torch.set_num_threads) if env.device.type == "cpu" and env.world == 1 else None
     try:
         run.model.train()
         try:
@@ -341,7 +354,8 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
                     if st.step == first_step and not run.watch.stopped_early:
                         raise CharrnnError(_no_time(run))
                     break
-                _train_step(run, progress)
+                with tuner.timed() if tuner else nullcontext():
+                    _train_step(run, progress)
                 t1 = time.monotonic()
                 budget.step_times.append(t1 - t0)
                 step_seconds += t1 - t0
@@ -371,6 +385,7 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
         run.tokens_per_second = tokens_done / max(step_seconds, 1e-9)
         rep.step(st.step, st.train_loss, run.tokens_per_second, time.monotonic() - run.t_start)
     finally:
+        torch.set_num_threads(threads)
         rep.finish()
     return interrupted
 
@@ -482,7 +497,7 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "tokenize_seconds": round(run.corpus_seconds, 2),
         "stopped_early": run.watch.stopped_early,
         "sample_seconds": round(run.watch.sample_seconds, 3),
-    }
+    } | ({"plan": run.plan} if run.plan else {})
 
 
 def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:

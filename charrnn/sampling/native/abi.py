@@ -57,7 +57,8 @@ class Net(ctypes.Structure):
 
 
 def declare(so: ctypes.CDLL) -> ctypes.CDLL:
-    """Give each exported function its argument and result types; note whether AMX tiles run."""
+    """Give each exported function its argument and result types; note what several streams can
+    use here: AMX tiles (``amx``), bf16 dot products (``bf16_dot``), vector fp32 (``fp32_vector``)."""
     so.charrnn_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64]
     so.charrnn_uniform.restype = ctypes.c_double
     so.charrnn_sample.argtypes = [i32, i32, P, i32, ctypes.POINTER(Sampler), P, P]
@@ -70,7 +71,12 @@ def declare(so: ctypes.CDLL) -> ctypes.CDLL:
     so.charrnn_lstm_generate.restype = None
     so.charrnn_amx_init.argtypes = []
     so.charrnn_amx_init.restype = ctypes.c_int
+    so.charrnn_batch_caps.argtypes = []
+    so.charrnn_batch_caps.restype = ctypes.c_int
     so.amx = bool(so.charrnn_amx_init())
+    caps = so.charrnn_batch_caps()
+    so.bf16_dot = bool(caps & 2)  # AVX512-BF16 dot products
+    so.fp32_vector = bool(caps & 4)  # AVX-512 or AVX2 multiply-adds
     return so
 
 

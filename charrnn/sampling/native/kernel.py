@@ -10,10 +10,11 @@ compute exactly the same numbers.
 from __future__ import annotations
 
 import ctypes
-import os
+import time
 from typing import Any
 
 from charrnn.sampling.native.abi import Net, Sampler
+from charrnn.threads import ThreadTuner, cpu_count
 
 
 def round_up(n: int, m: int) -> int:
@@ -24,14 +25,6 @@ def aligned_buffer(nbytes: int) -> tuple[bytearray, int]:
     """A bytearray and the offset in it where 64-byte-aligned storage of nbytes starts."""
     buf = bytearray(nbytes + 64)
     return buf, -ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 64
-
-
-def threads() -> int:
-    """As many threads as torch would use: OMP_NUM_THREADS, else the CPUs this process may use."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Kernel:
@@ -68,21 +61,30 @@ class Kernel:
         )
         w, Ka, bias, xh, c = self._arrays
         self.net = Net(
-            L, H, V, int(header["bf16"]), threads(), rows, self.head_rows, streams, Bp,
+            L, H, V, int(header["bf16"]), cpu_count(), rows, self.head_rows, streams, Bp,
             at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
         )
         self._toks = (ctypes.c_int64 * streams)()
+        self.tuner = ThreadTuner(cpu_count())
 
     @staticmethod
     def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int) -> bool:
-        """One stream always; several only in bf16 on AMX tiles (elsewhere torch's products win)."""
-        return streams == 1 or bool(header["bf16"] and lib.amx)
+        """One stream always. Several in bf16 where AMX tiles or bf16 dot products run them, in fp32
+        where the CPU has vector multiply-adds (AVX2 or AVX-512); elsewhere torch's products win."""
+        if streams == 1:
+            return True
+        return bool(lib.amx or lib.bf16_dot) if header["bf16"] else bool(lib.fp32_vector)
 
     def twin(self) -> Kernel:
         """A kernel over the same weights (shared, not copied) with a state of its own: two
         generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
         return Kernel(self.lib, *self._source, self.B)
+
+    def shares_weights(self, other: Kernel) -> bool:
+        """True when ``other`` computes over the very same packed weights (twins, or kernels made
+        from one pack): a stream then gives the same numbers in either."""
+        return self._source[1] is other._source[1] and self._source[2] == other._source[2]
 
     def step(self, tokens: list[int]) -> None:
         """Feed one token per stream; the next-token logits are then in ``self.logits``."""
@@ -99,10 +101,22 @@ class Kernel:
             self.step([p[t] for p in prompts])
 
     def generate(self, sampler: Sampler, n: int) -> list[list[int]]:
-        """Draw n tokens per stream, feeding each back in: one list per stream."""
-        out = (ctypes.c_int64 * (self.B * n))()
-        self.lib.charrnn_lstm_generate(ctypes.byref(self.net), ctypes.byref(sampler), n, out)
-        return [out[b * n : (b + 1) * n] for b in range(self.B)]
+        """Draw n tokens per stream, feeding each back in: one list per stream. The thread count
+        follows ``self.tuner`` (a trial of the other count takes an eighth of the tokens); the
+        tokens do not depend on it."""
+        pieces, done = [], 0
+        while done < n:
+            threads, trial = self.tuner.choose()
+            k = max(1, (n - done) // 8) if trial else n - done
+            piece = (ctypes.c_int64 * (self.B * k))()
+            self.net.nthreads = threads
+            t0 = time.perf_counter()
+            self.lib.charrnn_lstm_generate(ctypes.byref(self.net), ctypes.byref(sampler), k, piece)
+            self.tuner.record(threads, k, time.perf_counter() - t0, trial)
+            pieces.append((piece, k))
+            done += k
+        self.net.nthreads = self.tuner.best  # for prompt steps
+        return [[t for piece, k in pieces for t in piece[b * k : (b + 1) * k]] for b in range(self.B)]
 
 
 def check_header(header: dict[str, Any]) -> None:

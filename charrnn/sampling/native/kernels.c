@@ -1,11 +1,11 @@
-/* Native kernels for sampling: the one-stream LSTM step, the LSTM cell, and the exact sampler.
+/* Native kernels for sampling: the LSTM step for one or many streams, the LSTM cell, and the exact sampler.
  *
  * Built on first use by charrnn/native.py (cc -O3 -march=native -fopenmp) and loaded with ctypes;
  * without a C compiler charrnn uses the torch path instead. Plain C: AVX-512 (bf16 dot products
  * where the CPU has them) when the compiler targets it, loops that vectorise elsewhere.
  *
- * Weights are packed for matrix-vector products in blocks of 16 rows so that one vector load
- * holds one column (fp32) or one column pair (bf16) of 16 rows and no horizontal sums are needed:
+ * Weights are packed in blocks of 16 rows so that one vector load holds one column (fp32) or one
+ * column pair (bf16) of 16 rows and no horizontal sums are needed (and, in bf16, AMX's tile layout):
  *   fp32: [R/16][K][16]        bf16: [R/16][K/2][16][2]
  * R is padded to a multiple of 16 and K to a multiple of 8, with zeros.
  */
@@ -183,7 +183,7 @@ void charrnn_lstm_cell(int B, int H, const float *gates, int ldg, float *c, int 
     }
 }
 
-/* ---------------------------------------------------------------- matrix-vector products */
+/* ---------------------------------------------------------------- matrix products, register-tiled */
 
 static inline float bf16_to_f32(uint16_t v) {
     uint32_t u = (uint32_t)v << 16;
@@ -199,67 +199,185 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch
     return (uint16_t)(u >> 16);
 }
 
-/* y[blk*16 .. +16] += W_blk x */
-static void block_f32(const float *restrict w, int K, const float *restrict x, float *restrict y) {
+/* A column of 16 rows in fp32: one AVX-512 register, two AVX2 registers, or an array the compiler
+ * may vectorise. */
 #if defined(__AVX512F__)
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int k = 0; k < K; k += 4) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k), _mm512_set1_ps(x[k]), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * (k + 1)), _mm512_set1_ps(x[k + 1]), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * (k + 2)), _mm512_set1_ps(x[k + 2]), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * (k + 3)), _mm512_set1_ps(x[k + 3]), a3);
-    }
-    __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    _mm512_storeu_ps(y, _mm512_add_ps(s, _mm512_loadu_ps(y)));
+typedef __m512 v16;
+static inline v16 v16_zero(void) { return _mm512_setzero_ps(); }
+static inline v16 v16_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline v16 v16_fma(v16 w, float x, v16 acc) { return _mm512_fmadd_ps(w, _mm512_set1_ps(x), acc); }
+static inline void v16_addto(float *y, v16 acc) { _mm512_storeu_ps(y, _mm512_add_ps(acc, _mm512_loadu_ps(y))); }
+#define VECTOR_F32 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+typedef struct { __m256 lo, hi; } v16;
+static inline v16 v16_zero(void) { return (v16){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+static inline v16 v16_load(const float *p) { return (v16){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+static inline v16 v16_fma(v16 w, float x, v16 acc) {
+    __m256 b = _mm256_set1_ps(x);
+    return (v16){_mm256_fmadd_ps(w.lo, b, acc.lo), _mm256_fmadd_ps(w.hi, b, acc.hi)};
+}
+static inline void v16_addto(float *y, v16 acc) {
+    _mm256_storeu_ps(y, _mm256_add_ps(acc.lo, _mm256_loadu_ps(y)));
+    _mm256_storeu_ps(y + 8, _mm256_add_ps(acc.hi, _mm256_loadu_ps(y + 8)));
+}
+#define VECTOR_F32 1
 #else
-    float acc[16] = {0};
-    for (int k = 0; k < K; k++)
-        for (int r = 0; r < 16; r++) acc[r] += w[16 * k + r] * x[k];
-    for (int r = 0; r < 16; r++) y[r] += acc[r];
+typedef struct { float r[16]; } v16;
+static inline v16 v16_zero(void) { return (v16){{0}}; }
+static inline v16 v16_load(const float *p) { v16 v; memcpy(v.r, p, sizeof v.r); return v; }
+static inline v16 v16_fma(v16 w, float x, v16 acc) {
+    for (int r = 0; r < 16; r++) acc.r[r] = fmaf(w.r[r], x, acc.r[r]);
+    return acc;
+}
+static inline void v16_addto(float *y, v16 acc) { for (int r = 0; r < 16; r++) y[r] += acc.r[r]; }
+#endif
+
+/* Every product below keeps one fp32 accumulator per (16 rows, stream), sums the columns (or
+ * column pairs) into it in order from zero, then adds it to y. A stream's numbers therefore do not
+ * depend on how many streams run beside it nor on the tile it falls in: a batch row equals the
+ * lone stream bit for bit. Tiles of NB row blocks x NS streams load each weight column once per
+ * NS streams; always_inline with constant NB, NS keeps the accumulators in registers. */
+#define MAXNB 8
+#define MAXNS 8
+
+/* fp32 W packed [R/16][K][16]; x (streams, ld ldx) fp32; y (streams, ld ldy). */
+static inline __attribute__((always_inline)) void tile_f32(const float *w, int K, const float *x, int ldx, float *y,
+                                                           int ldy, int NB, int NS) {
+    v16 acc[MAXNB][MAXNS];
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) acc[i][j] = v16_zero();
+    for (int k = 0; k < K; k++) {
+        v16 wr[MAXNB];
+        for (int i = 0; i < NB; i++) wr[i] = v16_load(w + (size_t)i * 16 * K + 16 * k);
+        for (int j = 0; j < NS; j++) {
+            float xj = x[(size_t)j * ldx + k];
+            for (int i = 0; i < NB; i++) acc[i][j] = v16_fma(wr[i], xj, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) v16_addto(y + (size_t)j * ldy + 16 * i, acc[i][j]);
+}
+
+/* bf16 W packed [R/16][K/2][16][2]. With AVX512-BF16, a: the streams' inputs rounded to bf16
+ * (lda in pairs) and one vdpbf16ps per column pair; elsewhere a: the fp32 inputs themselves
+ * (lda in pairs) and the weights widened exactly. */
+static inline __attribute__((always_inline)) void tile_bf16(const uint16_t *w, int K, const void *a, int lda, float *y,
+                                                            int ldy, int NB, int NS) {
+#if defined(__AVX512BF16__)
+    const uint32_t *ap = a;
+    __m512 acc[MAXNB][MAXNS];
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int p = 0; p < K / 2; p++) {
+        __m512i wr[MAXNB];
+        for (int i = 0; i < NB; i++) wr[i] = _mm512_loadu_si512(w + (size_t)i * 16 * K + 32 * p);
+        for (int j = 0; j < NS; j++) {
+            __m512bh xj = (__m512bh)_mm512_set1_epi32(ap[(size_t)j * lda + p]);
+            for (int i = 0; i < NB; i++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)wr[i], xj);
+        }
+    }
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) {
+            float *yy = y + (size_t)j * ldy + 16 * i;
+            _mm512_storeu_ps(yy, _mm512_add_ps(acc[i][j], _mm512_loadu_ps(yy)));
+        }
+#else
+    const float *x = a;
+    v16 acc[MAXNB][MAXNS];
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) acc[i][j] = v16_zero();
+    for (int p = 0; p < K / 2; p++) {
+        v16 even[MAXNB], odd[MAXNB];
+        for (int i = 0; i < NB; i++) {
+            float e[16], o[16];
+            const uint16_t *wp = w + (size_t)i * 16 * K + 32 * p;
+            for (int r = 0; r < 16; r++) e[r] = bf16_to_f32(wp[2 * r]), o[r] = bf16_to_f32(wp[2 * r + 1]);
+            even[i] = v16_load(e), odd[i] = v16_load(o);
+        }
+        for (int j = 0; j < NS; j++) {
+            float x0 = x[(size_t)j * 2 * lda + 2 * p], x1 = x[(size_t)j * 2 * lda + 2 * p + 1];
+            for (int i = 0; i < NB; i++) acc[i][j] = v16_fma(odd[i], x1, v16_fma(even[i], x0, acc[i][j]));
+        }
+    }
+    for (int i = 0; i < NB; i++)
+        for (int j = 0; j < NS; j++) v16_addto(y + (size_t)j * ldy + 16 * i, acc[i][j]);
 #endif
 }
 
-/* xb: x rounded to bf16 (AVX512-BF16) or x itself as floats (elsewhere). */
-static void block_bf16(const uint16_t *restrict w, int K, const void *restrict xb, float *restrict y) {
-#if defined(__AVX512BF16__)
-    const uint32_t *xp = xb;
-    const __m512i *wv = (const __m512i *)w;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int p = 0; p < K / 2; p += 4) {
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(wv + p), (__m512bh)_mm512_set1_epi32(xp[p]));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(wv + p + 1), (__m512bh)_mm512_set1_epi32(xp[p + 1]));
-        a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(wv + p + 2), (__m512bh)_mm512_set1_epi32(xp[p + 2]));
-        a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(wv + p + 3), (__m512bh)_mm512_set1_epi32(xp[p + 3]));
-    }
-    __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    _mm512_storeu_ps(y, _mm512_add_ps(s, _mm512_loadu_ps(y)));
+/* Which tile sizes a product uses. One stream: ONE_NB row blocks at a time (independent sums hide
+ * the latency of the multiply-adds). Several: MANY_NB row blocks x MANY_NS streams (each weight
+ * load serves MANY_NS streams). Sized to the registers: 32 AVX-512 ones, 16 AVX2 ones holding
+ * half a column each. The caller pads several streams to a multiple of 8 (tile_streams). */
+#if defined(__AVX512F__)
+#define ONE_NB 8
+#define MANY_NB 2
+#define MANY_NS 8
 #else
-    const float *x = xb;
-    float acc[16] = {0};
-    for (int p = 0; p < K / 2; p++)
-        for (int r = 0; r < 16; r++)
-            acc[r] += bf16_to_f32(w[32 * p + 2 * r]) * x[2 * p] + bf16_to_f32(w[32 * p + 2 * r + 1]) * x[2 * p + 1];
-    for (int r = 0; r < 16; r++) y[r] += acc[r];
+#define ONE_NB 4
+#define MANY_NB 1
+#define MANY_NS 4
 #endif
+#define TILED(TILE, W_OF, X_OF, LDX)                                                                          \
+    do {                                                                                                       \
+        int blocks = R / 16, nbt = B == 1 ? ONE_NB : MANY_NB, tiles = (blocks + nbt - 1) / nbt;                \
+        _Pragma("omp parallel for num_threads(nthreads) schedule(static) if (tiles >= 4 && nthreads > 1)")   \
+        for (int t = 0; t < tiles; t++) {                                                                      \
+            int b0 = t * nbt, nb = blocks - b0 < nbt ? blocks - b0 : nbt, s = 0;                               \
+            for (; B > 1 && s + MANY_NS <= B; s += MANY_NS) {                                                  \
+                if (nb == MANY_NB) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, MANY_NB, MANY_NS); \
+                else                                                                                           \
+                    for (int i = 0; i < nb; i++)                                                               \
+                        TILE(W_OF(b0 + i), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * (b0 + i), ldy, 1, MANY_NS); \
+            }                                                                                                  \
+            for (; s < B; s++) {                                                                               \
+                if (nb == ONE_NB) TILE(W_OF(b0), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * b0, ldy, ONE_NB, 1); \
+                else                                                                                           \
+                    for (int i = 0; i < nb; i++)                                                               \
+                        TILE(W_OF(b0 + i), K, X_OF(s), LDX, y + (size_t)s * ldy + 16 * (b0 + i), ldy, 1, 1);   \
+            }                                                                                                  \
+        }                                                                                                      \
+    } while (0)
+
+/* y (B, ld ldy) += x (B, K, ld ldx) @ W.T, W fp32 packed with R rows (padded to 16). */
+static void gemm_f32(const float *w, int R, int K, const float *x, int ldx, int B, float *y, int ldy, int nthreads) {
+#define W_F32(b) (w + (size_t)(b) * 16 * K)
+#define X_F32(s) (x + (size_t)(s) * ldx)
+    TILED(tile_f32, W_F32, X_F32, ldx);
 }
 
-/* y (R padded) += W x, W packed (see the top of this file). scratch: K floats. */
-static void gemv(const void *w, int bf16, int R, int K, const float *x, float *y, void *scratch, int nthreads) {
-    int blocks = R / 16;
-    if (bf16) {
+/* The same with W bf16 packed; scratch: B * K halves (or unused). x's ld is K. */
+static void gemm_bf16(const uint16_t *w, int R, int K, const float *x, int B, float *y, int ldy, void *scratch,
+                      int nthreads) {
 #if defined(__AVX512BF16__)
-        uint16_t *xb = scratch;
-        for (int k = 0; k < K; k++) xb[k] = f32_to_bf16(x[k]);
+    uint16_t *xb = scratch;
+    for (size_t i = 0; i < (size_t)B * K; i++) xb[i] = f32_to_bf16(x[i]);
+    const void *a = xb;
 #else
-        const float *xb = x;
-#endif
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (blocks >= 16)
-        for (int b = 0; b < blocks; b++) block_bf16((const uint16_t *)w + (size_t)b * 16 * K, K, xb, y + 16 * b);
-    } else {
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (blocks >= 16)
-        for (int b = 0; b < blocks; b++) block_f32((const float *)w + (size_t)b * 16 * K, K, x, y + 16 * b);
-    }
+    const void *a = x;
     (void)scratch;
+#endif
+#define W_BF16(b) (w + (size_t)(b) * 16 * K)
+#if defined(__AVX512BF16__)
+#define X_BF16(s) ((const uint32_t *)a + (size_t)(s) * (K / 2))
+#else
+#define X_BF16(s) ((const float *)a + (size_t)(s) * K)
+#endif
+    TILED(tile_bf16, W_BF16, X_BF16, K / 2);
+}
+
+/* What several streams can use here (Kernel.supports): 1 AMX tiles (once granted), 2 bf16 dot
+ * products, 4 vector fp32 multiply-adds. */
+static int amx_ready;
+int charrnn_batch_caps(void) {
+    int caps = amx_ready;
+#if defined(__AVX512BF16__)
+    caps |= 2;
+#endif
+#if defined(VECTOR_F32)
+    caps |= 4;
+#endif
+    return caps;
 }
 
 /* ---------------------------------------------------------------- batched products */
@@ -276,7 +394,10 @@ typedef struct {
 } TileConfig;
 
 /* Linux hands out the AMX tile registers per process on request. */
-int charrnn_amx_init(void) { return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0; }
+int charrnn_amx_init(void) {
+    amx_ready = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+    return amx_ready;
+}
 
 /* y (Bp, R) fp32 += a (Bp, K) bf16 @ W.T with AMX tiles: 16 streams x 16 rows per accumulator,
  * 32 columns per step; W's bf16 packing is the tile layout. Bp % 16 == 0, K % 32 == 0. */
@@ -317,38 +438,6 @@ static void gemm_amx(const uint16_t *w, int R, int K, const uint16_t *a, int Bp,
 int charrnn_amx_init(void) { return 0; }
 #endif
 
-/* y (Bp, R) += x (Bp, K, ld ldx) @ W.T for fp32 W packed; Bp % 8 == 0. Each weight column is
- * loaded once per 8 streams. */
-static void gemm_f32(const float *w, int R, int K, const float *x, int ldx, int Bp, float *y, int nthreads) {
-    int blocks = R / 16;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (Bp * blocks >= 64)
-    for (int b = 0; b < blocks; b++) {
-        const float *wb = w + (size_t)b * 16 * K;
-        for (int s0 = 0; s0 < Bp; s0 += 8) {
-            const float *xs = x + (size_t)s0 * ldx;
-#if defined(__AVX512F__)
-            __m512 acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
-            for (int k = 0; k < K; k++) {
-                __m512 wv = _mm512_loadu_ps(wb + 16 * k);
-                for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xs[(size_t)j * ldx + k]), acc[j]);
-            }
-            for (int j = 0; j < 8; j++) {
-                float *yj = y + (size_t)(s0 + j) * R + b * 16;
-                _mm512_storeu_ps(yj, _mm512_add_ps(acc[j], _mm512_loadu_ps(yj)));
-            }
-#else
-            for (int j = 0; j < 8; j++) {
-                float acc[16] = {0};
-                for (int k = 0; k < K; k++)
-                    for (int r = 0; r < 16; r++) acc[r] += wb[16 * k + r] * xs[(size_t)j * ldx + k];
-                for (int r = 0; r < 16; r++) y[(size_t)(s0 + j) * R + b * 16 + r] += acc[r];
-            }
-#endif
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- the LSTM, B streams */
 
 typedef struct {
@@ -372,17 +461,22 @@ typedef struct {
 
 static float *h_of(const Net *n, int l, int b) { return n->xh[l] + (size_t)b * n->K[l] + (l == 0 ? 0 : n->H); }
 
+/* Several streams are computed in whole tiles of 8: the padding rows (zeros in, ignored out) cost
+ * less than the narrow tiles a remainder would need. Bp >= that, as kernel.py pads to 16. */
+static int tile_streams(const Net *n) { return n->B == 1 ? 1 : (n->B + 7) / 8 * 8; }
+
 static void products(const Net *n, const void *w, int K, const float *x) {
 #if defined(HAVE_AMX)
-    if (n->B > 1) { /* Kernel.supports allows several streams only where AMX runs */
+    if (n->B > 1 && n->bf16 && amx_ready) {
         uint16_t *a = n->scratch;
         for (size_t i = 0; i < (size_t)n->Bp * K; i++) a[i] = f32_to_bf16(x[i]);
         gemm_amx(w, n->rows, K, a, n->Bp, n->gates, n->nthreads);
         return;
     }
 #endif
-    for (int b = 0; b < n->B; b++)
-        gemv(w, n->bf16, n->rows, K, x + (size_t)b * K, n->gates + (size_t)b * n->rows, n->scratch, n->nthreads);
+    int B = tile_streams(n);
+    if (n->bf16) gemm_bf16(w, n->rows, K, x, B, n->gates, n->rows, n->scratch, n->nthreads);
+    else gemm_f32(w, n->rows, K, x, K, B, n->gates, n->rows, n->nthreads);
 }
 
 /* Feed one token per stream; leaves next-token logits in n->logits. */
@@ -400,8 +494,8 @@ void charrnn_lstm_step(const Net *n, const int64_t *toks) {
     }
     for (int b = 0; b < n->B; b++) memcpy(n->logits + (size_t)b * n->head_rows, n->head_b, sizeof(float) * n->head_rows);
     const float *h = h_of(n, n->layers - 1, 0);
-    if (n->B == 1) gemv(n->head_w, 0, n->head_rows, n->head_K, h, n->logits, n->scratch, n->nthreads);
-    else gemm_f32(n->head_w, n->head_rows, n->head_K, h, n->K[n->layers - 1], n->Bp, n->logits, n->nthreads);
+    gemm_f32(n->head_w, n->head_rows, n->head_K, h, n->K[n->layers - 1], tile_streams(n), n->logits, n->head_rows,
+             n->nthreads);
 }
 
 /* Draw a token per stream from the current logits, feed them, repeat: out (B, count). */

@@ -4,8 +4,9 @@
 layers' ``[W_ih | W_hh]`` side by side, gates ordered i, f, o, g), pads them to the kernel's
 blocks and packs them into one blob (see kernels.c and kernel.py); ``cache_pack`` also stores it
 for the checkpoint it came from (cache.py). One stream uses
-matrix-vector products, fp32 or bf16; in fp32 its logits are those of ``nn.LSTM`` to float
-tolerance. Several streams need bf16 weights and AMX tiles, where one product serves them all.
+register-tiled products, fp32 or bf16; in fp32 its logits are those of ``nn.LSTM`` to float
+tolerance. Several streams share each weight load (AMX tiles, bf16 dot products or fp32
+multiply-adds, whichever the CPU has: ``Kernel.supports``).
 """
 
 from __future__ import annotations

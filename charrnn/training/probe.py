@@ -1,0 +1,112 @@
+"""Sizing by measurement: time a few real training steps of candidate shapes and precisions on
+this machine, at the start of a budgeted CPU run, and let ``autosize.choose_plan`` pick.
+
+A table of sizes measured on one CPU is wrong on the next: on a Xeon with AMX bf16 products run
+6x faster than fp32, on an AMD EPYC without AMX the same defaults train at about half the
+tokens per second. So the run times its own steps (a fresh model, the real batch shape, one
+warm-up step and three timed ones, a second or two in all, inside the budget), smallest candidate
+first, and stops when bigger ones stop paying or the probe's share of the budget is spent. The
+random state of the run is left as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from charrnn.device import Env
+from charrnn.model import RNNLM, ModelShape
+from charrnn.training.autosize import Plan, candidates, choose_plan, embed_for, predicted_plan_loss
+
+Measured = dict[tuple[int, int, str], float]
+MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
+PROBE_SHARE = 0.02  # of the time left, at most
+PROBE_MAX = 3.0  # seconds, at most
+
+
+def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
+                      device: torch.device, steps: int = 3) -> float:
+    """Training tokens/s of one shape: forward, backward and a fused AdamW step on random tokens,
+    the fastest of ``steps`` timed steps after one warm-up (the fastest: other processes only ever
+    slow a step down)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, 0.0)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type in ("cuda", "cpu"))
+        x = torch.randint(vocab, (batch, seq), device=device)
+        env = Env(device, precision)
+        best = float("inf")
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            with env.autocast():
+                _, loss, _ = model(x, None, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i:
+                best = min(best, time.perf_counter() - t0)
+    return batch * seq / best
+
+
+def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
+            seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX) -> Measured:
+    """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. Both precisions are
+    timed until one is clearly faster (by 10%); then the slower one is dropped. Stops after
+    ``limit`` seconds (not counting the first shape, which pays the process's one-time warm-ups:
+    about 2 s on our CPU, which the first training step would pay otherwise), or once two
+    candidates in a row predict a worse loss than the best so far
+    (bigger ones only run slower)."""
+    measured: Measured = {}
+    t0 = time.monotonic()
+    best, worse = float("inf"), 0
+    for i, (layers, hidden) in enumerate(shapes):
+        if i == 1:  # the first shape paid the process's one-time warm-ups, which training would pay anyway
+            t_first = time.monotonic()
+        elif i > 1 and time.monotonic() - t_first > limit:
+            break
+        for p in precisions:
+            measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device)
+        if len(precisions) > 1:
+            rates = {p: measured[(layers, hidden, p)] for p in precisions}
+            fast = max(rates, key=rates.__getitem__)
+            if all(rates[fast] > 1.1 * r for p, r in rates.items() if p != fast):
+                precisions = [fast]
+        loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden))
+        worse = worse + 1 if loss > best else 0
+        best = min(best, loss)
+        if worse >= 2:
+            break
+    return measured
+
+
+def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
+             shapes: list[tuple[int, int]] | None = None) -> Plan | None:
+    """Measure and choose where it applies: an LSTM on one CPU process with a time budget of
+    MIN_BUDGET seconds or more, and its layers and hidden size not both given. Writes the plan's
+    layers, hidden size, precision (when 'auto') and lr (when not given) into ``cfg`` and
+    ``env``; returns it (None where nothing was measured). ``max_hidden``: the widest layer the
+    corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``)."""
+    m, t = cfg.model, cfg.train
+    if (env.device.type != "cpu" or env.world > 1 or m.cell != "lstm" or seconds_left is None
+            or seconds_left < MIN_BUDGET or (m.layers is not None and m.hidden is not None)):
+        return None
+    shapes = shapes or [(m.layers or l, h) for l, h in candidates(seconds_left)]
+    shapes = [(l, h) for l, h in shapes if m.layers in (None, l) and m.hidden in (None, h) and h <= max_hidden]
+    if m.hidden is not None and not shapes:
+        shapes = [(l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left))]
+    if not shapes:
+        return None
+    embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
+    precisions = ["bf16", "fp32"] if t.precision == "auto" and env.precision == "bf16" else [env.precision]
+    t0 = time.monotonic()
+    measured = measure(precisions, vocab, embed, cfg.data.batch_size or 32, cfg.data.seq_len or 64, env.device,
+                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left))
+    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed)
+    m.layers, m.hidden = plan.layers, plan.hidden
+    if t.precision == "auto":
+        t.precision = env.precision = plan.precision
+    if t.lr is None:
+        t.lr = plan.lr
+    return plan

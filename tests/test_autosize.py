@@ -1,0 +1,131 @@
+"""The measured-plan chooser: from given timings (nothing is timed here) it picks the shape and
+precision that its loss model says reach the lowest loss in the time left."""
+
+from __future__ import annotations
+
+import pytest
+
+from charrnn.training.autosize import candidates, choose_plan, fit_loss_model, lr_for, predicted_loss
+
+SHAPES = candidates(60) + candidates(600)
+
+
+def timings(speed: float, bf16: float = 1.0, shapes=SHAPES) -> dict:
+    """tokens/s per (layers, hidden, precision) of a machine ``speed`` times as fast as a 2-core
+    CPU, falling with the size of the model (work per token ~ 4 * layers * hidden^2)."""
+    out = {}
+    for layers, hidden in shapes:
+        fp32 = speed * 150_000 * (256 / hidden) ** 2 / layers
+        out[(layers, hidden, "fp32")] = fp32
+        out[(layers, hidden, "bf16")] = fp32 * bf16
+    return out
+
+
+def size(plan) -> int:
+    return plan.layers * plan.hidden**2
+
+
+def test_a_faster_machine_gets_a_bigger_model():
+    slow = choose_plan(timings(0.5), 90, vocab=65)
+    fast = choose_plan(timings(8.0), 90, vocab=65)
+    assert size(fast) > size(slow)
+    assert fast.predicted_loss < slow.predicted_loss
+
+
+def test_a_longer_budget_gets_a_model_at_least_as_big():
+    short = choose_plan(timings(1.0), 60, vocab=65)
+    long = choose_plan(timings(1.0), 600, vocab=65)
+    assert size(long) >= size(short) and size(long) > size(choose_plan(timings(1.0), 20, vocab=65))
+
+
+@pytest.mark.parametrize("ratio, want", [(0.8, "fp32"), (0.99, "fp32"), (1.3, "bf16"), (6.0, "bf16")])
+def test_bf16_only_where_it_measured_faster(ratio, want):
+    assert choose_plan(timings(1.0, bf16=ratio), 90, vocab=65).precision == want
+
+
+def test_bf16_alone_when_only_bf16_was_timed():
+    only = {k: v for k, v in timings(1.0).items() if k[2] == "bf16"}
+    assert choose_plan(only, 90, vocab=65).precision == "bf16"
+
+
+def test_plan_carries_the_measured_rate_and_a_matching_lr():
+    measured = timings(1.0, bf16=2.0)
+    plan = choose_plan(measured, 90, vocab=65)
+    assert plan.tokens_per_second == measured[(plan.layers, plan.hidden, "bf16")]
+    assert plan.lr == lr_for(plan.hidden, plan.layers)
+    assert str(plan.hidden) in plan.describe()
+
+
+def test_nothing_measured_is_an_error():
+    with pytest.raises(ValueError):
+        choose_plan({}, 90, vocab=65)
+
+
+def test_the_loss_model_falls_with_size_and_tokens_and_its_fit_recovers_one():
+    assert predicted_loss(1e6, 1e7) < predicted_loss(1e5, 1e7)
+    assert predicted_loss(1e6, 1e8) < predicted_loss(1e6, 1e7)
+    true = {"E": 1.2, "A": 20.0, "alpha": 0.3, "B": 80.0, "beta": 0.3}
+    rows = [(n, d, predicted_loss(n, d, true)) for n in (1e5, 3e5, 1e6, 3e6) for d in (1e6, 5e6, 2e7)]
+    model, rms = fit_loss_model(rows)
+    assert rms < 0.01
+    assert abs(predicted_loss(2e6, 1e7, model) - predicted_loss(2e6, 1e7, true)) < 0.02
+
+
+# The probe times real steps: its tests check what it does with the timings, not the timings.
+
+def _cfg(**model):
+    from charrnn.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.data.batch_size, cfg.data.seq_len = 4, 8
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    return cfg
+
+
+TINY = [(1, 16), (1, 24), (2, 16)]
+
+
+def test_probe_times_candidates_and_writes_the_plan_into_the_config():
+    import torch
+
+    from charrnn.device import Env
+    from charrnn.training import probe
+
+    cfg, env = _cfg(), Env(torch.device("cpu"), "fp32")
+    rng = torch.get_rng_state()
+    plan = probe.plan_run(cfg, env, vocab=20, seconds_left=60, shapes=TINY)
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's random state is untouched
+    assert (plan.layers, plan.hidden) in TINY and plan.precision == "fp32"
+    assert (cfg.model.layers, cfg.model.hidden, cfg.train.lr) == (plan.layers, plan.hidden, plan.lr)
+    assert set(plan.measured) <= {(l, h, "fp32") for l, h in TINY} and len(plan.measured) >= 1
+
+
+def test_flags_override_the_probe():
+    import torch
+
+    from charrnn.device import Env
+    from charrnn.training import probe
+
+    cfg = _cfg(hidden=24)
+    cfg.train.lr = 0.5
+    plan = probe.plan_run(cfg, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY)
+    assert plan.hidden == 24 and cfg.model.hidden == 24 and cfg.train.lr == 0.5
+    given = _cfg(layers=1, hidden=16)
+    assert probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY) is None
+    short = _cfg()
+    assert probe.plan_run(short, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=5, shapes=TINY) is None
+    assert short.model.layers is None
+
+
+def test_candidates_follow_the_budget_and_the_loss_model_fits_the_sweeps():
+    import json
+    from pathlib import Path
+
+    from charrnn.training.autosize import LOSS_MODEL, TWO_LAYERS_BEYOND
+
+    assert {l for l, _ in candidates(90)} == {1} and {l for l, _ in candidates(TWO_LAYERS_BEYOND + 1)} == {2}
+    rows = Path(__file__).parents[1] / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
+    for r in map(json.loads, rows.read_text().splitlines()):
+        if r["layers"] == 1:
+            assert abs(predicted_loss(r["params"], r["tokens"], LOSS_MODEL) - r["val_loss"]) < 0.03, r
