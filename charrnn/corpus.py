@@ -511,7 +511,8 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
     if not given:
         vocab, remap = word_vocab(indexer, max_vocab, min_count)
         if len(vocab) == 1:
-            raise CharrnnError(f"no word occurs {min_count} times; lower --min-count")
+            top = int(indexer.counts[: len(indexer)].max(initial=0))
+            raise UsageError(f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)")
         tok = Tokenizer("word", vocab)
     elif unknown == "grow":
         tok, remap, added = grown_vocab(indexer, tok, max_vocab, min_count)
