@@ -77,7 +77,8 @@ def as_numpy(ids) -> np.ndarray:
 
 
 def _long(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).long()
+    """int64 ids in a tensor of their own (one copy; a read-only memmap is never shared with torch)."""
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def _seed(*parts: int) -> int:

@@ -213,3 +213,27 @@ def test_train_runs_outside_the_main_thread(tmp_path, corpus_text):
     t.join(60)
     assert "error" not in result, repr(result.get("error"))
     assert result["summary"]["steps"] == 5
+
+
+def test_ctrl_c_during_the_interrupt_save_waits_for_it(tmp_path, corpus_text, monkeypatch):
+    """A second Ctrl-C that lands while the interrupt's last.pt is being written does not break
+    the save: last.pt is written whole and the run ends as interrupted, no traceback."""
+    import os
+    import signal
+
+    from charrnn import checkpoint as ckpt_module
+
+    real_save = ckpt_module.save
+    hits = []
+
+    def save_with_a_ctrl_c(obj, path):
+        if path.name == "last.pt" and not hits:
+            hits.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the middle of the interrupt save
+        real_save(obj, path)
+
+    out = tmp_path / "r"
+    monkeypatch.setattr(ckpt_module, "save", save_with_a_ctrl_c)
+    summary = train(tiny_config(out, **{"train.eval_every": 1000}), corpus_text, "c", stop=lambda step: step == 7)
+    assert summary["interrupted"] and hits
+    assert checkpoint.load(out / "last.pt")["step"] == 7

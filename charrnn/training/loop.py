@@ -371,15 +371,20 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             interrupted = True
+            sigint.holding = True  # another Ctrl-C now waits for the save below instead of breaking it
         finally:
-            sigint.restore()
+            if not interrupted:
+                sigint.restore()
         if st.loss_n:
             st.train_loss = float(st.loss_sum) / st.loss_n
         if interrupted:
-            if env.world > 1:
-                st.ranks = gather_ranks(st.carried)
-            if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
-                checkpoint.save(run.payload(True), run.folder.last)
+            try:
+                if env.world > 1:
+                    st.ranks = gather_ranks(st.carried)
+                if env.main and not sigint.hard:  # after a second Ctrl-C the state may be mid-step
+                    checkpoint.save(run.payload(True), run.folder.last)
+            finally:
+                sigint.restore()
         elif run.evaluated_at != st.step:
             evaluate_and_save(run, final=True)
         run.tokens_per_second = tokens_done / max(step_seconds, 1e-9)
@@ -510,10 +515,11 @@ def _param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
 
 class _SigintFlag:
     """The first Ctrl-C ends the run at the next step boundary (so last.pt is consistent);
-    a second one interrupts at once."""
+    a second one interrupts at once, unless the interrupt's own save is under way (``holding``):
+    then it is noted and the save completes."""
 
     def __init__(self) -> None:
-        self.raised = self.hard = False
+        self.raised = self.hard = self.holding = False
         self._old = None
         try:
             self._old = signal.signal(signal.SIGINT, self._handle)
@@ -521,6 +527,8 @@ class _SigintFlag:
             pass
 
     def _handle(self, signum, frame) -> None:
+        if self.holding:
+            return
         if self.raised:
             self.hard = True
             raise KeyboardInterrupt
