@@ -210,6 +210,23 @@ def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:
     return text, name
 
 
+def iter_text(inputs: list[str] | str | None = None) -> Iterator[tuple[str, str | None]]:
+    """The text of ``inputs`` as ``read_text`` joins it, in chunks of about CHUNK_BYTES, for work
+    that must not hold a whole corpus in memory: yields (chunk, None) pairs, then ("", sha) once,
+    the 16-hex-digit SHA-256 of the text's bytes (as runs keep it in ``corpus_sha``)."""
+    paths, name = resolve(inputs)
+    files = _Files(paths, name)
+    try:
+        _spool_special(files, cache_root())
+        reader = _Reader(files, None, None, 0)
+        for piece in reader.chunks():
+            yield piece, None
+        yield "", reader.sha.hexdigest()[:16]
+    finally:
+        for spool in files.spooled:
+            spool.unlink(missing_ok=True)
+
+
 def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
     """``load`` under torchrun: rank 0 finds or builds the cache entry, the other ranks wait for
     it and then read the same one."""
