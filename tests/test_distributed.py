@@ -13,11 +13,11 @@ from conftest import TINY_FLAGS, subprocess_env
 
 def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
            "-m", "charrnn", "train", str(corpus_file), "--max-steps", "12", "--eval-every", "6",
            "--out", str(out), "--json", "--quiet", *TINY_FLAGS]
-    r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()[-6000:]
     lines = [l for l in r.stdout.decode().splitlines() if l.startswith("{")]
     assert len(lines) == 1, "only rank 0 prints the summary"
     summary = json.loads(lines[0])
