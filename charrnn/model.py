@@ -74,7 +74,11 @@ class RNNLM(nn.Module):
         logits = self.head(self.drop(out))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            # The mean over predicted positions; a batch of padding only (-100 targets: a rank whose
+            # record streams ran out) has loss 0 and no gradient, where the plain mean gives NaN.
+            flat = targets.flatten()
+            total = F.cross_entropy(logits.float().flatten(0, 1), flat, reduction="sum")
+            loss = total / (flat != -100).sum().clamp(min=1)
         return logits, loss, (tuple(new) if isinstance(new, tuple) else (new,))
 
     @torch.no_grad()

@@ -157,3 +157,37 @@ def _number(v: str):
         except ValueError:
             pass
     return v
+
+
+def test_a_checkpoint_rewritten_after_loading_never_pairs_its_name_with_old_weights(tmp_path, run_dir, corpus_text):
+    """A handle loaded before its best.pt was rewritten (a run resumed meanwhile) must not cache
+    its old weights under the new file: a fresh load samples the new weights."""
+    import shutil
+
+    from charrnn.checkpoint import load_model
+    from charrnn.config import SampleConfig
+    from charrnn.sampling.engine import Engine
+    from charrnn.training.loop import train
+
+    from conftest import tiny_config
+
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(run_dir / "best.pt", ckpt)
+    old = charrnn.load(ckpt)  # weights read now; no pack cached for this file yet
+    other = tmp_path / "other"
+    train(tiny_config(other, **{"train.max_steps": 15, "train.seed": 7}), corpus_text, "c")
+    shutil.copy(other / "best.pt", ckpt)  # the file changes under the open handle
+    old.sample("The ", length=20, seed=1)  # packs and caches the old weights
+    model, tok, _ = load_model(ckpt)
+    want = Engine(tok, model=model).chunks(tok.encode("The "), SampleConfig(length=60, seed=3))
+    want_text = tok.decode([t for chunk in want for t in chunk[0]])
+    assert charrnn.load(ckpt).sample("The ", length=60, seed=3) == want_text
+
+
+def test_a_generation_never_started_holds_no_kernel(run_dir):
+    model = charrnn.load(run_dir)
+    model.sample("The ", length=5, seed=1)
+    idle_before = {k: len(v) for k, v in model.engine._idle.items()}
+    for _ in range(3):
+        model.generate("The ", length=5, seed=1)  # dropped before its first chunk
+    assert {k: len(v) for k, v in model.engine._idle.items()} == idle_before

@@ -244,3 +244,17 @@ def test_fine_tuning_a_records_model_keeps_records(tmp_path, names_run):
     child = result.load()
     assert child.is_records
     assert all("\n" not in s for s in child.samples(5, seed=1, length=40))
+
+
+def test_a_batch_of_padding_only_has_a_finite_loss_and_no_gradient():
+    """Under torchrun a rank's record streams can run out before another's: its batch is all
+    padding, and its loss must be 0 (not NaN, which DDP would spread to every rank)."""
+    from charrnn.model import RNNLM, ModelShape
+
+    model = RNNLM(ModelShape(10, "lstm", 1, 8, 4, 0.0))
+    x = torch.zeros(2, 5, dtype=torch.long)
+    y = torch.full((2, 5), -100)
+    _, loss, _ = model(x, None, y)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() and not p.grad.any() for p in model.parameters() if p.grad is not None)

@@ -141,9 +141,12 @@ class Engine:
 
     def __init__(
         self, tokenizer: Tokenizer | None, *, model: RNNLM | None = None, path: Path | None = None,
-        device: str = "cpu", precision: str = "auto", pack: Pack | None = None,
+        device: str = "cpu", precision: str = "auto", pack: Pack | None = None, pack_files: tuple[Path, Path] | None = None,
     ):
         self.tokenizer, self.path, self.device, self.precision = tokenizer, path, device, precision
+        # Where this checkpoint's packs are cached, for one stream and for several (their dtypes may
+        # differ), keyed by the file as it was when its weights were read (see ``open``).
+        self._pack_files = pack_files or (_pack_files(path, precision) if path is not None else None)
         self._model, self._pack = model, pack
         self._kernels: dict[int, Kernel | None] = {}
         self._idle: dict[int, list[Kernel]] = {}  # twins of _kernels that no generation holds now
@@ -157,16 +160,17 @@ class Engine:
         where one exists for this precision (no torch import), else the model itself.
         Raises CharrnnError for a missing or unreadable checkpoint."""
         path = resolve(checkpoint)
+        files = _pack_files(path, precision)  # before the weights are read
         if device == "cpu" and build.lib() is not None:
-            found = load_pack(pack_path(path, precision))
+            found = load_pack(files[0]) if files else None
             tok = _pack_tokenizer(found)
             if tok is not None:
-                return cls(tok, path=path, precision=precision, pack=found)
+                return cls(tok, path=path, precision=precision, pack=found, pack_files=files)
         from charrnn.checkpoint import load_model
         from charrnn.device import pick_device
 
         model, tok, _ = load_model(path, pick_device(device))
-        return cls(tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision)
+        return cls(tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision, pack_files=files)
 
     @property
     def model(self) -> RNNLM:
@@ -189,8 +193,12 @@ class Engine:
         steps = self._shared_steps(cfg.num_samples) if shared else None
         if steps is not None:
             return self._shared_chunks(steps, prompt_ids, cfg)
+        return self._own_chunks(prompt_ids, cfg)
+
+    def _own_chunks(self, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
+        """Streams of this generation's own, taken once iterated (one never started holds none)."""
         streams, release = self._streams(cfg)
-        return _released(generate_chunks(streams, prompt_ids, cfg.length), release)
+        yield from _released(generate_chunks(streams, prompt_ids, cfg.length), release)
 
     def _shared_chunks(self, steps: SharedSteps, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[list[list[int]]]:
         """Rows of ``steps`` once iterated (one never started holds none), or streams of its own
@@ -199,8 +207,7 @@ class Engine:
         if generation is not None:
             yield from generation.chunks()
         else:
-            streams, release = self._streams(cfg)
-            yield from _released(generate_chunks(streams, prompt_ids, cfg.length), release)
+            yield from self._own_chunks(prompt_ids, cfg)
 
     def next_logits(self, prompt_ids: list[int]) -> list[float]:
         """The logits (V,) of the token after ``prompt_ids`` fed from the zero state, computed as
@@ -259,12 +266,21 @@ class Engine:
                 from charrnn.sampling.native.pack import cache_pack
 
                 dtype = step_dtype(self.precision, self.model, streams)
-                packed = cache_pack(self.path, self.model, self.tokenizer, dtype, self.precision, streams)
+                pack_file = self._pack_files[0 if streams == 1 else 1] if self._pack_files else None
+                packed = cache_pack(pack_file, self.model, self.tokenizer, dtype, streams)
                 self._pack = packed or self._pack
             if self._pack is not None and Kernel.supports(lib, self._pack[0], streams):
                 kernel = Kernel(lib, *self._pack, streams)
         self._kernels[streams] = kernel
         return kernel
+
+
+def _pack_files(path: Path, precision: str) -> tuple[Path, Path] | None:
+    """The cache files of a checkpoint's packs for one stream and for several, as it is now."""
+    try:
+        return pack_path(path, precision), pack_path(path, precision + "+batch")
+    except OSError:
+        return None
 
 
 def _released(chunks: Iterator[list[list[int]]], release: Callable[[], None]) -> Iterator[list[list[int]]]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from charrnn.model import RNNLM
 from charrnn.sampling.native import build
-from charrnn.sampling.native.cache import pack_path, save_pack
+from charrnn.sampling.native.cache import save_pack
 from charrnn.sampling.native.kernel import Kernel, aligned_buffer, round_up
 from charrnn.sampling.torch_step import Stepper
 from charrnn.tokenizer import Tokenizer
@@ -104,15 +104,15 @@ class NativeLSTM:
 
 
 def cache_pack(
-    path: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, precision: str, streams: int = 1
+    pack_file: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, streams: int = 1
 ) -> tuple[dict[str, Any], bytearray, int] | None:
-    """Pack ``model`` in ``dtype`` with its tokenizer, and cache the pack for the checkpoint file
-    ``path`` it was loaded from or saved to, under the ``precision`` asked for ('auto', 'bf16',
-    'fp32'); None where the kernel cannot run ``streams`` streams of it."""
+    """Pack ``model`` in ``dtype`` with its tokenizer, and cache the pack at ``pack_file`` (a
+    ``cache.pack_path`` taken before the weights were read, so a checkpoint rewritten since is
+    never paired with older weights); None where the kernel cannot run ``streams`` streams of it."""
     if not NativeLSTM.supports(model, streams, dtype):
         return None
     header, blob, offset = pack_model(model, dtype)
     header["tokenizer"] = tok.to_dict() if tok is not None else None
-    if path is not None:
-        save_pack(pack_path(path, precision), header, blob, offset)
+    if pack_file is not None:
+        save_pack(pack_file, header, blob, offset)
     return header, blob, offset
