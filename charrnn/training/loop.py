@@ -127,12 +127,21 @@ def train(
     that cannot work, CharrnnError when training diverges."""
     run = setup(cfg, text, corpus_name, inputs=inputs, resume=resume, overwrite=overwrite, init_from=init_from,
                 reporter=reporter or Reporter(), started=started)
+    finished = False
     try:
         interrupted = fit(run, stop)
-        return summarize(run, interrupted)
+        summary = summarize(run, interrupted)
+        finished = True
+        return summary
     finally:
         run.folder.release()
         if run.env.world > 1:
+            if finished:
+                # Gloo's worker thread frees the ranks' gathered states (Python-owned tensors: it
+                # needs the GIL) after the gather returns. Were the process group torn down first,
+                # the main thread would wait for that thread while holding the GIL it needs: a
+                # deadlock. A barrier queued behind it ends only once that thread has moved on.
+                dist.barrier()
             dist.destroy_process_group()
 
 
