@@ -88,7 +88,7 @@ class CharRNN:
         multi-stream kernel where it can (the same text; what the server does); from several
         threads they take turns at the kernel.
         Raises UsageError for settings out of range or an unknown label."""
-        cfg = SampleConfig(length, temperature, top_k, top_p, n, _seed(seed), self.precision)
+        cfg = SampleConfig(length, temperature, top_k, top_p, n, resolve_seed(seed), self.precision)
         ids = self._prompt_ids(prompt, unknown, label)
         chunks = self.engine.chunks(ids, cfg, shared)
         return decode_streams(chunks, self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
@@ -112,7 +112,7 @@ class CharRNN:
         seeds derived from ``seed``, until ``n`` are kept or ``max_attempts`` (default 10 n + 100)
         were drawn per temperature. ``scores``: give each sample its mean nats per character under
         the model. Raises CharrnnError when ``novel`` cannot read the training corpus again."""
-        seed, temps = _seed(seed), list(temperatures)
+        seed, temps = resolve_seed(seed), list(temperatures)
         index = self._novelty_index() if novel else None
         limit = max_attempts if max_attempts is not None else 10 * n + 100
         out = Draw([], 0, 0, 0)
@@ -328,7 +328,8 @@ class Draw:
     dropped_repeats: int
 
 
-def _seed(seed: int | None) -> int:
+def resolve_seed(seed: int | None) -> int:
+    """``seed``, or a fresh random one (below 2^31) when it is None: the seed a sample reports."""
     return seed if seed is not None else secrets.randbelow(2**31)
 
 

@@ -33,7 +33,6 @@ import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import secrets  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -310,11 +309,11 @@ def sample(
     Example: charrnn sample --prompt 'ROMEO:' --temp 0.7 --length 300 --seed 1
     """
     try:
-        from charrnn.api import load
+        from charrnn.api import load, resolve_seed
 
         temps = [0.0] if greedy else _temperatures(temp)
         model = load(checkpoint, device, precision, step=step)
-        options = dict(length=length, top_k=top_k, top_p=top_p, seed=seed if seed is not None else secrets.randbelow(2**31),
+        options = dict(length=length, top_k=top_k, top_p=top_p, seed=resolve_seed(seed),
                        stop=_unescape(stop), unknown=unknown.value, label=label)
         text = _read_arg(prompt)
         sep = _unescape(separator)

@@ -69,12 +69,20 @@ def window_hashes(text: str) -> np.ndarray:
     return h >> np.uint64(1)
 
 
-def text_hashes(text: str, chunk: int = 1 << 24) -> np.ndarray:
-    """Sorted unique anchored-window hashes of a whole corpus, a chunk at a time."""
-    parts = []
-    for lo in range(0, max(len(text), 1), chunk):
-        parts.append(window_hashes(text[lo : lo + chunk + WINDOW - 1]))
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+SLICE = 1 << 18
+"""Characters hashed at once: bounds the work arrays of ``window_hashes`` (a few MB each)."""
+
+
+def window_parts(text: str) -> list[np.ndarray]:
+    """The anchored-window hashes of every window that lies whole in ``text``, slice by slice
+    (slices overlap by WINDOW - 1 characters, so none is missed), each part sorted and unique."""
+    return [np.unique(window_hashes(text[lo : lo + SLICE + WINDOW - 1]))
+            for lo in range(0, max(len(text) - WINDOW + 1, 0), SLICE)]
+
+
+def text_hashes(text: str) -> np.ndarray:
+    """Sorted unique anchored-window hashes of a whole text in memory."""
+    return _sorted_unique(window_parts(text))
 
 
 class Index:
@@ -160,10 +168,7 @@ def _build(corpus: str | list[str] | None, records_mode: str | None, label_field
             sha = done
         text = tail + piece
         if kind == "text":
-            # Windows that start in the tail were not whole before; slices bound the work arrays.
-            step = 1 << 18
-            for lo in range(0, max(len(text) - WINDOW + 1, 0), step):
-                parts.append(np.unique(window_hashes(text[lo : lo + step + WINDOW - 1])))
+            parts += window_parts(text)  # windows that start in the tail were not whole before
             tail = text[-(WINDOW - 1):]
         else:  # lines, jsonl: records are whole lines
             cut = text.rfind("\n") + 1 if done is None else len(text)

@@ -7,6 +7,7 @@ Everything is sized to run in seconds on two CPU cores: hidden 32, tens of steps
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import random
 import shutil
@@ -42,6 +43,17 @@ def make_corpus(n_chars: int = 4000, seed: int = 0) -> str:
         line += rng.choice([".", ".", ",", "!", "?"])
         lines.append(line)
         size += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+def labelled_names(n: int, seed: int, longest: int = 7) -> str:
+    """JSON lines of made-up names labelled by alphabet: "low" names use a-f, "up" names U-Z."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        kind = rng.choice(["low", "up"])
+        name = "".join(rng.choice("abcdef" if kind == "low" else "UVWXYZ") for _ in range(rng.randint(3, longest)))
+        lines.append(json.dumps({"name": name, "kind": kind}))
     return "\n".join(lines) + "\n"
 
 

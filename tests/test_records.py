@@ -15,7 +15,7 @@ from charrnn.errors import UsageError
 from charrnn.records import parse
 from charrnn.tokenizer import END, Tokenizer
 
-from conftest import assert_one_error_line
+from conftest import assert_one_error_line, labelled_names
 
 TINY = ["--hidden", "48", "--layers", "1", "--embed", "16", "--batch-size", "16", "--device", "cpu",
         "--precision", "fp32", "--lr", "0.02", "--warmup-steps", "5", "--quiet"]
@@ -185,14 +185,8 @@ def test_novel_on_free_text_drops_copies(cli, tmp_path):
 
 def test_labels_steer_generation(tmp_path):
     """Each label has an alphabet of its own: generating with a label writes only its letters."""
-    rng = random.Random(2)
-    lines = []
-    for _ in range(500):
-        label = rng.choice(["low", "up"])
-        letters = "abcdef" if label == "low" else "UVWXYZ"
-        lines.append(json.dumps({"name": "".join(rng.choice(letters) for _ in range(rng.randint(3, 8))), "kind": label}))
     corpus = tmp_path / "names.jsonl"
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus.write_text(labelled_names(500, seed=2, longest=8), encoding="utf-8")
     out = tmp_path / "run"
     charrnn.train(corpus, out=out, records="jsonl:name", label_field="kind", max_steps=120, hidden=32, layers=1,
                   embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)

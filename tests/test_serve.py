@@ -14,7 +14,7 @@ import pytest
 
 import charrnn
 from charrnn.server.requests import Limits
-from conftest import assert_one_error_line, subprocess_env
+from conftest import assert_one_error_line, labelled_names, subprocess_env
 
 pytest.importorskip("starlette.testclient", reason="pip install -e '.[test]' (the serve extra)")
 from starlette.testclient import TestClient  # noqa: E402
@@ -217,17 +217,9 @@ def test_unknown_paths_and_methods_answer_json(client):
 @pytest.fixture(scope="module")
 def records_model(tmp_path_factory):
     """A labelled records model: short names, lower case ones labelled low, upper case ones up."""
-    import random
-
-    rng = random.Random(3)
-    lines = []
-    for _ in range(400):
-        kind = rng.choice(["low", "up"])
-        name = "".join(rng.choice("abcdef" if kind == "low" else "UVWXYZ") for _ in range(rng.randint(3, 7)))
-        lines.append(json.dumps({"name": name, "kind": kind}))
     folder = tmp_path_factory.mktemp("records")
     corpus = folder / "names.jsonl"
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus.write_text(labelled_names(400, seed=3), encoding="utf-8")
     charrnn.train(corpus, out=folder / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
                   layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
     return charrnn.load(folder / "run")

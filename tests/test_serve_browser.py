@@ -9,9 +9,7 @@ browser fails the test; elsewhere it is skipped with the command that installs i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import charrnn
-from conftest import subprocess_env
+from conftest import labelled_names, subprocess_env
 
 REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -150,14 +148,8 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
 def test_a_labelled_records_model_writes_the_chosen_label(browser, tmp_path):
     from playwright.sync_api import expect
 
-    rng = random.Random(4)
-    lines = []
-    for _ in range(400):
-        kind = rng.choice(["low", "up"])
-        name = "".join(rng.choice("abcdef" if kind == "low" else "UVWXYZ") for _ in range(rng.randint(3, 7)))
-        lines.append(json.dumps({"name": name, "kind": kind}))
     corpus = tmp_path / "names.jsonl"
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus.write_text(labelled_names(400, seed=4), encoding="utf-8")
     charrnn.train(corpus, out=tmp_path / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
                   layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
     model = charrnn.load(tmp_path / "run")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from charrnn.api import CharRNN, load  # noqa: E402
+from charrnn.api import CharRNN, load, resolve_seed  # noqa: E402
 from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
 from charrnn.server.worker import Busy, Worker  # noqa: E402
 
@@ -98,7 +97,7 @@ def app(
         req = parse_sample(await _json(request, limits), limits)
         s = pick(req.model)
         _check_label(s.model, req.label)
-        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        seed = resolve_seed(req.seed)
         options = dict(top_k=req.top_k, top_p=req.top_p, seed=seed, stop=req.stop, unknown=req.unknown, label=req.label)
         head = {"model": s.name, "seed": seed}
         if req.novel:
