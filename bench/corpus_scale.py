@@ -139,7 +139,9 @@ def main() -> None:
                       f"(the command's own clock: {s['seconds']:.1f}s), "
                       f"first step after {s['setup_seconds']:.1f}s (tokenizing {s['tokenize_seconds']:.1f}s), "
                       f"{s['steps']} steps, {s['tokens_per_second']:,.0f} tok/s, evaluation {s['eval_seconds']}s, "
-                      f"best val {s['best_val_loss']}, peak RSS {r['rss_mb']:.0f} MB")
+                      f"best val {s['best_val_loss']}, peak RSS {r['rss_mb']:.0f} MB; at its end the run had "
+                      f"{s['budget_left_seconds']}s of the budget left (save {s['save_seconds']}s, "
+                      f"samples {s['sample_seconds']}s)")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -45,24 +45,37 @@ print(sorted(times)[len(times) // 2])
 SETTINGS = {
     "torch defaults (threads spin), all threads": ({}, "all"),
     "OMP_WAIT_POLICY=PASSIVE, all threads": ({"OMP_WAIT_POLICY": "PASSIVE"}, "all"),
+    "PASSIVE + GOMP_SPINCOUNT=1000, all threads": ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, "all"),
+    "PASSIVE + GOMP_SPINCOUNT=3000, all threads": ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}, "all"),
     "one thread": ({}, "1"),
 }
+BUSY = [sys.executable, "-c", "while True: pass"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--busy", type=int, default=0, help="CPU-bound busy loops running beside the steps")
     a = ap.parse_args()
-    result = {"machine": describe(), "median_step_ms": {name: [] for name in SETTINGS}}
+    result = {"machine": describe(), "busy_loops": a.busy, "median_step_ms": {name: [] for name in SETTINGS}}
+    busy = [subprocess.Popen(BUSY) for _ in range(a.busy)]
+    try:
+        _run(a, result)
+    finally:
+        for b in busy:
+            b.kill()
+    result["load_average_after"] = describe()["load_average_1_5_15min"]
+    print(json.dumps(result, indent=2))
+
+
+def _run(a, result) -> None:
     for _ in range(a.repeats):
         for name, (extra, threads) in SETTINGS.items():
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")} | extra
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")} | extra
             out = subprocess.run([sys.executable, "-c", CHILD, threads, str(a.steps)], capture_output=True, text=True,
                                  env=env, check=True)
             result["median_step_ms"][name].append(round(1000 * float(out.stdout.strip()), 1))
-    result["load_average_after"] = describe()["load_average_1_5_15min"]
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate.  [default: auto]"),
     warmup_steps: Optional[int] = typer.Option(None, help="Linear warmup steps.  [default: 50]"),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay.  [default: 0.1]"),
-    grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm (0: off).  [default: 1.0]"),
+    grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm (0: off).  [default: 5.0]"),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps."),
     epochs: Optional[float] = typer.Option(None, help="Stop after N passes over the training split."),
     time_budget: Optional[str] = typer.Option(None, help="Wall clock for the whole command: 90s, 5m, 1h."),

@@ -10,7 +10,9 @@ type that holds the vocabulary; ``<cache>`` is ``$CHARRNN_CACHE`` or ``~/.cache/
 are memory-mapped, so a corpus of any size costs its vocabulary plus the pages being read. An
 entry is found again by the SHA-256 of the corpus' bytes and the tokenizer settings; a second
 index maps each file's path, size, mtime and inode to that hash, so an unchanged corpus is
-found without reading it, and an edited file is read again. Entries can be deleted at any time.
+found without reading it, and an edited file is read again. Entries can be deleted at any time;
+after each build the least recently used ones go while the cache holds more than
+``$CHARRNN_TOKEN_CACHE_GB`` (default 20) gigabytes (``prune``).
 
 The build reads the text in chunks twice at most: pass 1 hashes it and finds the vocabulary
 (character counts, or word indices written to a temporary file), pass 2 writes the ids.
@@ -193,7 +195,56 @@ def load(
             spool.unlink(missing_ok=True)
     if fingerprint:
         _write_json(root / "index" / f"{fingerprint}.json", {"sha": entry["sha"]})
+    prune(root, keep=Path(entry["path"]).parent)
     return _corpus(entry, files.name, given, False, t0)
+
+
+def cache_limit() -> int:
+    """Bytes the token cache may hold: ``$CHARRNN_TOKEN_CACHE_GB`` (default 20) gigabytes."""
+    try:
+        return max(0, int(float(os.environ.get("CHARRNN_TOKEN_CACHE_GB", "20")) * 1e9))
+    except ValueError:
+        return int(20e9)
+
+
+def prune(root: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used entries until the cache holds at most ``limit`` bytes
+    (default ``cache_limit()``); ``keep`` (the entry just built) stays whatever its size. Index
+    files that point to a deleted entry go too. Returns the entries deleted. A run that has an
+    entry mapped keeps reading it (the pages stay until it unmaps them); a later run rebuilds."""
+    limit = cache_limit() if limit is None else limit
+    entries = []
+    for folder in root.glob("*-*"):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            size = sum(f.stat().st_size for f in folder.iterdir())
+            entries.append((folder.stat().st_mtime, size, folder))
+        except OSError:
+            continue
+    total = sum(size for _, size, _ in entries)
+    deleted = []
+    for _, size, folder in sorted(entries):  # oldest use first
+        if total <= limit:
+            break
+        if keep is not None and folder == keep:
+            continue
+        stale = root / f".stale-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(folder, stale)  # gone from the cache at once, then deleted
+        except OSError:
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        total -= size
+        deleted.append(folder)
+    if deleted:
+        gone = {f.name.split("-")[0] for f in deleted}
+        live = {f.name.split("-")[0] for _, _, f in entries if f not in deleted}
+        for index in (root / "index").glob("*.json"):
+            sha = _read_json(index).get("sha", "")
+            if sha[:24] in gone and sha[:24] not in live:
+                index.unlink(missing_ok=True)
+    return deleted
 
 
 def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:

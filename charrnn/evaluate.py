@@ -121,7 +121,7 @@ def evaluate(
         state = model.zero_state(B, device)
         if B > 1 and prime_len > 0:
             prime = torch.from_numpy(np.stack([arr[s - prime_len : s] for s in starts[1:]]).astype(np.int64))
-            _, _, primed = model(prime.to(device), None)
+            primed = model.advance(prime.to(device))
             state = tuple(torch.cat([z[:, :1], p.to(z.dtype)], dim=1) for z, p in zip(state, primed))
         for t in range(0, L, seq_len):
             T = min(seq_len, L - t)

@@ -8,10 +8,13 @@ EPYC beside other work: a training step took 648 ms with two spinning threads, 6
 sleeping ones and 32 ms with one thread (bench/RESULTS.md, "Threads under contention").
 
 Two remedies, both here:
-- ``quiet_waits()`` asks OpenMP runtimes to put idle threads to sleep (``OMP_WAIT_POLICY=PASSIVE``)
-  unless the user chose a policy. A runtime reads it once when it loads, so charrnn sets it on
-  import, before torch or the kernels load (a program that imported torch first keeps spinning
-  threads; the tuner below still helps it).
+- ``quiet_waits()`` asks OpenMP runtimes to put idle threads to sleep after a short spin
+  (``OMP_WAIT_POLICY=PASSIVE`` with ``GOMP_SPINCOUNT=1000``) unless the user chose a policy. Sleeping
+  at once (PASSIVE alone) costs a futex wake-up at each of a step's hundreds of small parallel
+  regions: on a quiet EPYC a 1x320 bf16 step took 35 ms that way, 12.7 ms with the short spin (as
+  fast as torch's default spinning) and 19 ms with one thread (bench/step_threads.py). A runtime
+  reads these once when it loads, so charrnn sets them on import, before torch or the kernels
+  load (a program that imported torch first keeps torch's defaults; the tuner below still helps it).
 - ``ThreadTuner`` times the real work with one thread and with all of them, now and then, and
   keeps whichever is faster per unit of work at the moment. The products are split by rows, so
   the numbers computed do not depend on the thread count.
@@ -26,9 +29,17 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 
+SPIN_COUNT = 1000
+"""Busy-wait iterations before an idle GNU OpenMP thread sleeps: microseconds, enough to bridge
+the gaps between the parallel regions of one training step, too short to take a core from
+another process for long."""
+
+
 def quiet_waits() -> None:
-    """Idle OpenMP threads sleep instead of spinning (unless OMP_WAIT_POLICY is already set)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Idle OpenMP threads sleep after a short spin (unless OMP_WAIT_POLICY is already set)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
 
 
 def cpu_count() -> int:

@@ -129,3 +129,47 @@ def test_candidates_follow_the_budget_and_the_loss_model_fits_the_sweeps():
     for r in map(json.loads, rows.read_text().splitlines()):
         if r["layers"] == 1:
             assert abs(predicted_loss(r["params"], r["tokens"], LOSS_MODEL) - r["val_loss"]) < 0.03, r
+
+
+def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes(monkeypatch):
+    """An EPYC without AMX: fp32 wins at 128 units, bf16 from 256 on. Both stay timed until bf16
+    wins clearly, then fp32 is dropped; the plan takes bf16 where it was faster."""
+    import torch
+
+    from charrnn.training import probe
+
+    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, **kw):
+        fp32 = 4e7 / hidden
+        return fp32 * (0.8 if hidden < 256 else 2.0) if precision == "bf16" else fp32
+
+    monkeypatch.setattr(probe, "tokens_per_second", fake)
+    shapes = [(1, 128), (1, 192), (1, 256), (1, 320), (1, 384)]
+    measured = probe.measure(["bf16", "fp32"], 65, lambda h: 64, 32, 64, torch.device("cpu"), 90.0, shapes, limit=60)
+    assert (1, 128, "fp32") in measured and (1, 192, "bf16") in measured and (1, 256, "fp32") in measured
+    assert (1, 320, "fp32") not in measured and (1, 320, "bf16") in measured
+    plan = choose_plan(measured, 90.0, 65, lambda h: 64)
+    assert plan.hidden >= 256 and plan.precision == "bf16"
+
+
+def test_the_probe_times_each_candidate_with_the_dropout_the_run_will_use(monkeypatch):
+    import torch
+
+    from charrnn.device import Env
+    from charrnn.training import probe
+    from charrnn.training.autosize import dropout_for
+
+    seen = {}
+
+    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, steps=3, dropout=0.0):
+        seen[(layers, hidden)] = dropout
+        return 1e6 / hidden
+
+    monkeypatch.setattr(probe, "tokens_per_second", fake)
+    shapes = [(1, 64), (1, 256), (1, 512)]
+    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
+    assert seen == {(l, h): dropout_for(200_000, l, h, 32 if h == 64 else 64, 65) for l, h in shapes}
+    assert seen[(1, 64)] == 0.0 and seen[(1, 512)] == 0.2 and plan is not None
+    given = _cfg()
+    given.model.dropout = 0.05
+    probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
+    assert set(seen.values()) == {0.05}

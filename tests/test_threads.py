@@ -76,11 +76,11 @@ def test_one_cpu_never_tries_anything():
     assert tuner.choose() == (1, False)
 
 
-def test_importing_charrnn_makes_idle_openmp_threads_sleep_unless_told_otherwise():
-    code = "import os, charrnn; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def test_importing_charrnn_makes_idle_openmp_threads_sleep_after_a_short_spin_unless_told_otherwise():
+    code = "import os, charrnn; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.strip() == "PASSIVE"
+    assert out.split() == ["PASSIVE", "1000"]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          check=True).stdout
-    assert out.strip() == "ACTIVE"
+    assert out.split() == ["ACTIVE", "None"]

@@ -48,10 +48,7 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         m.embed = embed_for(m.hidden, vocab_size)
         chose.append(f"embed={m.embed}")
     if m.dropout is None:
-        # Little data per parameter overfits (char-rnn's advice, made automatic).
-        params = 4 * m.layers * m.hidden * (m.hidden + m.embed) + m.hidden * vocab_size
-        ratio = n_train / params
-        m.dropout = 0.0 if ratio > 1.5 else (0.1 if ratio > 0.4 else 0.2)
+        m.dropout = dropout_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
         chose.append(f"dropout={m.dropout}")
     if d.seq_len is None:
         # A tiny corpus needs at least one stream of two chunks.
@@ -67,6 +64,14 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         t.lr = lr if m.hidden == hidden else lr_for(m.hidden, m.layers)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
+
+
+def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
+    """Little data per parameter overfits (char-rnn's advice, made automatic): 0 with more than
+    1.5 training tokens per parameter, 0.1 above 0.4, else 0.2."""
+    params = 4 * layers * hidden * (hidden + embed) + hidden * vocab_size
+    ratio = n_train / params
+    return 0.0 if ratio > 1.5 else (0.1 if ratio > 0.4 else 0.2)
 
 
 def embed_for(hidden: int, vocab_size: int) -> int:

@@ -233,7 +233,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
     plan = None
     if shape_from is None and deadline is not None:  # a budgeted CPU run times its candidates (probe.py)
-        plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)))
+        plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)),
+                              n_train=len(train_ids))
         if plan is not None:
             rep.message(plan.describe())
     notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
@@ -511,6 +512,10 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "tokenize_seconds": round(run.corpus_seconds, 2),
         "stopped_early": run.watch.stopped_early,
         "sample_seconds": round(run.watch.sample_seconds, 3),
+        "save_seconds": round(run.budget.save_seconds, 3),
+        # Seconds of the time budget left when the run ended (negative: past it); the command's
+        # exit comes after this.
+        "budget_left_seconds": None if run.budget.deadline is None else round(run.budget.deadline - time.monotonic(), 2),
     } | ({"plan": run.plan} if run.plan else {})
 
 

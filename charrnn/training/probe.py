@@ -18,7 +18,7 @@ import torch
 
 from charrnn.device import Env
 from charrnn.model import RNNLM, ModelShape
-from charrnn.training.autosize import Plan, candidates, choose_plan, embed_for, predicted_plan_loss
+from charrnn.training.autosize import Plan, candidates, choose_plan, dropout_for, embed_for, predicted_plan_loss
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
@@ -27,13 +27,14 @@ PROBE_MAX = 3.0  # seconds, at most
 
 
 def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
-                      device: torch.device, steps: int = 3) -> float:
+                      device: torch.device, steps: int = 3, dropout: float = 0.0) -> float:
     """Training tokens/s of one shape: forward, backward and a fused AdamW step on random tokens,
     the fastest of ``steps`` timed steps after one warm-up (the fastest: other processes only ever
-    slow a step down)."""
+    slow a step down). ``dropout``: the run's, which costs time too (a 1x384 step on the EPYC
+    spent 12% of its time drawing dropout masks)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, 0.0)).to(device)
+        model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, dropout)).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type in ("cuda", "cpu"))
         x = torch.randint(vocab, (batch, seq), device=device)
         env = Env(device, precision)
@@ -51,9 +52,11 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
 
 
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
-            seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX) -> Measured:
-    """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. Both precisions are
-    timed until one is clearly faster (by 10%); then the slower one is dropped. Stops after
+            seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
+            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0) -> Measured:
+    """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
+    ones to time, "bf16" and "fp32" or just one; both are timed until bf16 is clearly faster (by
+    10%), then only bf16. Stops after
     ``limit`` seconds (not counting the first shape, which pays the process's one-time warm-ups:
     about 2 s on our CPU, which the first training step would pay otherwise), or once two
     candidates in a row predict a worse loss than the best so far
@@ -67,12 +70,13 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
         elif i > 1 and time.monotonic() - t_first > limit:
             break
         for p in precisions:
-            measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device)
-        if len(precisions) > 1:
-            rates = {p: measured[(layers, hidden, p)] for p in precisions}
-            fast = max(rates, key=rates.__getitem__)
-            if all(rates[fast] > 1.1 * r for p, r in rates.items() if p != fast):
-                precisions = [fast]
+            measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device,
+                                                              dropout=dropout(layers, hidden))
+        if len(precisions) > 1 and measured[(layers, hidden, "bf16")] > 1.1 * measured[(layers, hidden, "fp32")]:
+            # bf16's advantage grows with the width of the products: once it wins clearly, fp32
+            # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
+            # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
+            precisions = ["bf16"]
         loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden))
         worse = worse + 1 if loss > best else 0
         best = min(best, loss)
@@ -82,12 +86,13 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
 
 
 def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
-             shapes: list[tuple[int, int]] | None = None) -> Plan | None:
+             shapes: list[tuple[int, int]] | None = None, n_train: int | None = None) -> Plan | None:
     """Measure and choose where it applies: an LSTM on one CPU process with a time budget of
     MIN_BUDGET seconds or more, and its layers and hidden size not both given. Writes the plan's
     layers, hidden size, precision (when 'auto') and lr (when not given) into ``cfg`` and
     ``env``; returns it (None where nothing was measured). ``max_hidden``: the widest layer the
-    corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``)."""
+    corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``); ``n_train``: the
+    training tokens, which set each candidate's dropout as ``autosize`` will (None: no dropout)."""
     m, t = cfg.model, cfg.train
     if (env.device.type != "cpu" or env.world > 1 or m.cell != "lstm" or seconds_left is None
             or seconds_left < MIN_BUDGET or (m.layers is not None and m.hidden is not None)):
@@ -101,8 +106,12 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
     precisions = ["bf16", "fp32"] if t.precision == "auto" and env.precision == "bf16" else [env.precision]
     t0 = time.monotonic()
+    if m.dropout is not None or n_train is None:
+        dropout = lambda layers, hidden: m.dropout or 0.0  # noqa: E731
+    else:
+        dropout = lambda layers, hidden: dropout_for(n_train, layers, hidden, embed(hidden), vocab)  # noqa: E731
     measured = measure(precisions, vocab, embed, cfg.data.batch_size or 32, cfg.data.seq_len or 64, env.device,
-                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left))
+                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout)
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
