@@ -68,7 +68,9 @@ def run_charrnn(text: str, budget: str, tmp: Path, extra: list[str]) -> dict:
     score = charrnn(["score", str(val), "-c", str(run), "--json"])
     score32 = charrnn(["score", str(val), "-c", str(run), "--json", "--precision", "fp32"])
     info = charrnn(["info", str(run), "--json"])
-    return {"summary": summary, "wall_seconds": round(wall, 1), "score": score, "score_fp32": score32, "info": info}
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {"summary": summary, "wall_seconds": round(wall, 1), "score": score, "score_fp32": score32, "info": info,
+            "history": history}
 
 
 def run_nanogpt(path: Path, text: str, tmp: Path) -> dict:
@@ -154,6 +156,8 @@ def main() -> None:
             "tokens_per_second": s["tokens_per_second"],
             "model_GFLOPs": round(flops / 1e9),
             "fraction_of_bf16_peak": round(flops / (result["bf16_peak_GFLOPs"] * 1e9), 3),
+            # The run's own evaluations: (step, seconds, train loss, val loss on its split)
+            "evaluations": [(h["step"], h["seconds"], h.get("train_loss"), h.get("val_loss")) for h in r["history"]],
         }
     print(json.dumps(result, indent=2))
 

@@ -169,12 +169,19 @@ class RecordBatches:
     Each epoch deals the records, shuffled, to the streams with the fewest chunks so far, so
     streams end close together; a batch stays a pure function of the step."""
 
-    def __init__(self, seqs: list[torch.Tensor], batch_size: int, seq_len: int, seed: int, rank: int = 0, world: int = 1):
-        if not seqs:
+    def __init__(self, seqs: list[torch.Tensor] | tuple[torch.Tensor, list[int]], batch_size: int, seq_len: int,
+                 seed: int, rank: int = 0, world: int = 1):
+        """``seqs``: the records' id sequences, as a list of 1-D tensors, or as ``(flat, lengths)``:
+        all of them concatenated (one tensor, no per-record objects) and each one's length."""
+        if isinstance(seqs, tuple):
+            flat, lengths = seqs
+        else:
+            flat, lengths = (torch.cat(seqs) if seqs else torch.zeros(0, dtype=torch.long)), [len(s) for s in seqs]
+        if not len(lengths):
             raise UsageError("the training split holds no record; lower --val-fraction or give more records")
         self.B, self.T, self.seed, self.rank, self.world = batch_size, seq_len, seed, rank, world
-        self.flat = torch.cat(seqs)
-        lengths = torch.tensor([len(s) for s in seqs])
+        self.flat = flat
+        lengths = torch.as_tensor(lengths, dtype=torch.long)
         self.starts = (torch.cumsum(lengths, 0) - lengths).tolist()
         self.lengths = lengths.tolist()
         self.chunks = ((lengths - 2) // seq_len + 1).tolist()  # ceil((len - 1) / T): predictions over T

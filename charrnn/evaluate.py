@@ -209,6 +209,22 @@ def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: i
     return out
 
 
+def spaced_records(lengths: list[int], max_tokens: int | None) -> list[int]:
+    """Indices of evenly spaced records whose predictions (length - 1 each) total at most
+    ``max_tokens``, the same every time; every record when they all fit (or ``max_tokens`` is
+    None). A records run's evaluations score these, as ``evaluate`` scores evenly spaced windows."""
+    preds = [max(n - 1, 0) for n in lengths]
+    total = sum(preds)
+    if max_tokens is None or total <= max_tokens:
+        return list(range(len(lengths)))
+    k = max(1, int(len(lengths) * max_tokens / max(total, 1)))
+    while True:
+        picked = sorted({i * len(lengths) // k for i in range(k)})
+        if sum(preds[i] for i in picked) <= max_tokens or k == 1:
+            return picked
+        k = max(1, int(k * 0.95))
+
+
 def score_records(model: RNNLM, seqs: list[list[int]], token_chars: list[int], autocast=None) -> Score:
     """The mean loss over records, each scored on its own from its start token (``records.py``)."""
     scored = score_sequences(model, seqs, autocast)

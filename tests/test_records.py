@@ -252,3 +252,34 @@ def test_a_batch_of_padding_only_has_a_finite_loss_and_no_gradient():
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() and not p.grad.any() for p in model.parameters() if p.grad is not None)
+
+
+def test_spaced_records_cover_at_most_the_limit_the_same_way_every_time():
+    from charrnn.evaluate import spaced_records
+
+    lengths = [3 + (i * 7) % 11 for i in range(1000)]
+    assert spaced_records(lengths, None) == list(range(1000))
+    assert spaced_records(lengths, 10**9) == list(range(1000))
+    picked = spaced_records(lengths, 500)
+    assert picked == spaced_records(lengths, 500)
+    assert 0 < sum(lengths[i] - 1 for i in picked) <= 500
+    assert picked[0] == 0 and picked[-1] > 900  # spread over the whole split, not its head
+    assert spaced_records([40], 5) == [0]  # one record is the least an evaluation scores
+
+
+def test_a_records_run_evaluates_a_bounded_part_of_its_validation_records(tmp_path):
+    """Evaluations score evenly spaced validation records up to --eval-tokens; 0 scores all."""
+    text = "\n".join(_names(800, seed=5)) + "\n"
+    settings = dict(records="lines", max_steps=2, eval_every=1, hidden=16, layers=1, embed=8, batch_size=8,
+                    device="cpu", precision="fp32", sample_every=0)
+
+    def val_tokens(limit, out):
+        charrnn.train(text=text, out=tmp_path / out, eval_tokens=limit, **settings)
+        rows = [json.loads(l) for l in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+        assert len({r["val_tokens"] for r in rows}) == 1  # the same records every time
+        return rows[-1]["val_tokens"]
+
+    everything = val_tokens(0, "all")
+    assert everything == sum(len(n) + 1 for n in _names(800, seed=5)[720:])  # each name and its END
+    assert 0 < val_tokens(100, "some") <= 100
+    assert val_tokens(None, "default") == everything  # a small split is scored whole by default

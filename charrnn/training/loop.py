@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -24,7 +25,7 @@ from charrnn.config import RunConfig, resumed_config
 from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.evaluate import Score, default_eval_tokens, chunk_seconds, chunks, evaluate, score_records
+from charrnn.evaluate import Score, default_eval_tokens, chunk_seconds, chunks, evaluate, score_records, spaced_records
 from charrnn.model import RNNLM, ModelShape, detach
 from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
@@ -90,8 +91,8 @@ class Run:
     @property
     def val_tokens_scored(self) -> int:
         return min(len(self.val_ids), self.eval_tokens or len(self.val_ids))
-    val_seqs: list[torch.Tensor] | None = None
-    """A records run's validation records, each scored on its own."""
+    val_seqs: list[list[int]] | None = None
+    """A records run's validation records that evaluations score (``spaced_records``), each on its own."""
     plan: dict[str, Any] | None = None
     """What the probe timed and chose (probe.py), for the summary."""
 
@@ -213,8 +214,13 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         corpus_sha = corpus_hash(text)
         if parent is not None:
             tok, added = tok.grown(text, limit, cfg.tokenizer.min_count)
-        tok, train_seqs, val_seqs = _record_split(cfg, text, tok, source is None)
-        train_ids, val_ids = torch.cat(train_seqs), torch.cat(val_seqs) if val_seqs else torch.zeros(0, dtype=torch.long)
+        tok, (train_ids, train_lengths), (val_ids, val_lengths) = _record_split(cfg, text, tok, source is None)
+        del text
+        # Each evaluation scores the same evenly spaced validation records, eval_tokens at most.
+        limit = cfg.train.eval_tokens
+        limit = default_eval_tokens(len(tok)) if limit is None else (limit or None)
+        starts = np.cumsum([0] + val_lengths)
+        val_seqs = [val_ids[starts[i] : starts[i + 1]].tolist() for i in spaced_records(val_lengths, limit)]
         corpus_seconds = time.monotonic() - t0
     else:
         data = corpus.load_ranked(
@@ -261,7 +267,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
 
     if cfg.data.records:
-        batches = RecordBatches(train_seqs, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
+        batches = RecordBatches((train_ids, train_lengths), cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed,
+                                env.rank, env.world)
     else:
         batches = make_batches(cfg.data.batching, train_ids, cfg.data.batch_size, cfg.data.seq_len, cfg.train.seed, env.rank, env.world)
     max_steps = cfg.train.max_steps
@@ -306,8 +313,10 @@ def _no_time(run: Run) -> str:
             f"--time-budget {enough}s or more")
 
 
-def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, list, list]:
-    """A records run's tokenizer and its (start, tokens.., END) sequences: the first
+def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, tuple, tuple]:
+    """A records run's tokenizer and its (start, tokens.., END) sequences, as (ids, lengths) of
+    the training records and of the validation records: all of a split's sequences in one tensor
+    of the smallest integer type, and each one's length (no object per record). The first
     1 - val_fraction of the records train, the rest validate. Without a seq_len, chunks fit
     95% of the records whole."""
     from charrnn.records import parse
@@ -319,14 +328,23 @@ def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) ->
     elif tok.end_id is None:
         tok = tok.with_records(recs.labels)
     labels = recs.labels or [None] * len(recs.texts)
-    dtype = to_ids([], len(tok)).dtype
-    seqs = [torch.tensor([tok.record_start(l)] + tok.encode(t, unknown="unk") + [tok.end_id], dtype=dtype)
-            for t, l in zip(recs.texts, labels)]
-    n_train = max(1, int(len(seqs) * (1 - cfg.data.val_fraction) + 1e-9))
+    ids: list[int] = []
+    lengths: list[int] = []
+    for t, l in zip(recs.texts, labels):
+        n = len(ids)
+        ids.append(tok.record_start(l))
+        ids.extend(tok.encode(t, unknown="unk"))
+        ids.append(tok.end_id)
+        lengths.append(len(ids) - n)
+    del recs
+    flat = to_ids(ids, len(tok))
+    del ids
+    n_train = max(1, int(len(lengths) * (1 - cfg.data.val_fraction) + 1e-9))
     if cfg.data.seq_len is None:
-        lengths = sorted(len(s) - 1 for s in seqs)
-        cfg.data.seq_len = min(128, max(8, -(-lengths[int(0.95 * (len(lengths) - 1))] // 8) * 8))
-    return tok, seqs[:n_train], seqs[n_train:]
+        preds = sorted(n - 1 for n in lengths)
+        cfg.data.seq_len = min(128, max(8, -(-preds[int(0.95 * (len(preds) - 1))] // 8) * 8))
+    cut = sum(lengths[:n_train])
+    return tok, (flat[:cut], lengths[:n_train]), (flat[cut:], lengths[n_train:])
 
 
 def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
@@ -451,7 +469,7 @@ def evaluate_and_save(run: Run, final: bool) -> None:
     t0 = time.monotonic()
     score = None
     if run.val_seqs:
-        score = score_records(run.model, [s.tolist() for s in run.val_seqs], run.tok.char_lengths(), env.autocast())
+        score = score_records(run.model, run.val_seqs, run.tok.char_lengths(), env.autocast())
     elif len(run.val_ids) >= 2:
         score = evaluate(run.model, run.val_ids, run.tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
                          autocast=env.autocast(), max_tokens=run.eval_tokens, deadline=budget.eval_deadline())
