@@ -85,8 +85,7 @@ class Run:
     @property
     def eval_tokens(self) -> int | None:
         """Validation tokens an evaluation scores at most (None: all)."""
-        n = self.cfg.train.eval_tokens
-        return default_eval_tokens(len(self.tok)) if n is None else (n or None)
+        return _eval_limit(self.cfg, len(self.tok))
 
     @property
     def val_tokens_scored(self) -> int:
@@ -217,10 +216,9 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         tok, (train_ids, train_lengths), (val_ids, val_lengths) = _record_split(cfg, text, tok, source is None)
         del text
         # Each evaluation scores the same evenly spaced validation records, eval_tokens at most.
-        limit = cfg.train.eval_tokens
-        limit = default_eval_tokens(len(tok)) if limit is None else (limit or None)
         starts = np.cumsum([0] + val_lengths)
-        val_seqs = [val_ids[starts[i] : starts[i + 1]].tolist() for i in spaced_records(val_lengths, limit)]
+        picked = spaced_records(val_lengths, _eval_limit(cfg, len(tok)))
+        val_seqs = [val_ids[starts[i] : starts[i + 1]].tolist() for i in picked]
         corpus_seconds = time.monotonic() - t0
     else:
         data = corpus.load_ranked(
@@ -311,6 +309,13 @@ def _no_time(run: Run) -> str:
     return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
             f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
             f"--time-budget {enough}s or more")
+
+
+def _eval_limit(cfg: RunConfig, vocab_size: int) -> int | None:
+    """Validation tokens an evaluation scores at most (None: all): --eval-tokens, 0 for all, or
+    the default for the vocabulary."""
+    n = cfg.train.eval_tokens
+    return default_eval_tokens(vocab_size) if n is None else (n or None)
 
 
 def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) -> tuple[Tokenizer, tuple, tuple]:
