@@ -28,15 +28,11 @@ def cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     ``targets``: (N,) ids, -100 where a position predicts nothing. Returns a scalar. Under
     autocast the products run in its dtype and the softmax in fp32, as
     ``F.cross_entropy(F.linear(...).float(), ...)`` does. With N x V above ``chunk_elements``
-    and gradients wanted, the fused chunked path above; otherwise the plain one."""
+    the fused chunked path above (it computes the gradients even where none are wanted: only
+    training passes targets); otherwise the plain one."""
     if hidden.shape[0] * weight.shape[0] <= chunk_elements:
         return F.cross_entropy(F.linear(hidden, weight, bias).float(), targets, reduction="sum")
-    rows = max(1, chunk_elements // weight.shape[0])
-    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or bias.requires_grad)):
-        with torch.no_grad():
-            return sum(F.cross_entropy(F.linear(hidden[i : i + rows], weight, bias).float(), targets[i : i + rows],
-                                       reduction="sum") for i in range(0, hidden.shape[0], rows))
-    return _FusedLinearCrossEntropy.apply(hidden, weight, bias, targets, rows)
+    return _FusedLinearCrossEntropy.apply(hidden, weight, bias, targets, max(1, chunk_elements // weight.shape[0]))
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
