@@ -42,3 +42,17 @@ def test_dropout_between_layers_only_while_training():
     assert torch.equal(a, b)
     model.train()
     assert not torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_dropout_mask_is_locked_over_time_steps():
+    """One mask per sequence and feature, the same at every step (variational dropout)."""
+    torch.manual_seed(0)
+    model = RNNLM(ModelShape(30, "lstm", 1, 16, 8, 0.5)).train()
+    x = torch.ones(3, 50, 16)
+    dropped = model._drop(x)
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # the same mask at every step
+    kept = dropped[:, 0] != 0
+    assert torch.all(dropped[:, 0][kept] == 2.0)  # kept features scaled by 1 / (1 - p)
+    assert 0 < int(kept.sum()) < kept.numel()
+    assert not torch.equal(kept[0], kept[1])  # sequences draw their own masks
+    assert torch.equal(model.eval()._drop(x), x)

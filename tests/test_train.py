@@ -194,6 +194,7 @@ def test_learning_rate_schedule():
     assert lr_at(99, 1.0, 1.0, 10, 0.05) == pytest.approx(0.05)
     assert lr_at(200, 2.0, 1.0, 10, 0.05) == pytest.approx(0.05)  # clamped at the floor
     assert lr_at(0, 0.0, 1.0, 0, 0.05) == pytest.approx(1.0)  # no warmup
+    assert lr_at(99, 1.0, 1.0, 10, 0.0) == 0.0  # the default: straight to zero
 
 
 def test_train_runs_outside_the_main_thread(tmp_path, corpus_text):
