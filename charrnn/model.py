@@ -88,10 +88,9 @@ class RNNLM(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         """Locked (variational) dropout of ``x`` (B, T, D) while training: one mask per sequence
         and feature, the same at every time step (Gal and Ghahramani 2016, "A Theoretically
-        Grounded Application of Dropout in Recurrent Neural Networks"; AWD-LSTM's LockedDropout).
-        It regularises a recurrent model at least as well as a fresh mask per element and draws
-        T times fewer random numbers: on a 2-core CPU, per-element masks took 16% of a 2x320
-        training step (bench/RESULTS.md)."""
+        Grounded Application of Dropout in Recurrent Neural Networks"; AWD-LSTM's LockedDropout),
+        the usual dropout of recurrent language models. It draws T times fewer random numbers: on
+        a 2-core CPU, masks per element took 18% of a 2x320 training step (bench/RESULTS.md)."""
         p = self.shape.dropout
         if not self.training or p == 0.0:
             return x
