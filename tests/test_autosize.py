@@ -151,7 +151,7 @@ def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes
     assert plan.hidden >= 256 and plan.precision == "bf16"
 
 
-def test_the_probe_times_each_candidate_with_the_dropout_the_run_will_use(monkeypatch):
+def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_will_use(monkeypatch):
     import torch
 
     from charrnn.device import Env
@@ -160,8 +160,11 @@ def test_the_probe_times_each_candidate_with_the_dropout_the_run_will_use(monkey
 
     seen = {}
 
-    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, steps=3, dropout=0.0):
+    clips = set()
+
+    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, steps=3, dropout=0.0, grad_clip=5.0):
         seen[(layers, hidden)] = dropout
+        clips.add(grad_clip)
         return 1e6 / hidden
 
     monkeypatch.setattr(probe, "tokens_per_second", fake)
@@ -171,5 +174,6 @@ def test_the_probe_times_each_candidate_with_the_dropout_the_run_will_use(monkey
     assert seen[(1, 64)] == 0.0 and seen[(1, 512)] == 0.2 and plan is not None
     given = _cfg()
     given.model.dropout = 0.05
+    given.train.grad_clip = 0.0
     probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
-    assert set(seen.values()) == {0.05}
+    assert set(seen.values()) == {0.05} and clips == {_cfg().train.grad_clip, 0.0}

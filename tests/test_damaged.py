@@ -341,6 +341,8 @@ def fresh_build(tmp_path, monkeypatch):
 
 
 def _fake_cc(path, body: str) -> str:
+    # A body that refuses kernels.c matches "*/kernels.c*": the source path, never the
+    # temporary output ".kernels.XXXXXX.so", which starts with "c" one time in 37.
     tmp = path.with_name(path.name + ".new")  # written aside and renamed: never busy when run
     tmp.write_text("#!/bin/sh\n" + body + "\n")
     tmp.chmod(0o755)
@@ -358,12 +360,12 @@ def _real_cc() -> str:
 def test_a_refusing_compiler_is_remembered_until_it_changes(tmp_path, monkeypatch, fresh_build):
     real = _real_cc()
     # Refuses kernels.c whatever the flags, builds anything else: a compiler that cannot build it.
-    cc = _fake_cc(tmp_path / "cc", f'case "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    cc = _fake_cc(tmp_path / "cc", f'case "$*" in */kernels.c*) exit 1;; esac\nexec {real} "$@"')
     monkeypatch.setenv("CC", cc)
     assert fresh_build() is None
     assert list((tmp_path / "cache").glob("*.failed"))
     calls = tmp_path / "calls"
-    _fake_cc(tmp_path / "cc", f'echo x >> {calls}\ncase "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    _fake_cc(tmp_path / "cc", f'echo x >> {calls}\ncase "$*" in */kernels.c*) exit 1;; esac\nexec {real} "$@"')
     os.utime(tmp_path / "cc", ns=(os.stat(cc).st_atime_ns, os.stat(cc).st_mtime_ns))
     # Same size? Not necessarily; pin the identity check to what is recorded instead.
     failed = next((tmp_path / "cache").glob("*.failed"))
@@ -376,7 +378,7 @@ def test_a_refusing_compiler_is_remembered_until_it_changes(tmp_path, monkeypatc
 
 def test_a_remembered_refusal_expires(tmp_path, monkeypatch, fresh_build):
     real = _real_cc()
-    cc = _fake_cc(tmp_path / "cc", f'case "$*" in *kernels.c*) exit 1;; esac\nexec {real} "$@"')
+    cc = _fake_cc(tmp_path / "cc", f'case "$*" in */kernels.c*) exit 1;; esac\nexec {real} "$@"')
     monkeypatch.setenv("CC", cc)
     assert fresh_build() is None
     failed = next((tmp_path / "cache").glob("*.failed"))

@@ -27,11 +27,11 @@ PROBE_MAX = 3.0  # seconds, at most
 
 
 def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
-                      device: torch.device, steps: int = 5, dropout: float = 0.0) -> float:
+                      device: torch.device, steps: int = 5, dropout: float = 0.0, grad_clip: float = 5.0) -> float:
     """Training tokens/s of one shape: forward, backward, gradient clipping and a fused AdamW step
     on random tokens, the median of ``steps`` timed steps after one warm-up. (The fastest of three,
     as before, ran up to a third above what training then sustained: 2x320 timed at 42-60k
-    tokens/s trained at 45-49k on the EPYC.) ``dropout``: the run's."""
+    tokens/s trained at 45-49k on the EPYC.) ``dropout`` and ``grad_clip`` (0: none): the run's."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, dropout)).to(device)
@@ -45,7 +45,8 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
                 _, loss, _ = model(x, None, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             if i:
                 times.append(time.perf_counter() - t0)
@@ -54,7 +55,7 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
 
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
             seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
-            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0) -> Measured:
+            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
     ones to time, "bf16" and "fp32" or just one; both are timed until bf16 is clearly faster (by
     10%), then only bf16. Stops after
@@ -72,7 +73,7 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
             break
         for p in precisions:
             measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device,
-                                                              dropout=dropout(layers, hidden))
+                                                              dropout=dropout(layers, hidden), grad_clip=grad_clip)
         if len(precisions) > 1 and measured[(layers, hidden, "bf16")] > 1.1 * measured[(layers, hidden, "fp32")]:
             # bf16's advantage grows with the width of the products: once it wins clearly, fp32
             # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
@@ -112,7 +113,7 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     else:
         dropout = lambda layers, hidden: dropout_for(n_train, layers, hidden, embed(hidden), vocab)  # noqa: E731
     measured = measure(precisions, vocab, embed, cfg.data.batch_size or 32, cfg.data.seq_len or 64, env.device,
-                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout)
+                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip)
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
