@@ -161,7 +161,9 @@ class CharRNN:
             end = [tok.end_id] if self.is_records else []
             seqs.append(head + body + end)
             chars.append(len(s.text) + len(end))
-        for s, (loss, k), c in zip(samples, score_sequences(self._model(), seqs, self._autocast()), chars):
+        # The prompt is context, not part of the sample: only the sample's own tokens are scored.
+        skip = [len(head) - 1] * len(seqs)
+        for s, (loss, k), c in zip(samples, score_sequences(self._model(), seqs, self._autocast(), skip=skip), chars):
             s.nats_per_char = round(loss / c, 6) if k and c else None
 
     def stream(self, prompt: str = "", length: int = 500, temperature: float = 0.8, **options: Any) -> Iterator[str]:

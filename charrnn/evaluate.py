@@ -189,10 +189,13 @@ class LineScore:
 
 
 @torch.inference_mode()
-def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: int = 256) -> list[tuple[float, int]]:
+def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: int = 256,
+                    skip: list[int] | None = None) -> list[tuple[float, int]]:
     """(summed loss in nats, tokens predicted) of each sequence on its own, from the zero state:
-    every token after the first is predicted. Sequences of similar length share a batch of at most
-    ``batch`` sequences and about 2^24 logits; a sequence of fewer than two tokens gets (0.0, 0)."""
+    every token after the first is predicted, but for the first ``skip[i]`` predictions of
+    sequence i (a prompt's tokens: read as context, not scored). Sequences of similar length share
+    a batch of at most ``batch`` sequences and about 2^24 logits; a sequence of fewer than two
+    tokens gets (0.0, 0)."""
     device = next(model.parameters()).device
     out = [(0.0, 0)] * len(seqs)
     order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: len(seqs[i]))
@@ -201,11 +204,15 @@ def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: i
             rows = [torch.tensor(seqs[i], dtype=torch.long) for i in idx]
             T = max(len(r) for r in rows) - 1
             x = torch.stack([F.pad(r[:-1], (0, T - len(r) + 1)) for r in rows]).to(device)
-            y = torch.stack([F.pad(r[1:], (0, T - len(r) + 1), value=-100) for r in rows]).to(device)
+            y = torch.stack([F.pad(r[1:], (0, T - len(r) + 1), value=-100) for r in rows])
+            if skip is not None:
+                for j, i in enumerate(idx):
+                    y[j, : skip[i]] = -100
+            y = y.to(device)
             logits, _, _ = model(x, None)  # (B, T, V)
             nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
             for j, i in enumerate(idx):
-                out[i] = (float(nll[j]), len(rows[j]) - 1)
+                out[i] = (float(nll[j]), int((y[j] != -100).sum()))
     return out
 
 

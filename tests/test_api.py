@@ -62,6 +62,19 @@ def test_stop_ends_a_sample_before_the_stop_string(run_dir):
     assert cut == full[: full.index("\n")]
 
 
+def test_a_samples_score_counts_its_own_characters_only(run_dir):
+    # nats_per_char is the sample's mean loss given the prompt: the prompt's own loss is left out.
+    model = charrnn.load(run_dir)
+    vocab = len(model.next_token_probs("", k=10_000))
+    for prompt in ("T", "The king and the queen went "):
+        s = model.draw(1, prompt, length=12, scores=True, seed=4).samples[0]
+        nats = 0.0
+        for i, ch in enumerate(s.text):
+            probs = dict(model.next_token_probs(prompt + s.text[:i], k=vocab))
+            nats -= math.log(probs[ch])
+        assert s.nats_per_char == pytest.approx(nats / len(s.text), rel=0.02, abs=0.02)
+
+
 def test_greedy_ignores_the_seed(run_dir):
     model = charrnn.load(run_dir)
     assert model.sample("The ", length=50, temperature=0, seed=1) == model.sample("The ", length=50, temperature=0, seed=2)
