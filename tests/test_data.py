@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from charrnn.corpus import read_text as read_corpus
-from charrnn.data import RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
+from charrnn.data import ZERO_STATE_EVERY, RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
 from charrnn.errors import CharrnnError, UsageError
 
 
@@ -71,7 +71,7 @@ def test_stream_rows_continue_across_batches():
         assert x.dtype == torch.long
         assert torch.equal(y, x + 1)  # targets are the next token
         assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # each row is contiguous
-        assert reset == (k == 0)
+        assert reset.shape == (4,) and reset.all() == (k == 0)
         if prev_x is not None:
             # Row i of batch k continues row i of batch k-1 exactly where it ended.
             assert torch.equal(x[:, 0], prev_x[:, -1] + 1)
@@ -93,11 +93,25 @@ def test_stream_new_epoch_resets_and_moves_the_offset():
     offsets = set()
     for epoch in range(6):
         x, _, reset = b.get(epoch * spe)
-        assert reset
+        assert reset.all()
         assert 0 <= int(x[0, 0]) < 16
         offsets.add(int(x[0, 0]))
-        assert not b.get(epoch * spe + 1)[2]
+        assert not b.get(epoch * spe + 1)[2].all()
     assert len(offsets) > 1  # chunk boundaries move between epochs
+
+
+def test_each_stream_starts_from_the_zero_state_in_turn():
+    # Sampling and scoring start from the zero state: training must meet it more than once an epoch.
+    ids = _arange_ids(200_000)
+    b = StreamBatches(ids, batch_size=8, seq_len=16, seed=1)
+    steps = 2 * ZERO_STATE_EVERY
+    assert b.steps_per_epoch > steps
+    resets = torch.stack([b.get(step)[2] for step in range(1, steps + 1)])  # (steps, B), no epoch start
+    assert resets.sum(0).tolist() == [2] * 8  # every stream twice, once per ZERO_STATE_EVERY steps
+    assert resets.sum(1).max() == 1  # one stream at a time
+    halves = [torch.cat([p.get(step)[2] for p in (StreamBatches(ids, 4, 16, seed=1, rank=r, world=2) for r in range(2))])
+              for step in range(1, 9)]
+    assert torch.equal(torch.stack(halves), resets[:8])  # ranks split the rows of one process
 
 
 def test_stream_batches_are_a_pure_function_of_the_step():

@@ -169,7 +169,7 @@ def test_novel_on_free_text_drops_copies(cli, tmp_path):
     corpus = tmp_path / "pangram.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 300, encoding="utf-8")
     out = tmp_path / "run"
-    r = cli("train", corpus, "--out", out, "--max-steps", "80", "--seq-len", "32", *TINY)
+    r = cli("train", corpus, "--out", out, "--max-steps", "120", "--seq-len", "32", *TINY)
     assert r.exit_code == 0, r.stderr
     r = cli("sample", "-c", out, "-N", "2", "--temp", "0", "--length", "120", "--novel", "--max-attempts", "4", "--json")
     assert r.exit_code == 0, r.stderr

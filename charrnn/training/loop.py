@@ -429,10 +429,11 @@ def fit(run: Run, stop: Callable[[int], bool] | None = None) -> bool:
 
 
 def _train_step(run: Run, progress: float) -> None:
-    """One optimizer step on the next batch, the hidden state carried (and reset at epoch ends)."""
+    """One optimizer step on the next batch, the hidden state carried (zeroed in the rows the
+    batches mark: epoch and record starts, a stream's turn for the zero state)."""
     st, cfg, env = run.state, run.cfg, run.env
     x, y, reset = run.batches.get(st.step)
-    if isinstance(reset, torch.Tensor):  # records: zero the rows where a record starts
+    if isinstance(reset, torch.Tensor):  # zero the rows that start afresh
         keep = (~reset).to(env.device, st.carried[0].dtype)[None, :, None]
         st.carried = tuple(s * keep for s in st.carried)
     elif reset:
