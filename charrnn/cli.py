@@ -210,7 +210,7 @@ def train(
     embed: Optional[int] = typer.Option(None, help="Embedding width.  [default: auto]"),
     dropout: Optional[float] = typer.Option(None, help="Dropout.  [default: auto]"),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate.  [default: auto]"),
-    warmup_steps: Optional[int] = typer.Option(None, help="Linear warmup steps.  [default: 50]"),
+    warmup_steps: Optional[int] = typer.Option(None, help="Linear warmup steps.  [default: 50, at most a fifth of --max-steps or --epochs]"),
     weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay.  [default: 0.1]"),
     grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm (0: off).  [default: 5.0]"),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps."),

@@ -137,7 +137,9 @@ class TrainConfig:
     decay to zero beats decay to a floor (Bergsma et al. 2025, "Straight to Zero: Why Linearly
     Decaying the Learning Rate to Zero Works Best for LLMs"); on Tiny Shakespeare it gave 1.4637
     against 1.4677 at 90 s (bench/RESULTS.md)."""
-    warmup_steps: int = 50
+    warmup_steps: int | None = None
+    """Linear warmup steps. None: 50, but at most a fifth of a step limit (--max-steps, --epochs),
+    so a short run is not all warmup (resolved when the run starts, and saved)."""
     weight_decay: float = 0.1
     """AdamW decay of the weight matrices (not biases or embeddings)."""
     grad_clip: float = 5.0

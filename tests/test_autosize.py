@@ -56,6 +56,17 @@ def test_plan_carries_the_measured_rate_and_a_matching_lr():
     assert str(plan.hidden) in plan.describe()
 
 
+def test_a_step_limit_caps_the_tokens_the_plan_predicts_from():
+    from charrnn.training.autosize import embed_for, non_embedding_params
+
+    hour = choose_plan(timings(1.0), 3600, vocab=65)
+    steps_50 = 50 * 32 * 64
+    capped = choose_plan(timings(1.0), 3600, vocab=65, max_tokens=steps_50)
+    n = non_embedding_params(capped.layers, capped.hidden, 65, embed_for(capped.hidden, 65))
+    assert capped.predicted_loss == pytest.approx(predicted_loss(n, steps_50))
+    assert capped.predicted_loss > hour.predicted_loss + 0.5  # 100k tokens, not an hour's
+
+
 def test_nothing_measured_is_an_error():
     with pytest.raises(ValueError):
         choose_plan({}, 90, vocab=65)
@@ -149,6 +160,39 @@ def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes
     assert (1, 320, "fp32") not in measured and (1, 320, "bf16") in measured
     plan = choose_plan(measured, 90.0, 65, lambda h: 64)
     assert plan.hidden >= 256 and plan.precision == "bf16"
+
+
+def test_the_probe_times_with_one_thread_while_one_thread_wins(monkeypatch):
+    import torch
+
+    from charrnn.training import probe
+
+    timed = []
+
+    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, **kw):
+        n = torch.get_num_threads()
+        timed.append((hidden, n))
+        return 1e7 / hidden * (1.5 if n == 1 and hidden <= one_thread_wins_to else 1.0)
+
+    monkeypatch.setattr(probe, "tokens_per_second", fake)
+    before = torch.get_num_threads()
+    shapes = [(1, 128), (1, 192), (1, 256), (1, 320)]
+    try:
+        torch.set_num_threads(2)
+        # Quiet cores: one thread wins only at the narrowest shape, and is not timed past the next.
+        one_thread_wins_to = 128
+        measured = probe.measure(["fp32"], 65, lambda h: 64, 32, 64, torch.device("cpu"), 600.0, shapes, limit=60)
+        assert measured == {(1, h, "fp32"): 1e7 / h * (1.5 if h == 128 else 1.0) for _, h in shapes}
+        assert timed == [(128, 2), (128, 1), (192, 2), (192, 1), (256, 2), (320, 2)]
+        assert torch.get_num_threads() == 2
+        # A busy neighbour: one thread wins everywhere, and every shape is timed with both.
+        timed.clear()
+        one_thread_wins_to = 10_000
+        measured = probe.measure(["fp32"], 65, lambda h: 64, 32, 64, torch.device("cpu"), 600.0, shapes, limit=60)
+        assert measured == {(1, h, "fp32"): 1.5e7 / h for _, h in shapes}
+        assert [n for _, n in timed] == [2, 1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_will_use(monkeypatch):

@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from charrnn import checkpoint
 from conftest import TINY_FLAGS, assert_one_error_line
 
 
@@ -33,7 +34,14 @@ def test_resume_refuses_changed_settings_but_takes_new_limits(cli, tmp_path, cor
     r = cli("train", corpus_file, "--out", out, "--resume", "--hidden", "64", "--quiet")
     assert r.exit_code == 2
     assert_one_error_line(r.stderr, "--hidden")
-    done = torch.load(out / "last.pt", weights_only=True)["step"]
+    # The saved budget spent: a plain --resume is told to give a budget of its own.
+    ckpt = checkpoint.load(out / "last.pt")
+    checkpoint.save(dict(ckpt, train_seconds=3.0), out / "last.pt")
+    r = cli("train", corpus_file, "--out", out, "--resume", "--quiet")
+    assert r.exit_code == 2
+    assert_one_error_line(r.stderr, "used up", "--resume --time-budget")
+    checkpoint.save(ckpt, out / "last.pt")
+    done = ckpt["step"]
     # A new --max-steps replaces the saved time budget instead of being capped by it.
     r = cli("train", corpus_file, "--out", out, "--resume", "--max-steps", str(done + 7), "--quiet", "--json")
     assert r.exit_code == 0, r.stderr

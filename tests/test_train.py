@@ -197,6 +197,16 @@ def test_learning_rate_schedule():
     assert lr_at(99, 1.0, 1.0, 10, 0.0) == 0.0  # the default: straight to zero
 
 
+def test_a_short_run_is_not_all_warmup():
+    from charrnn.training.budget import warmup_steps
+
+    assert warmup_steps(None, None) == 50  # a time budget: the step count is not known
+    assert warmup_steps(None, 1000) == 50
+    assert warmup_steps(None, 50) == 10  # at most a fifth of a step limit
+    assert warmup_steps(None, 3) == 1
+    assert warmup_steps(0, 50) == 0 and warmup_steps(1000, 40) == 1000  # a given warmup is kept
+
+
 def test_train_runs_outside_the_main_thread(tmp_path, corpus_text):
     """Library callers (notebooks, servers) may train in a worker thread, where signals can't be set."""
     import threading

@@ -198,17 +198,22 @@ def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hid
 
 
 def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int, hidden: int, seconds: float,
-                        vocab: int, embed: int) -> float:
-    """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``."""
+                        vocab: int, embed: int, max_tokens: float | None = None) -> float:
+    """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``, or on
+    ``max_tokens`` when a step limit (--max-steps, --epochs) ends the run sooner."""
     p = best_precision(measured, layers, hidden)
     tokens = measured[(layers, hidden, p)] * TRAIN_SHARE * max(seconds, 0.0)
+    if max_tokens is not None:
+        tokens = min(tokens, max_tokens)
     return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens)
 
 
-def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None) -> Plan:
+def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None,
+                max_tokens: float | None = None) -> Plan:
     """The plan with the lowest predicted loss after ``seconds`` (what is left of the budget),
-    from training tokens/s measured per (layers, hidden, precision). ``embed(hidden)``: the
-    embedding width (default ``embed_for``). Pure: it times nothing. Raises ValueError when
+    from training tokens/s measured per (layers, hidden, precision), or of ``max_tokens`` when a
+    step limit binds first. ``embed(hidden)``: the embedding width (default ``embed_for``). Pure:
+    it times nothing. Raises ValueError when
     nothing was measured."""
     if not measured:
         raise ValueError("choose_plan needs at least one measured candidate")
@@ -216,6 +221,6 @@ def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, voc
     for layers, hidden in dict.fromkeys((l, h) for l, h, _ in measured):
         e = embed(hidden) if embed else embed_for(hidden, vocab)
         p = best_precision(measured, layers, hidden)
-        loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e)
+        loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens)
         plans.append(Plan(layers, hidden, p, lr_for(hidden, layers), measured[(layers, hidden, p)], loss, measured))
     return min(plans, key=lambda plan: plan.predicted_loss)

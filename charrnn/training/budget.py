@@ -18,6 +18,17 @@ def lr_at(step: int, progress: float, peak: float, warmup: int, min_ratio: float
     return peak * (1 - (1 - min_ratio) * min(max(progress, 0.0), 1.0))
 
 
+DEFAULT_WARMUP = 50
+
+
+def warmup_steps(warmup: int | None, max_steps: int | None) -> int:
+    """The warmup a run gets: ``warmup`` when given; else DEFAULT_WARMUP steps, but at most a
+    fifth of a step limit, so a short run (--max-steps 50) is not all warmup."""
+    if warmup is not None:
+        return warmup
+    return min(DEFAULT_WARMUP, max(1, max_steps // 5)) if max_steps else DEFAULT_WARMUP
+
+
 class Budget:
     """When to stop and where the schedule stands. ``deadline`` is a time.monotonic() value (None:
     no time limit); ``max_steps`` a step count (None: no step limit); ``elapsed_before`` the

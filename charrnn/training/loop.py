@@ -31,7 +31,7 @@ from charrnn.threads import ThreadTuner
 from charrnn.tokenizer import Tokenizer, show_tokens
 from charrnn.training import probe
 from charrnn.training.autosize import autosize, corpus_hidden
-from charrnn.training.budget import Budget, lr_at
+from charrnn.training.budget import Budget, lr_at, warmup_steps
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState, gather_ranks
 from charrnn.training.watch import Watch
@@ -186,6 +186,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     budget_s = cfg.train.time_budget
     if resumed and budget_s and new_budget is None:
         # The saved budget covered the whole run: what is left of it is this command's.
+        if budget_s - resumed["train_seconds"] <= 0:
+            raise UsageError(_budget_used_up(budget_s, 0.0))
         budget_s = max(budget_s - resumed["train_seconds"], 1.0)
     deadline = (started if started is not None else t_start) + budget_s if budget_s else None
     if env.world == 1 and env.device.type == "cpu":
@@ -274,6 +276,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         max_steps = min(max_steps or math.inf, math.ceil(cfg.train.epochs * batches.steps_per_epoch))
     if max_steps is None and deadline is None:
         raise UsageError("give a limit: --max-steps, --epochs or --time-budget")
+    cfg.train.warmup_steps = warmup_steps(cfg.train.warmup_steps, max_steps)  # saved resolved: a resume keeps it
 
     if resumed:
         state = TrainState.restore(resumed, model, opt, scaler, env.device, env.rank, env.world)
@@ -291,13 +294,21 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
         # At most a fifth of the budget: an evaluation that would take longer is cut to fit.
         budget.eval_seconds = min(budget.eval_chunk_seconds * chunks(run.val_tokens_scored), 0.2 * budget_s)
-    if not budget.can_take_one_step():
-        raise CharrnnError(_no_time(run))  # before the folder is touched
+    if not budget.can_take_one_step():  # before the folder is touched
+        if resumed and new_budget is None:
+            raise UsageError(_budget_used_up(cfg.train.time_budget, budget_s))
+        raise CharrnnError(_no_time(run))
     folder.start(cfg, state.history, fresh=resumed is None)
     if state.eval_every is None and deadline is None:
         state.eval_every = max(1, max_steps // 5)  # with a budget it is set from the first steps' speed
     run.corpus_seconds = corpus_seconds
     return run
+
+
+def _budget_used_up(budget: float, left: float) -> str:
+    """A resumed run whose saved time budget cannot buy another step."""
+    return (f"this run's {budget:g}s time budget is used up ({left:.1f}s left, setting up included, fits no "
+            f"training step); give this command a budget of its own: --resume --time-budget 5m")
 
 
 def _no_time(run: Run) -> str:

@@ -55,35 +55,54 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
 
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
             seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
-            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0) -> Measured:
+            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0,
+            max_tokens: float | None = None) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
     ones to time, "bf16" and "fp32" or just one; both are timed until bf16 is clearly faster (by
     10%), then only bf16. Stops after
     ``limit`` seconds (not counting the first shape, which pays the process's one-time warm-ups:
     about 2 s on our CPU, which the first training step would pay otherwise), or once two
     candidates in a row predict a worse loss than the best so far
-    (bigger ones only run slower)."""
+    (bigger ones only run slower). Each shape is timed with all of torch's threads and, for as
+    long as one thread keeps winning, with one (another busy process on the cores halved every
+    figure timed with two threads, where training then ran one); the faster counts."""
     measured: Measured = {}
     t0 = time.monotonic()
     best, worse = float("inf"), 0
-    for i, (layers, hidden) in enumerate(shapes):
-        if i == 1:  # the first shape paid the process's one-time warm-ups, which training would pay anyway
-            t_first = time.monotonic()
-        elif i > 1 and time.monotonic() - t_first > limit:
-            break
-        for p in precisions:
-            measured[(layers, hidden, p)] = tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p, device,
-                                                              dropout=dropout(layers, hidden), grad_clip=grad_clip)
-        if len(precisions) > 1 and measured[(layers, hidden, "bf16")] > 1.1 * measured[(layers, hidden, "fp32")]:
-            # bf16's advantage grows with the width of the products: once it wins clearly, fp32
-            # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
-            # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
-            precisions = ["bf16"]
-        loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden))
-        worse = worse + 1 if loss > best else 0
-        best = min(best, loss)
-        if worse >= 2:
-            break
+    threads = torch.get_num_threads()
+    # Training steps with one thread where that is faster (threads.py: another busy process on
+    # the cores, or products too small to split), so each shape is timed with one thread too, as
+    # long as one thread keeps winning: wider products only split better.
+    counts = [threads, 1] if threads > 1 and device.type == "cpu" else [threads]
+    try:
+        for i, (layers, hidden) in enumerate(shapes):
+            if i == 1:  # the first shape paid the process's one-time warm-ups, which training would pay anyway
+                t_first = time.monotonic()
+            elif i > 1 and time.monotonic() - t_first > limit:
+                break
+            rates: dict[int, Measured] = {}
+            for n in counts:
+                torch.set_num_threads(n)
+                rates[n] = {(layers, hidden, p): tokens_per_second(
+                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=dropout(layers, hidden),
+                    grad_clip=grad_clip) for p in precisions}
+            won = max(rates, key=lambda n: sum(rates[n].values()))
+            measured.update(rates[won])
+            if won == threads:
+                counts = [threads]
+            if len(precisions) > 1 and measured[(layers, hidden, "bf16")] > 1.1 * measured[(layers, hidden, "fp32")]:
+                # bf16's advantage grows with the width of the products: once it wins clearly, fp32
+                # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
+                # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
+                precisions = ["bf16"]
+            loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden),
+                                       max_tokens)
+            worse = worse + 1 if loss > best else 0
+            best = min(best, loss)
+            if worse >= 2:
+                break
+    finally:
+        torch.set_num_threads(threads)
     return measured
 
 
@@ -112,9 +131,15 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
         dropout = lambda layers, hidden: m.dropout or 0.0  # noqa: E731
     else:
         dropout = lambda layers, hidden: dropout_for(n_train, layers, hidden, embed(hidden), vocab)  # noqa: E731
-    measured = measure(precisions, vocab, embed, cfg.data.batch_size or 32, cfg.data.seq_len or 64, env.device,
-                       seconds_left, shapes, min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip)
-    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed)
+    batch, seq = cfg.data.batch_size or 32, cfg.data.seq_len or 64
+    # A step limit that ends the run before the budget caps the tokens every candidate gets.
+    limits = [t.max_steps * batch * seq] if t.max_steps else []
+    if t.epochs and n_train is not None:
+        limits.append(t.epochs * n_train)
+    max_tokens = min(limits) if limits else None
+    measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
+                       min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens)
+    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
         t.precision = env.precision = plan.precision
