@@ -8,10 +8,13 @@ This script measures, one case after the other in one run:
 - training (`charrnn train` on Tiny Shakespeare, a fixed number of steps, the 90 s default
   shape): tokens/s alone, beside one CPU-bound busy loop, beside two, and two trainings at once;
 - sampling (`charrnn sample`, 2x512 LSTM, 2,000 characters, and -N 32): seconds alone and for
-  two at once.
+  two at once;
+- or, with ``--budgeted``, a budgeted run with the defaults alone and beside one busy loop: the
+  shape the probe picked, the tokens/s it timed and trained at, and the validation loss.
 
     python bench/contention.py                      # about three minutes on 2 cores
     python bench/contention.py --before /tmp/old    # the same cases with another checkout's charrnn
+    python bench/contention.py --budgeted 60s --before /tmp/old   # what the probe picks beside a busy loop
 
 ``--before`` runs the same commands with the charrnn package of another checkout (say
 ``git archive 0b1469f | tar -x -C /tmp/old``, before this change) for a side-by-side ratio.
@@ -83,8 +86,32 @@ def sample_seconds(run: Path, env: dict, copies: int, streams: int) -> list[floa
     return took
 
 
-def measure(tmp: Path, checkout: Path | None, steps: int) -> dict:
+def budgeted(tmp: Path, env: dict, budget: str, busy: int) -> dict:
+    """A budgeted run with the defaults (the probe sizes it, training/probe.py) beside ``busy``
+    busy loops: the plan, the tokens/s it timed for its shape and trained at, the best val loss."""
+    loops = [subprocess.Popen(BUSY) for _ in range(busy)]
+    try:
+        cmd = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--time-budget", budget, "--out", str(tmp / "budgeted"),
+               "--overwrite", "--json", "--quiet"]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            sys.exit(f"charrnn train failed:\n{p.stderr}")
+        s = json.loads(p.stdout.strip().splitlines()[-1])
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    plan = s.get("plan") or {}
+    return {"plan": f"{plan.get('layers')}x{plan.get('hidden')} {plan.get('precision')}" if plan else None,
+            "timed_tokens_per_s": plan.get("tokens_per_second"), "trained_tokens_per_s": round(s["tokens_per_second"]),
+            "best_val_loss": round(s["best_val_loss"], 4)}
+
+
+def measure(tmp: Path, checkout: Path | None, steps: int, budget: str | None = None) -> dict:
     env = env_for(checkout)
+    if budget:
+        return {f"--time-budget {budget}": {name: budgeted(tmp, env, budget, busy)
+                                            for name, busy in [("alone", 0), ("beside 1 busy loop", 1)]}}
     alone = train_rates(tmp, env, 1, 0, steps)[0]
     res = {"train_tokens_per_s": {"alone": round(alone)}}
     for name, copies, busy in [("beside 1 busy loop", 1, 1), ("beside 2 busy loops", 1, 2), ("two trainings at once", 2, 0)]:
@@ -111,12 +138,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="training steps per run (32 x 64 tokens each)")
     ap.add_argument("--before", type=Path, help="another checkout whose charrnn runs the same cases")
+    ap.add_argument("--budgeted", metavar="DURATION",
+                    help="instead: a budgeted default run (the probe picks its shape), alone and beside a busy loop")
     a = ap.parse_args()
     result = {"machine": describe()}
     with tempfile.TemporaryDirectory() as d:
-        result["charrnn"] = measure(Path(d), None, a.steps)
+        result["charrnn"] = measure(Path(d), None, a.steps, a.budgeted)
         if a.before:
-            result["before"] = measure(Path(d), a.before.resolve(), a.steps)
+            result["before"] = measure(Path(d), a.before.resolve(), a.steps, a.budgeted)
     result["load_average_after"] = describe()["load_average_1_5_15min"]
     print(json.dumps(result, indent=2))
 
