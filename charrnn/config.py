@@ -128,6 +128,10 @@ class ModelConfig:
                                  f"more than {MAX_PARAMETERS / 1e9:g} billion; lower --hidden or --layers")
 
 
+TEN_YEARS = 10 * 365 * 86400
+"""The longest --time-budget, in seconds."""
+
+
 @dataclass
 class TrainConfig:
     lr: float | None = None
@@ -173,14 +177,20 @@ class TrainConfig:
     """Keep the K most recent evaluation checkpoints (step-000500.pt, ...) besides best.pt and last.pt. None: 0."""
 
     def __post_init__(self) -> None:
+        given = self.time_budget
         if isinstance(self.time_budget, str):
             self.time_budget = parse_duration(self.time_budget)
+        b = self.time_budget
+        if b is not None and not isinstance(b, bool) and isinstance(b, (int, float)) and not 0 < b <= TEN_YEARS:
+            shown = given if isinstance(given, str) else f"{given:g}s"
+            raise UsageError(f"--time-budget must be more than 0 and at most ten years, not {shown}; "
+                             "write it like 90s, 10m or 1h")
         _positive("--lr", self.lr)
         _fraction("min_lr_ratio", self.min_lr_ratio, closed_top=True)
         _positive("--weight-decay", self.weight_decay, allow_zero=True)
         _positive("--max-steps", self.max_steps)
         _positive("--epochs", self.epochs)
-        _positive("--time-budget", self.time_budget, most=10 * 365 * 86400)  # seconds: ten years
+        _positive("--time-budget", self.time_budget, most=TEN_YEARS)
         _positive("--eval-every", self.eval_every)
         _positive("--eval-tokens", self.eval_tokens, allow_zero=True)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
