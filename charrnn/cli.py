@@ -268,8 +268,10 @@ def train(
         raise typer.Exit(130)
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_val_loss"]
+        first = summary.get("resumed_from_step") or 0
+        steps = f"steps {first} to {summary['steps']}" if first else f"{summary['steps']} steps"
         print(
-            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{summary['steps']} steps in {summary['seconds']:.1f}s, "
+            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{steps} in {summary['seconds']:.1f}s, "
             f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
             f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
             file=sys.stderr,

@@ -45,7 +45,8 @@ def test_resume_refuses_changed_settings_but_takes_new_limits(cli, tmp_path, cor
     # A new --max-steps replaces the saved time budget instead of being capped by it.
     r = cli("train", corpus_file, "--out", out, "--resume", "--max-steps", str(done + 7), "--quiet", "--json")
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["steps"] == done + 7
+    summary = json.loads(r.stdout)
+    assert summary["steps"] == done + 7 and summary["resumed_from_step"] == done
 
 
 def test_init_from_keeps_the_parent_shape(cli, tmp_path, corpus_file):

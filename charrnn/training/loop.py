@@ -94,6 +94,8 @@ class Run:
     """A records run's validation records that evaluations score (``spaced_records``), each on its own."""
     plan: dict[str, Any] | None = None
     """What the probe timed and chose (probe.py), for the summary."""
+    first_step: int = 0
+    """The step this command started from: a resumed run's saved step, else 0."""
 
     @property
     def tokens_per_step(self) -> int:
@@ -289,7 +291,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
     budget = Budget(deadline, max_steps, state.train_seconds, 0.05 + 12 * model.num_parameters() / 2e8)
     run = Run(cfg, env, tok, train_ids, val_ids, model, net, opt, scaler, batches, state, budget, folder,
               corpus_name, corpus_sha, rep, t_start, Watch(cfg.train, folder, tok, rep), val_seqs=val_seqs,
-              plan=plan.to_dict() if plan else None, started=started if started is not None else t_start)
+              plan=plan.to_dict() if plan else None, started=started if started is not None else t_start,
+              first_step=state.step)
     if deadline is not None and len(val_ids) >= 2:  # the reserve for the final evaluation, measured
         budget.eval_chunk_seconds = chunk_seconds(model, autocast=env.autocast())
         # At most a fifth of the budget: an evaluation that would take longer is cut to fit.
@@ -531,6 +534,7 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "final_val_loss": st.history[-1].get("val_loss") if st.history else None,
         "train_loss": st.train_loss if math.isfinite(st.train_loss) else None,
         "steps": st.step,
+        "resumed_from_step": run.first_step,
         "tokens": st.step * run.tokens_per_step,
         "tokens_per_second": round(run.tokens_per_second, 1),
         "train_seconds": round(st.train_seconds - run.budget.elapsed_before, 2),
