@@ -110,6 +110,8 @@ class StreamBatches:
                 f"{seq_len} tokens; {fit_advice(len(ids), batch_size, seq_len, world)}"
             )
         self._epoch, self._x, self._y = -1, None, None
+        # Each row's turn for the zero state: its global stream number, modulo ZERO_STATE_EVERY.
+        self._turn = torch.arange(rank * batch_size, (rank + 1) * batch_size) % ZERO_STATE_EVERY
 
     def _load_epoch(self, epoch: int) -> None:
         g = torch.Generator().manual_seed(_seed(self.seed, epoch))
@@ -125,8 +127,7 @@ class StreamBatches:
         if epoch != self._epoch:
             self._load_epoch(epoch)
         cols = slice(k * self.T, (k + 1) * self.T)
-        rows = torch.arange(self.rank * self.B, (self.rank + 1) * self.B)  # the global stream numbers
-        reset = torch.full((self.B,), k == 0) | (rows % ZERO_STATE_EVERY == step % ZERO_STATE_EVERY)
+        reset = torch.full((self.B,), k == 0) | (self._turn == step % ZERO_STATE_EVERY)
         return _long(self._x[:, cols]), _long(self._y[:, cols]), reset
 
 
