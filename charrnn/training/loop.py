@@ -142,7 +142,8 @@ def train(
                 # Gloo's worker thread frees the ranks' gathered states (Python-owned tensors: it
                 # needs the GIL) after the gather returns. Were the process group torn down first,
                 # the main thread would wait for that thread while holding the GIL it needs: a
-                # deadlock. A barrier queued behind it ends only once that thread has moved on.
+                # deadlock. A barrier queued behind it helps, but gloo has several worker threads:
+                # what prevents it is that gather_ranks keeps those tensors alive (state._GATHERED).
                 dist.barrier()
             dist.destroy_process_group()
 
