@@ -190,7 +190,7 @@ class TrainConfig:
         _positive("--weight-decay", self.weight_decay, allow_zero=True)
         _positive("--max-steps", self.max_steps)
         _positive("--epochs", self.epochs)
-        _positive("--time-budget", self.time_budget, most=TEN_YEARS)
+        _positive("--time-budget", self.time_budget)  # a number at all; its range is checked above
         _positive("--eval-every", self.eval_every)
         _positive("--eval-tokens", self.eval_tokens, allow_zero=True)
         _positive("--warmup-steps", self.warmup_steps, allow_zero=True)
