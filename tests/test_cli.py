@@ -397,6 +397,7 @@ def files(tmp_path, corpus_file, run_dir):
 MISTAKES = {
     "missing corpus": (["train", "{missing}", "--max-steps", "5", "--out", "{out}"], 2, ["corpus not found", "missing.txt"]),
     "bad time budget": (["train", "{corpus}", "--time-budget", "abc", "--out", "{out}"], 2, ["cannot read duration 'abc'"]),
+    "empty time budget": (["train", "{corpus}", "--time-budget", "", "--out", "{out}"], 2, ["cannot read duration ''", "like 90s"]),
     "zero time budget": (["train", "{corpus}", "--time-budget", "0s", "--out", "{out}"], 2, ["--time-budget", "not 0s", "like 90s"]),
     "nonsense cell": (["train", "{corpus}", "--cell", "transformer", "--max-steps", "5", "--out", "{out}"], 2, ["--cell", "lstm, gru, rnn", "'transformer'"]),
     "nonsense batching": (["train", "{corpus}", "--batching", "shuffle", "--max-steps", "5", "--out", "{out}"], 2, ["--batching"]),
