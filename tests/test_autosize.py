@@ -97,6 +97,18 @@ def _cfg(**model):
 TINY = [(1, 16), (1, 24), (2, 16)]
 
 
+def test_a_corpus_small_for_the_model_gets_more_weight_decay_and_a_given_one_is_kept():
+    from charrnn.training.autosize import autosize
+
+    big, small, given = _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320)
+    given.train.weight_decay = 0.05
+    autosize(big, n_train=10_000_000, vocab_size=65, device="cpu")
+    autosize(small, n_train=1_000_000, vocab_size=65, device="cpu")  # Tiny Shakespeare's size
+    autosize(given, n_train=1_000_000, vocab_size=65, device="cpu")
+    assert (big.train.weight_decay, small.train.weight_decay, given.train.weight_decay) == (0.1, 0.2, 0.05)
+    assert (big.model.dropout, small.model.dropout) == (0.0, 0.1)  # the same rule turns dropout on
+
+
 def test_probe_times_candidates_and_writes_the_plan_into_the_config():
     import torch
 

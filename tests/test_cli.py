@@ -89,6 +89,7 @@ def test_config_file_sets_options_and_flags_win(cli, tmp_path, corpus_file):
     assert saved["data"]["seq_len"] == 8  # the flag wins
     assert saved["data"]["batch_size"] == 3 and saved["train"]["lr"] == 0.005  # from the file
     assert saved["train"]["max_steps"] == 7
+    assert saved["train"]["weight_decay"] == 0.1  # resolved (the corpus is big for 16 units) and saved for a resume
     assert load_model(out)[2]["step"] == 7
 
 
@@ -406,7 +407,7 @@ MISTAKES = {
     "a folder holding a file that is not utf-8": (["train", "{tmp}", "--max-steps", "5", "--out", "{out}"], 2, ["latin1.txt is not UTF-8"]),
     "empty corpus": (["train", "{empty}", "--max-steps", "5", "--out", "{out}"], 2, ["empty"]),
     "corpus folder without files": (["train", "{no_files}", "--max-steps", "5", "--out", "{out}"], 2, ["no_files holds no files"]),
-    "batch too big": (["train", "{corpus}", *TINY_FLAGS, "--dropout", "0", "--batch-size", "5000", "--max-steps", "5", "--out", "{out}"], 2, ["too small", "--batch-size"]),
+    "batch too big": (["train", "{corpus}", *TINY_FLAGS, "--dropout", "0", "--weight-decay", "0.1", "--batch-size", "5000", "--max-steps", "5", "--out", "{out}"], 2, ["too small", "--batch-size"]),
     "missing config": (["train", "{corpus}", "--config", "{missing}", "--max-steps", "5"], 2, ["config file not found"]),
     "wrongly typed config value": (["train", "{corpus}", "--config", "{bad_type}", "--max-steps", "5", "--out", "{out}"], 2, ["hidden"]),
     "nothing to resume": (["train", "{corpus}", "--resume", "--max-steps", "5", "--out", "{out}"], 2, ["nothing to resume"]),

@@ -189,7 +189,8 @@ def test_labels_steer_generation(tmp_path):
     corpus.write_text(labelled_names(500, seed=2, longest=8), encoding="utf-8")
     out = tmp_path / "run"
     charrnn.train(corpus, out=out, records="jsonl:name", label_field="kind", max_steps=120, hidden=32, layers=1,
-                  embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+                  embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5,
+                  weight_decay=0.1)  # 0.2, this small corpus's default, ties on val loss but leaked a letter in 600
     model = charrnn.load(out)
     assert model.labels == ["low", "up"]
     for label, letters in (("low", set("abcdef")), ("up", set("UVWXYZ"))):

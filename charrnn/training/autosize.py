@@ -6,7 +6,8 @@ prints what it chose. The numbers come from measurements on a 2-core CPU (bench/
 when minutes are scarce, one wide LSTM layer trained with many small, fast steps (32 streams
 of 64 tokens, a high learning rate) beats deeper nets and bigger batches, because the number
 of updates matters more than the tokens per update; more time buys a wider layer, then a
-second one. Weight decay 0.1 (in ``TrainConfig``) gained 0.03-0.05 nats at 90 s.
+second one. Weight decay 0.1 gained 0.03-0.05 nats at 90 s over none, and a corpus small for
+the model gets 0.2 (``weight_decay_for``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     if m.dropout is None:
         m.dropout = dropout_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
         chose.append(f"dropout={m.dropout}")
+    if t.weight_decay is None:
+        t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
+        chose.append(f"weight_decay={t.weight_decay:g}")
     if d.seq_len is None:
         # A tiny corpus needs at least one stream of two chunks.
         d.seq_len = max(1, min(64 if device == "cpu" else 128, (n_train - 1) // 2))
@@ -66,12 +70,26 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
 
+def tokens_per_parameter(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
+    """Training tokens per weight of the recurrent layers and the head: how much data the model
+    has to fit, the quantity the regularisation defaults follow."""
+    return n_train / (4 * layers * hidden * (hidden + embed) + hidden * vocab_size)
+
+
 def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
     """Little data per parameter overfits (char-rnn's advice, made automatic): 0 with more than
     1.5 training tokens per parameter, 0.1 above 0.4, else 0.2."""
-    params = 4 * layers * hidden * (hidden + embed) + hidden * vocab_size
-    ratio = n_train / params
+    ratio = tokens_per_parameter(n_train, layers, hidden, embed, vocab_size)
     return 0.0 if ratio > 1.5 else (0.1 if ratio > 0.4 else 0.2)
+
+
+def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
+    """AdamW weight decay: 0.1, and 0.2 where the corpus is small for the model (1.5 training
+    tokens per parameter or fewer, where ``dropout_for`` turns dropout on). On Tiny Shakespeare
+    (2x320, dropout 0.1, 19,212 steps, about 40 epochs) 0.2 gave 1.3880 and 1.3726 where 0.1 gave
+    1.4019 and 1.3964 (seeds 1337 and 7); at 90 s (1x320, no dropout) 0.2 lost, 1.4985 against 1.4779
+    (AMD EPYC, bench/RESULTS.md)."""
+    return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > 1.5 else 0.2
 
 
 def embed_for(hidden: int, vocab_size: int) -> int:
