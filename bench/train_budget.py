@@ -150,7 +150,7 @@ def main() -> None:
             "val_loss_fp32_eval": r["score_fp32"]["loss"],
             "wall_seconds": r["wall_seconds"],
             "model": f"{info['layers']}x{info['hidden']} {info['cell']}, {info['non_embedding_parameters']:,} non-embedding params",
-            "config": {k: info["config"][k] for k in ("data", "model")} | {"lr": info["config"]["train"]["lr"]},
+            "config": {k: info["config"][k] for k in ("data", "model")} | {k: info["config"]["train"].get(k) for k in ("lr", "weight_decay")},
             "plan": s.get("plan") or "no probe (shape given, or not a budgeted CPU run)",
             "steps": s["steps"],
             "tokens_per_second": s["tokens_per_second"],
