@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.allocator import keep_freed_memory
 from charrnn.data import as_numpy
 from charrnn.model import RNNLM
 from charrnn.tokenizer import Tokenizer, scoring_mode
@@ -94,6 +95,7 @@ def evaluate(
     (time.monotonic()) cuts every window short after the (B, seq_len) chunk that passes it, so an
     evaluation never overruns a time budget by more than one chunk. ``Score.tokens`` says how
     many predictions were scored."""
+    keep_freed_memory()  # each chunk's buffers come back from the heap (allocator.py)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from charrnn import checkpoint, corpus
+from charrnn.allocator import keep_freed_memory
 from charrnn.config import RunConfig, resumed_config
 from charrnn.data import RecordBatches, make_batches, split, to_ids
 from charrnn.device import Env, setup_env
@@ -127,6 +128,7 @@ def train(
     A time budget counts from ``started`` (time.monotonic() of the command's start; default now).
     ``stop(step)`` returning True ends the run early like Ctrl-C. Raises UsageError for settings
     that cannot work, CharrnnError when training diverges."""
+    keep_freed_memory()  # a step's big buffers come back from the heap, not from fresh pages (allocator.py)
     run = setup(cfg, text, corpus_name, inputs=inputs, resume=resume, overwrite=overwrite, init_from=init_from,
                 reporter=reporter or Reporter(), started=started)
     finished = False
