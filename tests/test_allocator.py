@@ -49,5 +49,5 @@ def test_kept_memory_is_reused_instead_of_faulted_in_again():
 
 @glibc
 def test_the_users_own_malloc_settings_win():
-    took, faults = _faults("keep", MALLOC_TRIM_THRESHOLD_="0")
+    took, _ = _faults("keep", MALLOC_TRIM_THRESHOLD_="0")
     assert took == "False"

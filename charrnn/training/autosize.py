@@ -70,6 +70,10 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
 
+ENOUGH_DATA = 1.5
+"""Training tokens per parameter above which a model gets no dropout and the lighter weight decay."""
+
+
 def tokens_per_parameter(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
     """Training tokens per weight of the recurrent layers and the head: how much data the model
     has to fit, the quantity the regularisation defaults follow."""
@@ -80,7 +84,7 @@ def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: 
     """Little data per parameter overfits (char-rnn's advice, made automatic): 0 with more than
     1.5 training tokens per parameter, 0.1 above 0.4, else 0.2."""
     ratio = tokens_per_parameter(n_train, layers, hidden, embed, vocab_size)
-    return 0.0 if ratio > 1.5 else (0.1 if ratio > 0.4 else 0.2)
+    return 0.0 if ratio > ENOUGH_DATA else (0.1 if ratio > 0.4 else 0.2)
 
 
 def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
@@ -90,7 +94,7 @@ def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_s
     1.4019 and 1.3964 (seeds 1337 and 7); on npm names at 90 s (1x320, dropout 0.1, about 40
     epochs) 1.9477 and 1.9429 against 1.9922 and 1.9849. On Tiny Shakespeare at 90 s (1x320, no
     dropout) 0.2 lost, 1.4985 against 1.4779 (AMD EPYC, bench/RESULTS.md)."""
-    return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > 1.5 else 0.2
+    return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > ENOUGH_DATA else 0.2
 
 
 def embed_for(hidden: int, vocab_size: int) -> int:
