@@ -239,7 +239,6 @@ def train(
     """
     try:
         from charrnn.api import train as run_training
-        from charrnn.config import parse_duration
         from charrnn.console import RichReporter
 
         settings = {
@@ -254,7 +253,7 @@ def train(
         }
         reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
         result = run_training(
-            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, out=out, time_budget=parse_duration(time_budget) if time_budget is not None else None, config=config,
+            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, out=out, time_budget=time_budget, config=config,
             resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
         )
         summary = result.to_dict()
