@@ -282,13 +282,13 @@ def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
     """``load`` under torchrun: rank 0 finds or builds the cache entry, the other ranks wait for
     it and then read the same one."""
     if world > 1:
-        import torch.distributed as dist
+        from charrnn import ranks
 
         if not main:
-            dist.barrier()
+            ranks.barrier()
         c = load(**kwargs)
         if main:
-            dist.barrier()
+            ranks.barrier()
         return c
     return load(**kwargs)
 

@@ -177,6 +177,18 @@ def run_charrnn(*args, input: bytes | None = None, cwd=None, timeout: float = 60
     )
 
 
+def run_torchrun(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 -m charrnn ARGS` (a free port of its own); fails
+    the test unless every rank exits 0, showing first what the ranks printed: a rank's own message
+    (an abort's included) comes before torchrun's traceback, which fills the end of stderr."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "charrnn", *[str(a) for a in args]]
+    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=timeout)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, err if len(err) <= 5000 else err[:3500] + "\n[...]\n" + err[-1500:]
+    return r
+
+
 def assert_one_error_line(stderr: str, *needles: str) -> str:
     """The CLI's contract for a user mistake: exactly one line, 'charrnn: error: ...', no traceback."""
     assert "Traceback" not in stderr, stderr

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import torch
 
-from conftest import TINY_FLAGS, subprocess_env
+from conftest import TINY_FLAGS, run_torchrun
 
 
 def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
-           "-m", "charrnn", "train", str(corpus_file), "--max-steps", "12", "--eval-every", "6",
-           "--out", str(out), "--json", "--quiet", *TINY_FLAGS]
-    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=120)
-    assert r.returncode == 0, r.stderr.decode()[-6000:]
+    r = run_torchrun("train", corpus_file, "--max-steps", 12, "--eval-every", 6, "--out", out, "--json", "--quiet",
+                     *TINY_FLAGS, timeout=120)
     lines = [l for l in r.stdout.decode().splitlines() if l.startswith("{")]
     assert len(lines) == 1, "only rank 0 prints the summary"
     summary = json.loads(lines[0])
@@ -31,11 +27,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port
-           "-m", "charrnn", "train", *args]
-    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=180)
-    assert r.returncode == 0, r.stderr.decode()[-2000:]
-    return r
+    return run_torchrun("train", *args)
 
 
 def test_torchrun_resume_is_exact_for_every_rank(tmp_path, corpus_file):

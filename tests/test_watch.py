@@ -251,19 +251,13 @@ def test_a_records_model_samples_whole_records(tmp_path, corpus_text):
 
 
 def test_patience_stops_every_rank_under_torchrun(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import subprocess_env
+    from conftest import run_torchrun
 
     corpus = tmp_path / "noise.txt"
     corpus.write_text(noise(2400))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",  # a free port of its own
-           "-m", "charrnn", "train", str(corpus), "--max-steps", "300", "--eval-every", "10", "--patience", "2",
-           "--val-fraction", "0.2", "--out", str(out), "--json", "--quiet", *TINY_FLAGS, "--hidden", "128"]
-    r = subprocess.run(cmd, capture_output=True, env=subprocess_env(), timeout=180)
-    assert r.returncode == 0, r.stderr.decode()[-2000:]  # no rank left waiting for the other
+    r = run_torchrun("train", corpus, "--max-steps", 300, "--eval-every", 10, "--patience", 2, "--val-fraction", 0.2,
+                     "--out", out, "--json", "--quiet", *TINY_FLAGS, "--hidden", 128)  # no rank left waiting
     summary = json.loads([l for l in r.stdout.decode().splitlines() if l.startswith("{")][0])
     assert summary["stopped_early"] and summary["steps"] < 300
     assert lines(out / "metrics.jsonl")[-1]["step"] == summary["steps"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from charrnn import checkpoint, corpus
+from charrnn import checkpoint, corpus, ranks
 from charrnn.allocator import keep_freed_memory
 from charrnn.config import RunConfig, resumed_config
 from charrnn.data import RecordBatches, make_batches, split, to_ids
@@ -141,12 +141,7 @@ def train(
         run.folder.release()
         if run.env.world > 1:
             if finished:
-                # Gloo's worker thread frees the ranks' gathered states (Python-owned tensors: it
-                # needs the GIL) after the gather returns. Were the process group torn down first,
-                # the main thread would wait for that thread while holding the GIL it needs: a
-                # deadlock. A barrier queued behind it helps, but gloo has several worker threads:
-                # what prevents it is that gather_ranks keeps those tensors alive (state._GATHERED).
-                dist.barrier()
+                ranks.barrier()  # no rank tears down while another still gathers (ranks.py: why not dist's)
             dist.destroy_process_group()
 
 
@@ -600,5 +595,5 @@ def _agree(env: Env, out_of_time: bool, interrupted: bool, progress: float) -> t
     schedule stands; a Ctrl-C seen by any rank stops them all."""
     mine = [float(out_of_time), float(interrupted), progress] if env.main else [0.0, float(interrupted), 0.0]
     t = torch.tensor(mine, dtype=torch.float64, device=env.device)
-    dist.all_reduce(t)
+    ranks.all_reduce(t)
     return bool(t[0] > 0), bool(t[1] > 0), float(t[2])

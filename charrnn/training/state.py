@@ -35,33 +35,26 @@ def set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-_GATHERED: list[Any] = []
-"""The tensors of the last ``gather_ranks``, kept alive. Gloo's worker threads free a finished
-collective's tensors; one whose Python object was already released needs the GIL for that. At
-teardown the main thread joins those threads while holding the GIL (``~ProcessGroupGloo``, from
-DDP's reducer): a deadlock, or an abort, seen in 6 of 25 two-rank test runs with
-``all_gather_object``, whose tensors are released as it returns."""
-
-
 def gather_ranks(carried: State) -> list[dict[str, Any]]:
     """Every rank's carried state and RNG, on every rank (a collective: all ranks must call it).
-    Pickled to bytes and gathered as uint8 tensors, as ``all_gather_object`` does, but the tensors
-    stay referenced here until the next gather (``_GATHERED``)."""
+    Pickled to bytes and gathered as uint8 tensors, as ``all_gather_object`` does, through
+    ranks.py, which keeps the gathers' work objects (an abort at exit otherwise)."""
     import pickle
 
     import torch.distributed as dist
+
+    from charrnn import ranks
 
     mine = {"state": [s.detach().cpu() for s in carried], "rng": rng_state()}
     data = torch.frombuffer(bytearray(pickle.dumps(mine)), dtype=torch.uint8)
     world = dist.get_world_size()
     size = torch.tensor([data.numel()], dtype=torch.long)
     sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(sizes, size)
+    ranks.all_gather(sizes, size)
     padded = torch.zeros(max(int(n) for n in sizes), dtype=torch.uint8)
     padded[: data.numel()] = data
     gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    _GATHERED[:] = [size, sizes, padded, gathered]
+    ranks.all_gather(gathered, padded)
     return [pickle.loads(g[: int(n)].numpy().tobytes()) for g, n in zip(gathered, sizes)]
 
 
