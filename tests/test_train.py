@@ -172,11 +172,12 @@ def test_unset_sizes_are_chosen_and_saved(tmp_path, corpus_text):
     cfg.train.device = "cpu"
     cfg.train.out = str(tmp_path / "auto")
     cfg.data.seq_len = 16  # keep it tiny; everything else is chosen
-    train(cfg, corpus_text, "c")
+    summary = train(cfg, corpus_text, "c")  # no budget: nothing is timed, so precision resolves without the probe
     saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
     for section, key in [("model", "layers"), ("model", "hidden"), ("model", "embed"), ("model", "dropout"),
-                         ("data", "batch_size"), ("train", "lr")]:
+                         ("data", "batch_size"), ("train", "lr"), ("train", "weight_decay")]:
         assert saved[section][key] is not None, f"{section}.{key} not resolved"
+    assert saved["train"]["precision"] == summary["precision"] in ("bf16", "fp32")
 
 
 def test_too_small_corpus_is_a_usage_error(tmp_path):

@@ -243,6 +243,8 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
                               n_train=len(train_ids))
         if plan is not None:
             rep.message(plan.describe())
+    if cfg.train.precision == "auto":  # config.yaml names what ran, as for the other settings 'auto' resolves
+        cfg.train.precision = env.precision
     notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
     if not resumed:
         for n in notes:
