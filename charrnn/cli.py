@@ -295,7 +295,7 @@ def sample(
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same text."),
     stop: Optional[str] = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Write the prompt before the sample."),
-    separator: Optional[str] = typer.Option(None, "--separator", help="Written between samples (\\n allowed).  [default: a blank line; records: none, one per line]"),
+    separator: Optional[str] = typer.Option(None, "--separator", help="Written between samples (\\n allowed).  [default: a blank line, a line of 20 '=' where a sample holds blank lines; records: none, one per line]"),
     novel: bool = typer.Option(False, "--novel", help="Drop samples that copy the training data (records: whole records; text: 24-character windows) and draw more."),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated samples and draw more."),
     max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help="With --novel/--unique: draw at most this many per temperature.  [default: 10 N + 100]"),
@@ -338,12 +338,19 @@ def _temperatures(text: str) -> list[float]:
     return temps
 
 
+RULE = "=" * 20 + "\n"
+"""Between free-text samples that hold blank lines themselves, where a blank line would not show
+where one ends (gpt-2-simple's ``sample_delim``)."""
+
+
 def _separator(model, separator: str | None, texts: list[str]) -> str:
-    """Free text: a blank line between samples; records: none (one per line), unless a record
-    spans lines."""
+    """Free text: a blank line between samples, or ``RULE`` where a sample holds a blank line;
+    records: none (one per line), unless a record spans lines."""
     if separator is not None:
         return separator
-    return "" if model.is_records and not any("\n" in t.rstrip("\n") for t in texts) else "\n"
+    if model.is_records:
+        return "" if not any("\n" in t.rstrip("\n") for t in texts) else "\n"
+    return RULE if any("\n\n" in t.strip("\n") for t in texts) else "\n"
 
 
 def _write_samples(model, out, *, prompt: str, echo: bool, separator: str | None, **options) -> None:

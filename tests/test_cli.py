@@ -231,6 +231,15 @@ def test_separator_between_samples(cli, run_dir):
     assert default.stdout == "\n".join(t + ("" if t.endswith("\n") else "\n") for t in texts)
 
 
+def test_samples_with_blank_lines_are_told_apart_by_a_rule(cli, run_dir):
+    """A blank line cannot separate samples that hold blank lines (a play's speeches do)."""
+    base = ("sample", "-c", run_dir, "--prompt", "The\n\nend ", "--length", "30", "--num-samples", "2", "--seed", "5")
+    texts = [json.loads(x)["text"] for x in cli(*base, "--json").stdout.splitlines()]
+    assert all(t.startswith("The\n\nend ") for t in texts)
+    out = cli(*base).stdout
+    assert out == ("=" * 20 + "\n").join(t + ("" if t.endswith("\n") else "\n") for t in texts)
+
+
 def test_no_echo_leaves_out_the_prompt(cli, run_dir):
     base = ("sample", "-c", run_dir, "--prompt", "The quick ", "--length", "50", "--seed", "2")
     echo, no_echo = cli(*base), cli(*base, "--no-echo")
