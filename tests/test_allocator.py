@@ -11,9 +11,11 @@ import pytest
 # A process that takes training steps of a 2x384 LSTM (fp32, 32 x 64 tokens) and prints the page
 # faults of the last four: with glibc's defaults a step's big buffers are fresh mmaps each time
 # (about 12,000 faults a step on the EPYC in bf16), with keep_freed_memory() they come back from
-# the heap.
+# the heap. Transparent huge pages, where a system turns them on for all memory, would fault
+# the fresh mmaps in 2 MiB at a time and hide the difference, so the process turns them off.
 PROGRAM = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB faults, whatever the system's huge-page policy
 from charrnn.allocator import keep_freed_memory
 from charrnn.model import RNNLM, ModelShape
 took = keep_freed_memory() if sys.argv[1] == "keep" else None
