@@ -5,7 +5,9 @@ Each run trains Tiny Shakespeare (nanoGPT's split) for a fixed number of steps o
 characters with the full schedule (warmup, linear decay to the end), so its final validation
 loss is what a time budget that buys that many tokens reaches, on any machine: tokens, not
 seconds, are what this measures, and a busy machine only makes it slower. Rows are appended to
-bench/sweeps/loss_vs_tokens.jsonl; ``--fit`` refits the model from every row there.
+bench/sweeps/loss_vs_tokens.jsonl, each with its corpus' training tokens (``unique_tokens``);
+``--fit`` refits the model from every row there, their tokens counted at what repeated epochs
+are worth (``autosize.effective_tokens``).
 
     python bench/loss_sweep.py --runs 1x128:600 1x256:2000 2x256:600
     python bench/loss_sweep.py --fit
@@ -30,6 +32,9 @@ ROWS = ROOT / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
 
 
 def run(layers: int, hidden: int, steps: int, tmp: Path) -> dict:
+    import torch
+
+    from charrnn.data import split
     from charrnn.training.autosize import lr_for, non_embedding_params
 
     lr = lr_for(hidden, layers)
@@ -41,8 +46,9 @@ def run(layers: int, hidden: int, steps: int, tmp: Path) -> dict:
     if out.returncode != 0:
         sys.exit(out.stderr)
     s = json.loads(out.stdout.strip().splitlines()[-1])
+    text = CORPUS.read_text(encoding="utf-8")
     return {"layers": layers, "hidden": hidden, "params": non_embedding_params(layers, hidden, 65, 64),
-            "tokens": s["tokens"], "val_loss": round(s["final_val_loss"], 4), "lr": lr, "steps": steps,
+            "tokens": s["tokens"], "unique_tokens": len(split(torch.arange(len(text)), 0.1)[0]), "val_loss": round(s["final_val_loss"], 4), "lr": lr, "steps": steps,
             "tokens_per_second": s["tokens_per_second"], "wall_seconds": round(time.monotonic() - t0, 1),
             "source": "bench/loss_sweep.py", "cpu": describe()["cpu"]}
 
@@ -61,11 +67,12 @@ def main() -> None:
             with open(ROWS, "a") as f:
                 f.write(json.dumps(row) + "\n")
     if a.fit:
-        from charrnn.training.autosize import fit_loss_model
+        from charrnn.training.autosize import effective_tokens, fit_loss_model
 
         rows = [json.loads(l) for l in ROWS.read_text().splitlines() if l.strip()]
         one = [r for r in rows if r["layers"] == 1]  # see WIDTHS in autosize.py for two layers
-        model, rms = fit_loss_model([(r["params"], r["tokens"], r["val_loss"]) for r in one])
+        model, rms = fit_loss_model([(r["params"], effective_tokens(r["tokens"], r["unique_tokens"]), r["val_loss"])
+                                     for r in one])
         print(json.dumps({"rows": len(one), "model": model, "rms_error": round(rms, 4)}))
 
 

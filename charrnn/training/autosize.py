@@ -171,10 +171,14 @@ def candidates(seconds: float) -> list[tuple[int, int]]:
 
 
 # Validation loss (nats/char) reached after D training tokens by a model of N non-embedding
-# parameters with the full schedule: L = E + A / N**alpha + B / D**beta, fitted to the one-layer
-# rows of bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches, rms error 0.010
-# nats) by `python bench/loss_sweep.py --fit`. Two-layer shapes are scored at their size.
-LOSS_MODEL = {"E": 1.3638, "A": 10127.2, "alpha": 0.925, "B": 8463.1, "beta": 0.725}
+# parameters with the full schedule: L = E + A / N**alpha + B / D'**beta, D' the tokens' worth
+# once epochs repeat (``effective_tokens``), fitted to the one-layer rows of
+# bench/sweeps/loss_vs_tokens.jsonl (Tiny Shakespeare, 32 x 64 batches, rms error 0.0103 nats) by
+# `python bench/loss_sweep.py --fit`. Two-layer shapes are scored at their size.
+LOSS_MODEL = {"E": 1.3225, "A": 7678.7, "alpha": 0.9, "B": 3304.4, "beta": 0.65}
+REPEAT_DECAY = 15.4
+"""R*: the repeated epochs over which a token's worth decays by 1/e (Muennighoff et al. 2023,
+"Scaling Data-Constrained Language Models", their fitted R_D*)."""
 # Of the seconds left when the plan is made, the share that goes to training steps (evaluations,
 # saves and the exit take the rest).
 TRAIN_SHARE = 0.85
@@ -205,9 +209,26 @@ class Plan:
                 + (f" (timed tokens/s: {timed})" if timed else ""))
 
 
-def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_MODEL) -> float:
-    """The loss model at N = ``params``, D = ``tokens`` (see LOSS_MODEL)."""
-    return model["E"] + model["A"] * params ** -model["alpha"] + model["B"] * max(tokens, 1.0) ** -model["beta"]
+def effective_tokens(tokens: float, unique: float | None) -> float:
+    """What ``tokens`` of training are worth when the corpus holds only ``unique`` of them (None:
+    as many as trained on): D' = U + U R* (1 - exp(-R / R*)) for R = D / U - 1 repeated epochs
+    (Muennighoff et al. 2023, eq. 5; ``REPEAT_DECAY`` is R*). The first epoch counts in full, the
+    later ones ever less, so a run that would repeat its corpus many times gains more from a
+    bigger model than from more steps: at 10 minutes on Tiny Shakespeare (about 30 epochs) 2x384
+    reached 1.3815 where 2x320 reached 1.3930 (AMD EPYC, bench/RESULTS.md), which the model without
+    this term ranked the other way round."""
+    if unique is None or tokens <= unique:
+        return tokens
+    repeats = tokens / unique - 1.0
+    return unique + unique * REPEAT_DECAY * (1.0 - math.exp(-repeats / REPEAT_DECAY))
+
+
+def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_MODEL,
+                   unique: float | None = None) -> float:
+    """The loss model at N = ``params`` after ``tokens`` of training on a corpus of ``unique``
+    training tokens (None: no epoch repeats), in nats/token (see LOSS_MODEL)."""
+    d = effective_tokens(max(tokens, 1.0), unique)
+    return model["E"] + model["A"] * params ** -model["alpha"] + model["B"] * d ** -model["beta"]
 
 
 def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hidden: int) -> str | None:
@@ -221,29 +242,30 @@ def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hid
 
 
 def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int, hidden: int, seconds: float,
-                        vocab: int, embed: int, max_tokens: float | None = None) -> float:
+                        vocab: int, embed: int, max_tokens: float | None = None, unique: float | None = None) -> float:
     """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``, or on
-    ``max_tokens`` when a step limit (--max-steps, --epochs) ends the run sooner."""
+    ``max_tokens`` when a step limit (--max-steps, --epochs) ends the run sooner, on a corpus of
+    ``unique`` training tokens (None: not repeated)."""
     p = best_precision(measured, layers, hidden)
     tokens = measured[(layers, hidden, p)] * TRAIN_SHARE * max(seconds, 0.0)
     if max_tokens is not None:
         tokens = min(tokens, max_tokens)
-    return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens)
+    return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens, unique=unique)
 
 
 def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None,
-                max_tokens: float | None = None) -> Plan:
+                max_tokens: float | None = None, unique: float | None = None) -> Plan:
     """The plan with the lowest predicted loss after ``seconds`` (what is left of the budget),
     from training tokens/s measured per (layers, hidden, precision), or of ``max_tokens`` when a
-    step limit binds first. ``embed(hidden)``: the embedding width (default ``embed_for``). Pure:
-    it times nothing. Raises ValueError when
-    nothing was measured."""
+    step limit binds first; ``unique``: the corpus' training tokens (None: no epoch repeats).
+    ``embed(hidden)``: the embedding width (default ``embed_for``). Pure: it times nothing.
+    Raises ValueError when nothing was measured."""
     if not measured:
         raise ValueError("choose_plan needs at least one measured candidate")
     plans = []
     for layers, hidden in dict.fromkeys((l, h) for l, h, _ in measured):
         e = embed(hidden) if embed else embed_for(hidden, vocab)
         p = best_precision(measured, layers, hidden)
-        loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens)
+        loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens, unique)
         plans.append(Plan(layers, hidden, p, lr_for(hidden, layers), measured[(layers, hidden, p)], loss, measured))
     return min(plans, key=lambda plan: plan.predicted_loss)

@@ -56,7 +56,7 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
             seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
             dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0,
-            max_tokens: float | None = None) -> Measured:
+            max_tokens: float | None = None, unique: float | None = None) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
     ones to time, "bf16" and "fp32" or just one; both are timed until bf16 is clearly faster (by
     10%), then only bf16. Stops after
@@ -65,7 +65,8 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
     candidates in a row predict a worse loss than the best so far
     (bigger ones only run slower). Each shape is timed with all of torch's threads and, for as
     long as one thread keeps winning, with one (another busy process on the cores halved every
-    figure timed with two threads, where training then ran one); the faster counts."""
+    figure timed with two threads, where training then ran one); the faster counts. ``max_tokens``
+    and ``unique`` (the corpus' training tokens) as for ``autosize.choose_plan``."""
     measured: Measured = {}
     t0 = time.monotonic()
     best, worse = float("inf"), 0
@@ -96,7 +97,7 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
                 # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
                 precisions = ["bf16"]
             loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden),
-                                       max_tokens)
+                                       max_tokens, unique)
             worse = worse + 1 if loss > best else 0
             best = min(best, loss)
             if worse >= 2:
@@ -138,8 +139,8 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
         limits.append(t.epochs * n_train)
     max_tokens = min(limits) if limits else None
     measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
-                       min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens)
-    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens)
+                       min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
+    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
         t.precision = env.precision = plan.precision
