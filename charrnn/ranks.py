@@ -50,4 +50,3 @@ def all_gather(out: list[torch.Tensor], t: torch.Tensor) -> None:
 def barrier() -> None:
     """Return once every rank has called it."""
     _settle(dist.barrier(async_op=True))
-
