@@ -214,9 +214,9 @@ def effective_tokens(tokens: float, unique: float | None) -> float:
     as many as trained on): D' = U + U R* (1 - exp(-R / R*)) for R = D / U - 1 repeated epochs
     (Muennighoff et al. 2023, eq. 5; ``REPEAT_DECAY`` is R*). The first epoch counts in full, the
     later ones ever less, so a run that would repeat its corpus many times gains more from a
-    bigger model than from more steps: at 10 minutes on Tiny Shakespeare (about 30 epochs) 2x384
-    reached 1.3815 where 2x320 reached 1.3930 (AMD EPYC, bench/RESULTS.md), which the model without
-    this term ranked the other way round."""
+    bigger model than from more steps: at 10 minutes on Tiny Shakespeare (about 30 epochs) five
+    2x384 runs averaged 1.3832 where 2x320 averaged 1.3895 over the same three seeds (AMD EPYC,
+    bench/RESULTS.md), which the model without this term ranked the other way round."""
     if unique is None or tokens <= unique:
         return tokens
     repeats = tokens / unique - 1.0
