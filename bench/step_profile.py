@@ -29,6 +29,7 @@ from machine import describe  # noqa: E402
 from train_budget import matmul_peak  # noqa: E402
 
 from charrnn.allocator import keep_freed_memory  # noqa: E402
+from charrnn.device import Env  # noqa: E402
 from charrnn.model import RNNLM, ModelShape, detach  # noqa: E402
 
 VOCAB = 65
@@ -53,12 +54,12 @@ def main() -> None:
     model = RNNLM(ModelShape(VOCAB, "lstm", L, H, E, a.dropout)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.2, fused=True)
     state = model.zero_state(B)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
+    env = Env(torch.device("cpu"), a.precision)  # bf16 autocast as training has it, or none for fp32
 
     def step() -> None:
         nonlocal state
         x, y = torch.randint(VOCAB, (B, T)), torch.randint(VOCAB, (B, T))
-        with autocast:
+        with env.autocast():
             _, loss, carried = model(x, state, y)
         state = detach(carried)
         opt.zero_grad(set_to_none=True)
