@@ -261,3 +261,51 @@ def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_wi
     given.train.grad_clip = 0.0
     probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
     assert set(seen.values()) == {0.05} and clips == {_cfg().train.grad_clip, 0.0}
+
+
+def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_fp32(monkeypatch):
+    """On a GPU the probe times the GPU widths the corpus can feed, with the GPU's batch shape,
+    and fp16 against fp32; the plan takes the GPU rate. (No GPU is needed: the timing is faked.)"""
+    import torch
+
+    from charrnn.config import RunConfig
+    from charrnn.device import Env
+    from charrnn.training import probe
+    from charrnn.training.autosize import GPU_WIDTHS, gpu_lr_for
+
+    timed = []
+
+    def fake(layers, hidden, embed, vocab, batch, seq, precision, device, **kw):
+        timed.append((layers, hidden, batch, seq, precision, device.type))
+        return 2e8 / hidden * (2.5 if precision == "fp16" and hidden >= 384 else 1.0)
+
+    monkeypatch.setattr(probe, "tokens_per_second", fake)
+    cfg, env = RunConfig(), Env(torch.device("cuda"), "fp16")
+    plan = probe.plan_run(cfg, env, vocab=65, seconds_left=600, max_hidden=768, n_train=1_000_000)
+    assert {(l, h) for l, h, *_ in timed} == {(2, h) for h in GPU_WIDTHS if h <= 768}
+    assert {(b, s, d) for _, _, b, s, _, d in timed} == {(64, 128, "cuda")}
+    assert (2, 256, "fp32") in plan.measured and (2, 768, "fp32") not in plan.measured  # fp16 won clearly
+    assert plan.precision == env.precision == cfg.train.precision == "fp16"
+    assert plan.lr == cfg.train.lr == gpu_lr_for(plan.hidden) and plan.layers == 2
+    # fp32 where fp16 is no faster: the plan says so, and the run's scaler stays off.
+    timed.clear()
+    monkeypatch.setattr(probe, "tokens_per_second", lambda *a, **kw: 1e6)
+    cfg, env = RunConfig(), Env(torch.device("cuda"), "fp16")
+    assert probe.plan_run(cfg, env, vocab=65, seconds_left=600, n_train=1_000_000).precision == env.precision == "fp32"
+    # Under torchrun each rank keeps the corpus-sized default.
+    assert probe.plan_run(RunConfig(), Env(torch.device("cuda"), "fp16", 0, 2), vocab=65, seconds_left=600) is None
+
+
+def test_a_gpu_with_time_to_spare_on_a_small_corpus_takes_the_widest_layer_it_can_feed():
+    """Minutes on a GPU read a small corpus hundreds of times: the repeated epochs are worth
+    little, so width wins, up to what the corpus feeds (``corpus_hidden``), as the table did."""
+    from charrnn.training.autosize import GPU_WIDTHS, candidates, corpus_hidden
+
+    rates = {(2, h, "fp16"): 1e10 / h**1.5 for h in GPU_WIDTHS}  # 2x512: 863k tokens/s
+    assert candidates(600, "cuda") == [(2, h) for h in GPU_WIDTHS]
+    cap = corpus_hidden(1_003_854)
+    allowed = {k: v for k, v in rates.items() if k[1] <= cap}
+    assert choose_plan(allowed, 600, 65, unique=1_003_854, device="cuda").hidden == cap == 512
+    # Twenty seconds on a slow GPU buy fewer tokens than a 1024-wide layer needs.
+    slow = {k: v / 50 for k, v in rates.items()}
+    assert choose_plan(slow, 20, 65, unique=100_000_000, device="cuda").hidden < 1024

@@ -54,18 +54,19 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     if t.weight_decay is None:
         t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
         chose.append(f"weight_decay={t.weight_decay:g}")
+    want_batch, want_seq = batch_shape(device)
     if d.seq_len is None:
         # A tiny corpus needs at least one stream of two chunks.
-        d.seq_len = max(1, min(64 if device == "cpu" else 128, (n_train - 1) // 2))
+        d.seq_len = max(1, min(want_seq, (n_train - 1) // 2))
         chose.append(f"seq_len={d.seq_len}")
     if d.batch_size is None:
         # Enough streams to keep the cores busy, few enough for many updates; a small corpus caps it.
-        want = 32 if device == "cpu" else 64
+        want = want_batch
         fit = max(1, (n_train - 1 - d.seq_len) // (2 * d.seq_len))
         d.batch_size = max(1, min(want, fit))
         chose.append(f"batch_size={d.batch_size}")
     if t.lr is None:
-        t.lr = lr if m.hidden == hidden else lr_for(m.hidden, m.layers)
+        t.lr = lr if m.hidden == hidden else plan_lr(m.hidden, m.layers, device)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
@@ -108,6 +109,23 @@ def lr_for(hidden: int, layers: int = 1) -> float:
     return min(1.5e-2, 1.2e-2 * 320 / hidden) * (1.0 if layers == 1 else 0.83)
 
 
+def gpu_lr_for(hidden: int) -> float:
+    """The peak rate of a two-layer GPU run (64 x 128 batches): 3e-3 up to 512 units, 2e-3 wider."""
+    return 3e-3 if hidden <= 512 else 2e-3
+
+
+def plan_lr(hidden: int, layers: int, device: str) -> float:
+    """The peak rate for a shape on ``device`` ("cpu", "cuda", "mps"): ``lr_for`` on a CPU, where
+    it was measured, ``gpu_lr_for`` elsewhere."""
+    return lr_for(hidden, layers) if device == "cpu" else gpu_lr_for(hidden)
+
+
+def batch_shape(device: str) -> tuple[int, int]:
+    """(streams, tokens per stream) of a step when not given: 32 x 64 on a CPU, where many small
+    updates win (bench/RESULTS.md); 64 x 128 on a GPU, which runs wide products cheaply."""
+    return (32, 64) if device == "cpu" else (64, 128)
+
+
 def corpus_hidden(n_train: int) -> int:
     """char-rnn's advice: parameters on the order of the corpus' tokens (~4 H^2 per LSTM layer)."""
     return min(max(_round(math.sqrt(max(n_train, 1) / 4), 64), 64), 1024)
@@ -124,7 +142,7 @@ def _plan(n_train: int, budget: float | None, device: str) -> tuple[int, int, fl
         return layers, hidden, lr
     # A GPU runs wide matrix products cheaply: two layers sized by the corpus.
     hidden = min(max(by_corpus, 256), 1024)
-    return 2, hidden, 3e-3 if hidden <= 512 else 2e-3
+    return 2, hidden, gpu_lr_for(hidden)
 
 
 def non_embedding_params(layers: int, hidden: int, vocab: int, embed: int) -> int:
@@ -162,10 +180,15 @@ def fit_loss_model(rows: list[tuple[float, float, float]]) -> tuple[dict[str, fl
 # 1.421, on the Xeon), too few points to model where they cross.
 WIDTHS = [128, 192, 256, 320, 384, 512]
 TWO_LAYERS_BEYOND = 240.0
+# Widths a budgeted GPU run may choose among, always two layers (the GPU default's depth).
+GPU_WIDTHS = [256, 384, 512, 768, 1024]
 
 
-def candidates(seconds: float) -> list[tuple[int, int]]:
-    """(layers, hidden) shapes worth timing for a run with ``seconds`` left, smallest first."""
+def candidates(seconds: float, device: str = "cpu") -> list[tuple[int, int]]:
+    """(layers, hidden) shapes worth timing for a run with ``seconds`` left on ``device``,
+    smallest first."""
+    if device != "cpu":
+        return [(2, h) for h in GPU_WIDTHS]
     layers = 1 if seconds <= TWO_LAYERS_BEYOND else 2
     return [(layers, h) for h in WIDTHS]
 
@@ -232,13 +255,12 @@ def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_
 
 
 def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hidden: int) -> str | None:
-    """The precision timed fastest for the shape: bf16 only where it measured faster than fp32."""
+    """The precision timed fastest for the shape: bf16 (fp16 on a GPU) only where it measured
+    faster than fp32."""
     rates = {p: r for (l, h, p), r in measured.items() if (l, h) == (layers, hidden)}
     if not rates:
         return None
-    if "bf16" in rates and "fp32" in rates:
-        return "bf16" if rates["bf16"] > rates["fp32"] else "fp32"
-    return next(iter(rates))
+    return max(rates, key=lambda p: (rates[p], p == "fp32"))
 
 
 def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int, hidden: int, seconds: float,
@@ -254,12 +276,12 @@ def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int
 
 
 def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None,
-                max_tokens: float | None = None, unique: float | None = None) -> Plan:
+                max_tokens: float | None = None, unique: float | None = None, device: str = "cpu") -> Plan:
     """The plan with the lowest predicted loss after ``seconds`` (what is left of the budget),
     from training tokens/s measured per (layers, hidden, precision), or of ``max_tokens`` when a
     step limit binds first; ``unique``: the corpus' training tokens (None: no epoch repeats).
-    ``embed(hidden)``: the embedding width (default ``embed_for``). Pure: it times nothing.
-    Raises ValueError when nothing was measured."""
+    ``embed(hidden)``: the embedding width (default ``embed_for``); ``device`` sets the lr
+    (``plan_lr``). Pure: it times nothing. Raises ValueError when nothing was measured."""
     if not measured:
         raise ValueError("choose_plan needs at least one measured candidate")
     plans = []
@@ -267,5 +289,6 @@ def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, voc
         e = embed(hidden) if embed else embed_for(hidden, vocab)
         p = best_precision(measured, layers, hidden)
         loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens, unique)
-        plans.append(Plan(layers, hidden, p, lr_for(hidden, layers), measured[(layers, hidden, p)], loss, measured))
+        plans.append(Plan(layers, hidden, p, plan_lr(hidden, layers, device), measured[(layers, hidden, p)], loss,
+                          measured))
     return min(plans, key=lambda plan: plan.predicted_loss)

@@ -238,7 +238,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
 
     shape_from = dict(source["shape"], vocab_size=len(tok)) if source else None
     plan = None
-    if shape_from is None and deadline is not None:  # a budgeted CPU run times its candidates (probe.py)
+    if shape_from is None and deadline is not None:  # a budgeted run times its candidates (probe.py)
         plan = probe.plan_run(cfg, env, len(tok), deadline - time.monotonic(), corpus_hidden(len(train_ids)),
                               n_train=len(train_ids))
         if plan is not None:

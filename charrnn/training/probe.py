@@ -1,5 +1,6 @@
 """Sizing by measurement: time a few real training steps of candidate shapes and precisions on
-this machine, at the start of a budgeted CPU run, and let ``autosize.choose_plan`` pick.
+this machine, at the start of a budgeted run on one CPU or one GPU, and let
+``autosize.choose_plan`` pick.
 
 A table of sizes measured on one CPU is wrong on the next: on a Xeon with AMX bf16 products run
 6x faster than fp32, on an AMD EPYC without AMX the same defaults train at about half the
@@ -18,12 +19,21 @@ import torch
 
 from charrnn.device import Env
 from charrnn.model import RNNLM, ModelShape
-from charrnn.training.autosize import Plan, candidates, choose_plan, dropout_for, embed_for, predicted_plan_loss
+from charrnn.training.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
+                                       predicted_plan_loss)
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
 PROBE_SHARE = 0.02  # of the time left, at most
 PROBE_MAX = 3.0  # seconds, at most
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
@@ -40,6 +50,7 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
         env = Env(device, precision)
         times = []
         for i in range(steps + 1):
+            _synchronize(device)
             t0 = time.perf_counter()
             with env.autocast():
                 _, loss, _ = model(x, None, x)
@@ -48,6 +59,7 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
+            _synchronize(device)
             if i:
                 times.append(time.perf_counter() - t0)
     return batch * seq / sorted(times)[len(times) // 2]
@@ -58,8 +70,8 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
             dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0,
             max_tokens: float | None = None, unique: float | None = None) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
-    ones to time, "bf16" and "fp32" or just one; both are timed until bf16 is clearly faster (by
-    10%), then only bf16. Stops after
+    ones to time, a low one ("bf16", or "fp16" on a GPU) and "fp32", or just one; both are timed
+    until the low one is clearly faster (by 10%), then only it. Stops after
     ``limit`` seconds (not counting the first shape, which pays the process's one-time warm-ups:
     about 2 s on our CPU, which the first training step would pay otherwise), or once two
     candidates in a row predict a worse loss than the best so far
@@ -91,13 +103,14 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
             measured.update(rates[won])
             if won == threads:
                 counts = [threads]
-            if len(precisions) > 1 and measured[(layers, hidden, "bf16")] > 1.1 * measured[(layers, hidden, "fp32")]:
+            low = precisions[0]
+            if len(precisions) > 1 and measured[(layers, hidden, low)] > 1.1 * measured[(layers, hidden, "fp32")]:
                 # bf16's advantage grows with the width of the products: once it wins clearly, fp32
                 # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
                 # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
-                precisions = ["bf16"]
-            loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab, embed(hidden),
-                                       max_tokens, unique)
+                precisions = [low]
+            loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab,
+                                       embed(hidden), max_tokens, unique)
             worse = worse + 1 if loss > best else 0
             best = min(best, loss)
             if worse >= 2:
@@ -109,30 +122,35 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
 
 def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
              shapes: list[tuple[int, int]] | None = None, n_train: int | None = None) -> Plan | None:
-    """Measure and choose where it applies: an LSTM on one CPU process with a time budget of
-    MIN_BUDGET seconds or more, and its layers and hidden size not both given. Writes the plan's
+    """Measure and choose where it applies: an LSTM in one process (a CPU, or one GPU: CUDA or
+    MPS) with a time budget of MIN_BUDGET seconds or more, and its layers and hidden size not both
+    given. Under torchrun each rank would time its own device and could choose another shape, so
+    such runs keep the corpus-sized defaults (``autosize``). Writes the plan's
     layers, hidden size, precision (when 'auto') and lr (when not given) into ``cfg`` and
     ``env``; returns it (None where nothing was measured). ``max_hidden``: the widest layer the
     corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``); ``n_train``: the
     training tokens, which set each candidate's dropout as ``autosize`` will (None: no dropout)."""
     m, t = cfg.model, cfg.train
-    if (env.device.type != "cpu" or env.world > 1 or m.cell != "lstm" or seconds_left is None
+    kind = env.device.type
+    if (env.world > 1 or m.cell != "lstm" or seconds_left is None
             or seconds_left < MIN_BUDGET or (m.layers is not None and m.hidden is not None)):
         return None
-    shapes = shapes or [(m.layers or l, h) for l, h in candidates(seconds_left)]
+    shapes = shapes or [(m.layers or l, h) for l, h in candidates(seconds_left, kind)]
     shapes = [(l, h) for l, h in shapes if m.layers in (None, l) and m.hidden in (None, h) and h <= max_hidden]
     if m.hidden is not None and not shapes:
-        shapes = [(l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left))]
+        shapes = [(l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left, kind))]
     if not shapes:
         return None
     embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
-    precisions = ["bf16", "fp32"] if t.precision == "auto" and env.precision == "bf16" else [env.precision]
+    # 'auto' races its low precision (bf16 on a CPU that has it, fp16 on CUDA) against fp32.
+    precisions = [env.precision, "fp32"] if t.precision == "auto" and env.precision != "fp32" else [env.precision]
     t0 = time.monotonic()
     if m.dropout is not None or n_train is None:
         dropout = lambda layers, hidden: m.dropout or 0.0  # noqa: E731
     else:
         dropout = lambda layers, hidden: dropout_for(n_train, layers, hidden, embed(hidden), vocab)  # noqa: E731
-    batch, seq = cfg.data.batch_size or 32, cfg.data.seq_len or 64
+    default_batch, default_seq = batch_shape(kind)
+    batch, seq = cfg.data.batch_size or default_batch, cfg.data.seq_len or default_seq
     # A step limit that ends the run before the budget caps the tokens every candidate gets.
     limits = [t.max_steps * batch * seq] if t.max_steps else []
     if t.epochs and n_train is not None:
@@ -140,7 +158,7 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     max_tokens = min(limits) if limits else None
     measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
                        min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
-    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train)
+    plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train, kind)
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
         t.precision = env.precision = plan.precision
