@@ -265,13 +265,14 @@ def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_wi
 
 def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_fp32(monkeypatch):
     """On a GPU the probe times the GPU widths the corpus can feed, with the GPU's batch shape,
-    and fp16 against fp32; the plan takes the GPU rate. (No GPU is needed: the timing is faked.)"""
+    and fp16 against fp32; the plan takes the rate for the GPU's bigger batches. (No GPU is needed:
+    the timing is faked.)"""
     import torch
 
     from charrnn.config import RunConfig
     from charrnn.device import Env
     from charrnn.training import probe
-    from charrnn.training.autosize import GPU_WIDTHS, gpu_lr_for
+    from charrnn.training.autosize import GPU_LR_SCALE, GPU_WIDTHS
 
     timed = []
 
@@ -286,7 +287,7 @@ def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_
     assert {(b, s, d) for _, _, b, s, _, d in timed} == {(64, 128, "cuda")}
     assert (2, 256, "fp32") in plan.measured and (2, 768, "fp32") not in plan.measured  # fp16 won clearly
     assert plan.precision == env.precision == cfg.train.precision == "fp16"
-    assert plan.lr == cfg.train.lr == gpu_lr_for(plan.hidden) and plan.layers == 2
+    assert plan.lr == cfg.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(plan.hidden, 2)) and plan.layers == 2
     # fp32 where fp16 is no faster: the plan says so, and the run's scaler stays off.
     timed.clear()
     monkeypatch.setattr(probe, "tokens_per_second", lambda *a, **kw: 1e6)
@@ -309,3 +310,17 @@ def test_a_gpu_with_time_to_spare_on_a_small_corpus_takes_the_widest_layer_it_ca
     # Twenty seconds on a slow GPU buy fewer tokens than a 1024-wide layer needs.
     slow = {k: v / 50 for k, v in rates.items()}
     assert choose_plan(slow, 20, 65, unique=100_000_000, device="cuda").hidden < 1024
+
+
+def test_a_gpu_run_without_a_probe_gets_the_gpu_batch_and_its_scaled_rate():
+    from charrnn.config import RunConfig
+    from charrnn.training.autosize import GPU_LR_SCALE, autosize
+
+    given, table = RunConfig(), RunConfig()
+    given.model.hidden = 256
+    autosize(given, n_train=1_000_000, vocab_size=65, device="cuda")
+    autosize(table, n_train=1_000_000, vocab_size=65, device="cuda")  # no budget: sized by the corpus
+    assert given.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(256, 2))
+    assert (table.model.layers, table.model.hidden) == (2, 512)
+    assert table.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(512, 2))
+    assert (given.data.batch_size, given.data.seq_len) == (table.data.batch_size, table.data.seq_len) == (64, 128)
