@@ -289,7 +289,6 @@ def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_
     assert plan.precision == env.precision == cfg.train.precision == "fp16"
     assert plan.lr == cfg.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(plan.hidden, 2)) and plan.layers == 2
     # fp32 where fp16 is no faster: the plan says so, and the run's scaler stays off.
-    timed.clear()
     monkeypatch.setattr(probe, "tokens_per_second", lambda *a, **kw: 1e6)
     cfg, env = RunConfig(), Env(torch.device("cuda"), "fp16")
     assert probe.plan_run(cfg, env, vocab=65, seconds_left=600, n_train=1_000_000).precision == env.precision == "fp32"

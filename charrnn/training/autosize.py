@@ -61,9 +61,8 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         chose.append(f"seq_len={d.seq_len}")
     if d.batch_size is None:
         # Enough streams to keep the cores busy, few enough for many updates; a small corpus caps it.
-        want = want_batch
         fit = max(1, (n_train - 1 - d.seq_len) // (2 * d.seq_len))
-        d.batch_size = max(1, min(want, fit))
+        d.batch_size = max(1, min(want_batch, fit))
         chose.append(f"batch_size={d.batch_size}")
     if t.lr is None:
         t.lr = lr if m.hidden == hidden else plan_lr(m.hidden, m.layers, device)
