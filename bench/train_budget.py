@@ -151,7 +151,7 @@ def main() -> None:
             "wall_seconds": r["wall_seconds"],
             "model": f"{info['layers']}x{info['hidden']} {info['cell']}, {info['non_embedding_parameters']:,} non-embedding params",
             "config": {k: info["config"][k] for k in ("data", "model")} | {k: info["config"]["train"].get(k) for k in ("lr", "weight_decay")},
-            "plan": s.get("plan") or "no probe (shape given, or not a budgeted CPU run)",
+            "plan": s.get("plan") or "no probe (a budget under 20 s, a GRU or RNN, or torchrun)",
             "steps": s["steps"],
             "tokens_per_second": s["tokens_per_second"],
             "model_GFLOPs": round(flops / 1e9),

@@ -109,7 +109,8 @@ class ModelConfig:
     hidden: int | None = None
     embed: int | None = None
     dropout: float | None = None
-    """Dropout on the embedding, between layers and before the head."""
+    """Dropout on the embedding, between layers and before the head. None: 0, or 0.1-0.2 where the
+    corpus is small for the model and the run reads it many times (``autosize.dropout_for``)."""
 
     def __post_init__(self) -> None:
         check_choice("--cell", self.cell, CELLS)
@@ -146,7 +147,8 @@ class TrainConfig:
     so a short run is not all warmup (resolved when the run starts, and saved)."""
     weight_decay: float | None = None
     """AdamW decay of the weight matrices (not biases or embeddings). None: 0.1, or 0.2 where the
-    corpus has 1.5 training tokens per parameter or fewer (``autosize.weight_decay_for``)."""
+    corpus has 1.5 training tokens per parameter or fewer and the run reads it often enough to overfit,
+    as for dropout (``autosize.regularised``)."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this (0 turns clipping off). 5 is char-rnn's default; on
     Tiny Shakespeare at 90 s it gave 1.4677 and 1.4907 where 1 gave 1.4857 and 1.4926 (two

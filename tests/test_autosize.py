@@ -135,6 +135,15 @@ def test_a_corpus_small_for_the_model_gets_more_weight_decay_and_a_given_one_is_
     autosize(given, n_train=1_000_000, vocab_size=65, device="cpu")
     assert (big.train.weight_decay, small.train.weight_decay, given.train.weight_decay) == (0.1, 0.2, 0.05)
     assert (big.model.dropout, small.model.dropout) == (0.0, 0.1)  # the same rule turns dropout on
+    # A run that stops after a few passes over the small corpus does not overfit: neither is
+    # added, whether the passes come from a measured plan or from a step limit.
+    few, steps, many = _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320)
+    autosize(few, n_train=1_000_000, vocab_size=65, device="cpu", epochs=10)  # a 90 s run's passes
+    steps.train.max_steps = 1000  # 1,000 steps of 4 x 8 tokens: a thirtieth of a pass
+    autosize(steps, n_train=1_000_000, vocab_size=65, device="cpu")
+    many.train.epochs = 40
+    autosize(many, n_train=1_000_000, vocab_size=65, device="cpu")
+    assert [(c.model.dropout, c.train.weight_decay) for c in (few, steps, many)] == [(0.0, 0.1), (0.0, 0.1), (0.1, 0.2)]
 
 
 def test_probe_times_candidates_and_writes_the_plan_into_the_config():
@@ -152,6 +161,23 @@ def test_probe_times_candidates_and_writes_the_plan_into_the_config():
     assert set(plan.measured) <= {(l, h, "fp32") for l, h in TINY} and len(plan.measured) >= 1
 
 
+def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monkeypatch):
+    """A big shape given in full costs the probe two of its steps (a warm-up and one timed), not six."""
+    import torch
+
+    from charrnn.training import probe
+
+    readings = []
+
+    def clock():  # every step appears to take 10 s
+        readings.append(10.0 * len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(probe.time, "perf_counter", clock)
+    rate = probe.tokens_per_second(1, 16, 8, 20, 4, 8, "fp32", torch.device("cpu"), steps=5)
+    assert len(readings) == 3 and rate == 4 * 8 / 10.0  # the warm-up's start, the timed step's start and end
+
+
 def test_flags_override_the_probe():
     import torch
 
@@ -162,8 +188,13 @@ def test_flags_override_the_probe():
     cfg.train.lr = 0.5
     plan = probe.plan_run(cfg, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY)
     assert plan.hidden == 24 and cfg.model.hidden == 24 and cfg.train.lr == 0.5
-    given = _cfg(layers=1, hidden=16)
-    assert probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY) is None
+    # A shape given in full is still timed (its passes over the corpus set its regularisation),
+    # and only that shape: here one the candidates lack.
+    given = _cfg(layers=2, hidden=40)
+    plan = probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY,
+                          n_train=5_000)
+    assert (plan.layers, plan.hidden) == (2, 40) and set(plan.measured) == {(2, 40, "fp32")}
+    assert (given.model.layers, given.model.hidden) == (2, 40) and plan.epochs > 0
     short = _cfg()
     assert probe.plan_run(short, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=5, shapes=TINY) is None
     assert short.model.layers is None
@@ -236,31 +267,50 @@ def test_the_probe_times_with_one_thread_while_one_thread_wins(monkeypatch):
 
 
 def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_will_use(monkeypatch):
+    """A shape is timed as a short run trains it (no dropout), and again with dropout where the
+    passes over the corpus that its speed buys call for it; the slower figure is the one kept."""
     import torch
 
     from charrnn.device import Env
     from charrnn.training import probe
-    from charrnn.training.autosize import dropout_for
+    from charrnn.training.autosize import dropout_for, regularised, weight_decay_for
 
-    seen = {}
-
-    clips = set()
+    timed, clips = [], set()
+    speed = 1e6
 
     def fake(layers, hidden, embed, vocab, batch, seq, precision, device, steps=3, dropout=0.0, grad_clip=5.0):
-        seen[(layers, hidden)] = dropout
+        timed.append((hidden, dropout))
         clips.add(grad_clip)
-        return 1e6 / hidden
+        return speed / hidden * (0.9 if dropout else 1.0)
 
     monkeypatch.setattr(probe, "tokens_per_second", fake)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one timing per shape and dropout
     shapes = [(1, 64), (1, 256), (1, 512)]
-    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
-    assert seen == {(l, h): dropout_for(200_000, l, h, 32 if h == 64 else 64, 65) for l, h in shapes}
-    assert seen[(1, 64)] == 0.0 and seen[(1, 512)] == 0.2 and plan is not None
+    # 60 s at these speeds is a few passes over 200,000 tokens at most: no shape needs dropout.
+    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes,
+                          n_train=200_000)
+    assert timed == [(64, 0.0), (256, 0.0), (512, 0.0)]
+    assert not regularised(200_000, 1, plan.hidden, 64 if plan.hidden > 64 else 32, 65, plan.epochs)
+    # 100x the speed on a tenth of the corpus: thousands of passes, so the shapes small for the
+    # corpus are timed again with the dropout they will train with, and that speed is kept.
+    timed.clear()
+    speed = 1e8
+    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes,
+                          n_train=20_000)
+    own = {h: dropout_for(20_000, 1, h, 32 if h == 64 else 64, 65, epochs=1000) for _, h in shapes}
+    assert own == {64: 0.1, 256: 0.2, 512: 0.2}
+    assert timed == [(64, 0.0), (64, 0.1), (256, 0.0), (256, 0.2), (512, 0.0), (512, 0.2)]
+    assert plan.measured[(1, 512, "fp32")] == 0.9 * speed / 512 and plan.epochs > 100
+    # The passes decided on are the ones autosize gets: the same dropout and weight decay follow.
+    assert dropout_for(20_000, 1, plan.hidden, 64, 65, plan.epochs) == own[plan.hidden]
+    assert weight_decay_for(20_000, 1, plan.hidden, 64, 65, plan.epochs) == 0.2
+    # A dropout given is the one timed, and the clipping given too.
+    timed.clear()
     given = _cfg()
     given.model.dropout = 0.05
     given.train.grad_clip = 0.0
-    probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000)
-    assert set(seen.values()) == {0.05} and clips == {_cfg().train.grad_clip, 0.0}
+    probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=20_000)
+    assert {d for _, d in timed} == {0.05} and clips == {_cfg().train.grad_clip, 0.0}
 
 
 def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_fp32(monkeypatch):

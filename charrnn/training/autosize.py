@@ -6,8 +6,8 @@ prints what it chose. The numbers come from measurements on a 2-core CPU (bench/
 when minutes are scarce, one wide LSTM layer trained with many small, fast steps (32 streams
 of 64 tokens, a high learning rate) beats deeper nets and bigger batches, because the number
 of updates matters more than the tokens per update; more time buys a wider layer, then a
-second one. Weight decay 0.1 gained 0.03-0.05 nats at 90 s over none, and a corpus small for
-the model gets 0.2 (``weight_decay_for``).
+second one. Weight decay 0.1 gained 0.03-0.05 nats at 90 s over none. A corpus small for the
+model, read many times over, gets dropout and a weight decay of 0.2 (``regularised``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ def _round(x: float, multiple: int) -> int:
     return max(multiple, int(round(x / multiple)) * multiple)
 
 
-def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_from: dict | None = None) -> list[str]:
-    """Fill every ``None`` in ``cfg`` in place; return one line per choice made, for the log."""
+def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_from: dict | None = None,
+             epochs: float | None = None) -> list[str]:
+    """Fill every ``None`` in ``cfg`` in place; return one line per choice made, for the log.
+    ``epochs``: the passes over the ``n_train`` training tokens the run is planned to make (a
+    measured plan's ``Plan.epochs``); None: from --max-steps or --epochs when given, else not
+    known (the regularisation then follows the corpus size alone)."""
     m, d, t = cfg.model, cfg.data, cfg.train
     chose = []
     if shape_from:
@@ -48,12 +52,6 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     if m.embed is None:
         m.embed = embed_for(m.hidden, vocab_size)
         chose.append(f"embed={m.embed}")
-    if m.dropout is None:
-        m.dropout = dropout_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
-        chose.append(f"dropout={m.dropout}")
-    if t.weight_decay is None:
-        t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size)
-        chose.append(f"weight_decay={t.weight_decay:g}")
     want_batch, want_seq = batch_shape(device)
     if d.seq_len is None:
         # A tiny corpus needs at least one stream of two chunks.
@@ -64,37 +62,89 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         fit = max(1, (n_train - 1 - d.seq_len) // (2 * d.seq_len))
         d.batch_size = max(1, min(want_batch, fit))
         chose.append(f"batch_size={d.batch_size}")
+    if epochs is None:
+        epochs = planned_epochs(n_train, d.batch_size * d.seq_len, t.max_steps, t.epochs)
+    if m.dropout is None:
+        m.dropout = dropout_for(n_train, m.layers, m.hidden, m.embed, vocab_size, epochs)
+        chose.append(f"dropout={m.dropout}")
+    if t.weight_decay is None:
+        t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size, epochs)
+        chose.append(f"weight_decay={t.weight_decay:g}")
     if t.lr is None:
         t.lr = lr if m.hidden == hidden else plan_lr(m.hidden, m.layers, device)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
 
+def planned_epochs(n_train: int, tokens_per_step: int, max_steps: int | None, epochs: float | None) -> float | None:
+    """Passes over the training tokens that a step limit (--max-steps, --epochs) allows; None
+    without one (a time budget's passes are known once its steps are timed: ``Plan.epochs``)."""
+    limits = [max_steps * tokens_per_step / max(n_train, 1)] if max_steps else []
+    if epochs:
+        limits.append(float(epochs))
+    return min(limits) if limits else None
+
+
 ENOUGH_DATA = 1.5
 """Training tokens per parameter above which a model gets no dropout and the lighter weight decay."""
+OVERFIT_EXPOSURE = 16.0
+"""The ``exposure`` up to which a run gets no dropout and the lighter weight decay, however small
+the corpus is for the model: it stops before it would overfit. Measured on Tiny Shakespeare, AMD
+EPYC, seeds 1337 and 7 (bench/RESULTS.md), exposures as the probe plans them:
+1x384 (1.4 training tokens per parameter) at 90 s, exposure 7: without dropout 0.1 and weight
+decay 0.2, 1.4622 and 1.4664; with them, 1.5048 and 1.4860. At 180 s, exposure 13: 1.4362 and
+1.4307 without, 1.4477 and 1.4413 with. 2x320 (1.0) at 5 minutes, exposure 19: 1.4324 and
+1.4311 without, 1.4289 and 1.4254 with; at 10 minutes (exposure 35-50) and on npm names at 90 s
+(about 46) the regularised runs win by 0.01-0.04."""
 
 
 def tokens_per_parameter(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
     """Training tokens per weight of the recurrent layers and the head: how much data the model
     has to fit, the quantity the regularisation defaults follow."""
-    return n_train / (4 * layers * hidden * (hidden + embed) + hidden * vocab_size)
+    return n_train / _fitted_weights(layers, hidden, embed, vocab_size)
 
 
-def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
-    """Little data per parameter overfits (char-rnn's advice, made automatic): 0 with more than
-    1.5 training tokens per parameter, 0.1 above 0.4, else 0.2."""
-    ratio = tokens_per_parameter(n_train, layers, hidden, embed, vocab_size)
-    return 0.0 if ratio > ENOUGH_DATA else (0.1 if ratio > 0.4 else 0.2)
+def _fitted_weights(layers: int, hidden: int, embed: int, vocab_size: int) -> int:
+    """The recurrent layers' and the head's weights, about (the regularisation rules' count)."""
+    return 4 * layers * hidden * (hidden + embed) + hidden * vocab_size
 
 
-def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
-    """AdamW weight decay: 0.1, and 0.2 where the corpus is small for the model (1.5 training
-    tokens per parameter or fewer, where ``dropout_for`` turns dropout on). On Tiny Shakespeare
-    (2x320, dropout 0.1, 19,212 steps, about 40 epochs) 0.2 gave 1.3880 and 1.3726 where 0.1 gave
-    1.4019 and 1.3964 (seeds 1337 and 7); on npm names at 90 s (1x320, dropout 0.1, about 40
-    epochs) 1.9477 and 1.9429 against 1.9922 and 1.9849. On Tiny Shakespeare at 90 s (1x320, no
-    dropout) 0.2 lost, 1.4985 against 1.4779 (AMD EPYC, bench/RESULTS.md)."""
-    return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > ENOUGH_DATA else 0.2
+def exposure(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int, epochs: float) -> float:
+    """Passes over the corpus times the model's parameters per training token: how often a run
+    could have fitted each token with weights of its own, what overfitting grows with (more
+    passes, or a bigger model for the data)."""
+    return epochs * _fitted_weights(layers, hidden, embed, vocab_size) / max(n_train, 1)
+
+
+def regularised(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
+                epochs: float | None = None) -> bool:
+    """Whether a run would overfit without dropout and the heavier weight decay: 1.5 training
+    tokens per parameter or fewer (``ENOUGH_DATA``), and an ``exposure`` over OVERFIT_EXPOSURE
+    for its ``epochs`` passes over them (None: not known, so assumed)."""
+    if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > ENOUGH_DATA:
+        return False
+    return epochs is None or exposure(n_train, layers, hidden, embed, vocab_size, epochs) > OVERFIT_EXPOSURE
+
+
+def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
+                epochs: float | None = None) -> float:
+    """Little data per parameter overfits (char-rnn's advice, made automatic) once the run
+    repeats it often enough (``regularised``): then 0.1 above 0.4 training tokens per parameter,
+    else 0.2; otherwise 0."""
+    if not regularised(n_train, layers, hidden, embed, vocab_size, epochs):
+        return 0.0
+    return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > 0.4 else 0.2
+
+
+def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
+                     epochs: float | None = None) -> float:
+    """AdamW weight decay: 0.1, and 0.2 where ``dropout_for`` turns dropout on (``regularised``).
+    On Tiny Shakespeare (2x320, dropout 0.1, 19,212 steps, about 40 epochs) 0.2 gave 1.3880 and
+    1.3726 where 0.1 gave 1.4019 and 1.3964 (seeds 1337 and 7); on npm names at 90 s (1x320,
+    dropout 0.1, about 40 epochs) 1.9477 and 1.9429 against 1.9922 and 1.9849. On Tiny
+    Shakespeare at 90 s (1x320, no dropout) 0.2 lost, 1.4985 against 1.4779 (AMD EPYC,
+    bench/RESULTS.md)."""
+    return 0.2 if regularised(n_train, layers, hidden, embed, vocab_size, epochs) else 0.1
 
 
 def embed_for(hidden: int, vocab_size: int) -> int:
@@ -222,17 +272,22 @@ class Plan:
     tokens_per_second: float
     predicted_loss: float
     measured: dict[tuple[int, int, str], float] | None = None
+    epochs: float | None = None
+    """Passes over the training tokens the run will make, as the regularisation was decided on
+    (``regularised``): what the shape's timed steps without dropout buy in the time left. None:
+    the corpus size was not given."""
 
     def to_dict(self) -> dict:
         timed = {f"{l}x{h} {p}": round(r) for (l, h, p), r in (self.measured or {}).items()}
         return {"layers": self.layers, "hidden": self.hidden, "precision": self.precision, "lr": self.lr,
                 "tokens_per_second": round(self.tokens_per_second), "predicted_loss": round(self.predicted_loss, 4),
-                "timed_tokens_per_second": timed}
+                "epochs": None if self.epochs is None else round(self.epochs, 1), "timed_tokens_per_second": timed}
 
     def describe(self) -> str:
         timed = ", ".join(f"{l}x{h} {p} {r / 1000:.0f}k" for (l, h, p), r in (self.measured or {}).items())
+        passes = "" if self.epochs is None else f", about {self.epochs:.0f} passes over the corpus"
         return (f"measured plan: {self.layers}x{self.hidden} LSTM, {self.precision}, lr {self.lr:g}, "
-                f"{self.tokens_per_second:,.0f} tokens/s, predicted val loss {self.predicted_loss:.3f}"
+                f"{self.tokens_per_second:,.0f} tokens/s{passes}, predicted val loss {self.predicted_loss:.3f}"
                 + (f" (timed tokens/s: {timed})" if timed else ""))
 
 
@@ -272,11 +327,15 @@ def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int
     """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``, or on
     ``max_tokens`` when a step limit (--max-steps, --epochs) ends the run sooner, on a corpus of
     ``unique`` training tokens (None: not repeated)."""
-    p = best_precision(measured, layers, hidden)
-    tokens = measured[(layers, hidden, p)] * TRAIN_SHARE * max(seconds, 0.0)
-    if max_tokens is not None:
-        tokens = min(tokens, max_tokens)
+    tokens = planned_tokens(measured[(layers, hidden, best_precision(measured, layers, hidden))], seconds, max_tokens)
     return predicted_loss(non_embedding_params(layers, hidden, vocab, embed), tokens, unique=unique)
+
+
+def planned_tokens(tokens_per_second: float, seconds: float, max_tokens: float | None = None) -> float:
+    """The training tokens a run at ``tokens_per_second`` sees in TRAIN_SHARE of ``seconds``, or
+    ``max_tokens`` when a step limit ends it sooner."""
+    tokens = tokens_per_second * TRAIN_SHARE * max(seconds, 0.0)
+    return tokens if max_tokens is None else min(tokens, max_tokens)
 
 
 def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None,

@@ -245,7 +245,7 @@ def _build(cfg, source_text, corpus_name, env, folder, resumed, new_budget, init
             rep.message(plan.describe())
     if cfg.train.precision == "auto":  # config.yaml names what ran, as for the other settings 'auto' resolves
         cfg.train.precision = env.precision
-    notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from)
+    notes = autosize(cfg, len(train_ids), len(tok), env.device.type, shape_from, plan.epochs if plan else None)
     if not resumed:
         for n in notes:
             rep.message(n)

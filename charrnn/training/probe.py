@@ -20,7 +20,7 @@ import torch
 from charrnn.device import Env
 from charrnn.model import RNNLM, ModelShape
 from charrnn.training.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
-                                       predicted_plan_loss)
+                                       planned_tokens, predicted_plan_loss)
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
@@ -37,11 +37,14 @@ def _synchronize(device: torch.device) -> None:
 
 
 def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
-                      device: torch.device, steps: int = 5, dropout: float = 0.0, grad_clip: float = 5.0) -> float:
+                      device: torch.device, steps: int = 5, dropout: float = 0.0, grad_clip: float = 5.0,
+                      max_seconds: float = 1.0) -> float:
     """Training tokens/s of one shape: forward, backward, gradient clipping and a fused AdamW step
     on random tokens, the median of ``steps`` timed steps after one warm-up. (The fastest of three,
     as before, ran up to a third above what training then sustained: 2x320 timed at 42-60k
-    tokens/s trained at 45-49k on the EPYC.) ``dropout`` and ``grad_clip`` (0: none): the run's."""
+    tokens/s trained at 45-49k on the EPYC.) ``dropout`` and ``grad_clip`` (0: none): the run's.
+    Timing stops early once the timed steps took ``max_seconds``, after one at least: a big shape
+    given in full (seconds a step) costs a few of its steps, not ``steps`` of them."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = RNNLM(ModelShape(vocab, "lstm", layers, hidden, embed, dropout)).to(device)
@@ -62,12 +65,14 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
             _synchronize(device)
             if i:
                 times.append(time.perf_counter() - t0)
+                if sum(times) >= max_seconds:
+                    break
     return batch * seq / sorted(times)[len(times) // 2]
 
 
 def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
             seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
-            dropout: Callable[[int, int], float] = lambda layers, hidden: 0.0, grad_clip: float = 5.0,
+            dropout: Callable[[int, int, float], float] = lambda layers, hidden, tokens: 0.0, grad_clip: float = 5.0,
             max_tokens: float | None = None, unique: float | None = None) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
     ones to time, a low one ("bf16", or "fp16" on a GPU) and "fp32", or just one; both are timed
@@ -77,8 +82,12 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
     candidates in a row predict a worse loss than the best so far
     (bigger ones only run slower). Each shape is timed with all of torch's threads and, for as
     long as one thread keeps winning, with one (another busy process on the cores halved every
-    figure timed with two threads, where training then ran one); the faster counts. ``max_tokens``
-    and ``unique`` (the corpus' training tokens) as for ``autosize.choose_plan``."""
+    figure timed with two threads, where training then ran one); the faster counts.
+    ``dropout(layers, hidden, tokens)``: the dropout the run gives a shape that trains on
+    ``tokens``. Each shape is timed with the dropout of a short run (``tokens`` 0), and again with
+    its own where the tokens that timing buys call for another (a long run that repeats a small
+    corpus: ``autosize.regularised``). ``max_tokens`` and ``unique`` (the corpus' training tokens)
+    as for ``autosize.choose_plan``."""
     measured: Measured = {}
     t0 = time.monotonic()
     best, worse = float("inf"), 0
@@ -94,12 +103,21 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
             elif i > 1 and time.monotonic() - t_first > limit:
                 break
             rates: dict[int, Measured] = {}
+            short = dropout(layers, hidden, 0.0)
             for n in counts:
                 torch.set_num_threads(n)
                 rates[n] = {(layers, hidden, p): tokens_per_second(
-                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=dropout(layers, hidden),
+                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=short,
                     grad_clip=grad_clip) for p in precisions}
             won = max(rates, key=lambda n: sum(rates[n].values()))
+            tokens = planned_tokens(max(rates[won].values()), seconds_left - (time.monotonic() - t0), max_tokens)
+            own = dropout(layers, hidden, tokens)
+            if own != short:  # its dropout's masks slow each step (by about a tenth at 1x384)
+                torch.set_num_threads(won)
+                rates[won] = {(layers, hidden, p): tokens_per_second(
+                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=own,
+                    grad_clip=grad_clip) for p in precisions}
+                torch.set_num_threads(threads)
             measured.update(rates[won])
             if won == threads:
                 counts = [threads]
@@ -123,32 +141,39 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
 def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
              shapes: list[tuple[int, int]] | None = None, n_train: int | None = None) -> Plan | None:
     """Measure and choose where it applies: an LSTM in one process (a CPU, or one GPU: CUDA or
-    MPS) with a time budget of MIN_BUDGET seconds or more, and its layers and hidden size not both
-    given. Under torchrun each rank would time its own device and could choose another shape, so
-    such runs keep the corpus-sized defaults (``autosize``). Writes the plan's
-    layers, hidden size, precision (when 'auto') and lr (when not given) into ``cfg`` and
-    ``env``; returns it (None where nothing was measured). ``max_hidden``: the widest layer the
-    corpus can feed; ``shapes``: the candidates (default ``autosize.candidates``); ``n_train``: the
-    training tokens, which set each candidate's dropout as ``autosize`` will (None: no dropout)."""
+    MPS) with a time budget of MIN_BUDGET seconds or more. With its layers and hidden size both
+    given only that shape is timed: its precision (when 'auto') and the passes over the corpus its
+    steps buy (which set its regularisation) are still measured. Under torchrun each rank would
+    time its own device and could choose another shape, so such runs keep the corpus-sized
+    defaults (``autosize``). Writes the plan's layers, hidden size, precision (when 'auto') and lr
+    (when not given) into ``cfg`` and ``env``; returns it (None where nothing was measured).
+    ``max_hidden``: the widest layer the corpus can feed; ``shapes``: the candidates (default
+    ``autosize.candidates``); ``n_train``: the training tokens, which with the tokens a shape's
+    steps buy set its dropout as ``autosize`` will (None: no dropout)."""
     m, t = cfg.model, cfg.train
     kind = env.device.type
-    if (env.world > 1 or m.cell != "lstm" or seconds_left is None
-            or seconds_left < MIN_BUDGET or (m.layers is not None and m.hidden is not None)):
+    if env.world > 1 or m.cell != "lstm" or seconds_left is None or seconds_left < MIN_BUDGET:
         return None
     shapes = shapes or [(m.layers or l, h) for l, h in candidates(seconds_left, kind)]
     shapes = [(l, h) for l, h in shapes if m.layers in (None, l) and m.hidden in (None, h) and h <= max_hidden]
     if m.hidden is not None and not shapes:
-        shapes = [(l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left, kind))]
+        shapes = [(m.layers or l, m.hidden) for l in dict.fromkeys(l for l, _ in candidates(seconds_left, kind))]
     if not shapes:
         return None
     embed = lambda hidden: m.embed or embed_for(hidden, vocab)  # noqa: E731
     # 'auto' races its low precision (bf16 on a CPU that has it, fp16 on CUDA) against fp32.
     precisions = [env.precision, "fp32"] if t.precision == "auto" and env.precision != "fp32" else [env.precision]
     t0 = time.monotonic()
-    if m.dropout is not None or n_train is None:
-        dropout = lambda layers, hidden: m.dropout or 0.0  # noqa: E731
-    else:
-        dropout = lambda layers, hidden: dropout_for(n_train, layers, hidden, embed(hidden), vocab)  # noqa: E731
+    epochs: dict[tuple[int, int], float] = {}  # per shape: the passes its dropout was decided on
+
+    def dropout(layers: int, hidden: int, tokens: float) -> float:
+        if n_train is None:
+            return m.dropout or 0.0
+        epochs[(layers, hidden)] = tokens / max(n_train, 1)
+        if m.dropout is not None:
+            return m.dropout
+        return dropout_for(n_train, layers, hidden, embed(hidden), vocab, epochs[(layers, hidden)])
+
     default_batch, default_seq = batch_shape(kind)
     batch, seq = cfg.data.batch_size or default_batch, cfg.data.seq_len or default_seq
     # A step limit that ends the run before the budget caps the tokens every candidate gets.
@@ -159,6 +184,7 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
                        min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train, kind)
+    plan.epochs = epochs.get((plan.layers, plan.hidden))
     m.layers, m.hidden = plan.layers, plan.hidden
     if t.precision == "auto":
         t.precision = env.precision = plan.precision
