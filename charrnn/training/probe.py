@@ -190,4 +190,5 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
         t.precision = env.precision = plan.precision
     if t.lr is None:
         t.lr = plan.lr
+    plan.lr = t.lr  # what it prints is what runs: --lr given wins
     return plan
