@@ -161,6 +161,20 @@ def test_probe_times_candidates_and_writes_the_plan_into_the_config():
     assert set(plan.measured) <= {(l, h, "fp32") for l, h in TINY} and len(plan.measured) >= 1
 
 
+def test_the_rate_is_the_one_for_the_shape_that_runs():
+    """A step-limited CPU run gets the table's two 320-wide layers; given one layer, it gets the
+    one-layer rate of that width, not the stack's."""
+    from charrnn.training.autosize import autosize, lr_for
+
+    table, one = _cfg(), _cfg(layers=1)
+    for cfg in (table, one):
+        cfg.train.max_steps = 100
+        autosize(cfg, n_train=10_000_000, vocab_size=65, device="cpu")
+    assert (table.model.layers, table.model.hidden, table.train.lr) == (2, 320, lr_for(320, 2))
+    assert (one.model.layers, one.model.hidden, one.train.lr) == (1, 320, lr_for(320, 1))
+    assert lr_for(320, 2) > lr_for(320, 1)
+
+
 def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monkeypatch):
     """A big shape given in full costs the probe two of its steps (a warm-up and one timed), not six."""
     import torch

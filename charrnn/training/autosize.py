@@ -43,7 +43,7 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         m.cell, m.layers, m.hidden, m.embed = (shape_from[k] for k in ("cell", "layers", "hidden", "embed"))
         if m.dropout is None:
             m.dropout = shape_from["dropout"]
-    layers, hidden, lr = _plan(n_train, t.time_budget, device)
+    layers, hidden = _plan(n_train, t.time_budget, device)
     if m.layers is None:
         m.layers = layers
         chose.append(f"layers={layers}")
@@ -71,8 +71,8 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     if t.weight_decay is None:
         t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size, epochs)
         chose.append(f"weight_decay={t.weight_decay:g}")
-    if t.lr is None:
-        t.lr = lr if m.hidden == hidden else plan_lr(m.hidden, m.layers, device)
+    if t.lr is None:  # for the shape that runs, whichever of its layers and width were given
+        t.lr = plan_lr(m.hidden, m.layers, device)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
@@ -196,17 +196,15 @@ def corpus_hidden(n_train: int) -> int:
     return min(max(_round(math.sqrt(max(n_train, 1) / 4), 64), 64), 1024)
 
 
-def _plan(n_train: int, budget: float | None, device: str) -> tuple[int, int, float]:
-    """(layers, hidden, lr): from the budget on a CPU; from the corpus size otherwise."""
+def _plan(n_train: int, budget: float | None, device: str) -> tuple[int, int]:
+    """(layers, hidden): from the budget on a CPU; from the corpus size otherwise."""
     by_corpus = corpus_hidden(n_train)
     if device == "cpu":
         limit = budget if budget is not None else math.inf
         _, layers, hidden = next(p for p in CPU_PLANS if limit <= p[0])
-        hidden = min(hidden, by_corpus)
-        return layers, hidden, lr_for(hidden, layers)
+        return layers, min(hidden, by_corpus)
     # A GPU runs wide matrix products cheaply: two layers sized by the corpus.
-    hidden = min(max(by_corpus, 256), 1024)
-    return 2, hidden, plan_lr(hidden, 2, device)
+    return 2, min(max(by_corpus, 256), 1024)
 
 
 def non_embedding_params(layers: int, hidden: int, vocab: int, embed: int) -> int:
