@@ -63,8 +63,8 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         fit = max(1, (n_train - 1 - d.seq_len) // (2 * d.seq_len))
         d.batch_size = max(1, min(want_batch, fit))
         chose.append(f"batch_size={d.batch_size}")
-    if epochs is None:
-        epochs = planned_epochs(n_train, d.batch_size * d.seq_len, t.max_steps, t.epochs)
+    if epochs is None and (limit := step_limit_tokens(n_train, d.batch_size * d.seq_len, t.max_steps, t.epochs)):
+        epochs = limit / max(n_train, 1)
     if m.dropout is None:
         m.dropout = dropout_for(n_train, m.layers, m.hidden, m.embed, vocab_size, epochs)
         chose.append(f"dropout={m.dropout}")
@@ -77,12 +77,14 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
 
-def planned_epochs(n_train: int, tokens_per_step: int, max_steps: int | None, epochs: float | None) -> float | None:
-    """Passes over the training tokens that a step limit (--max-steps, --epochs) allows; None
-    without one (a time budget's passes are known once its steps are timed: ``Plan.epochs``)."""
-    limits = [max_steps * tokens_per_step / max(n_train, 1)] if max_steps else []
-    if epochs:
-        limits.append(float(epochs))
+def step_limit_tokens(n_train: int | None, tokens_per_step: int, max_steps: int | None,
+                      epochs: float | None) -> float | None:
+    """The training tokens a step limit (--max-steps, --epochs over ``n_train`` tokens) allows;
+    None without one (a time budget's passes are known once its steps are timed: ``Plan.epochs``)
+    or where --epochs is the only limit and ``n_train`` is not known."""
+    limits = [max_steps * tokens_per_step] if max_steps else []
+    if epochs and n_train is not None:
+        limits.append(epochs * n_train)
     return min(limits) if limits else None
 
 

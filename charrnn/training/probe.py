@@ -20,7 +20,7 @@ import torch
 from charrnn.device import Env
 from charrnn.model import RNNLM, ModelShape
 from charrnn.training.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
-                                       planned_tokens, predicted_plan_loss)
+                                       planned_tokens, predicted_plan_loss, step_limit_tokens)
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
@@ -102,22 +102,19 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
                 t_first = time.monotonic()
             elif i > 1 and time.monotonic() - t_first > limit:
                 break
-            rates: dict[int, Measured] = {}
-            short = dropout(layers, hidden, 0.0)
-            for n in counts:
+            def timed(n: int, drop: float) -> Measured:  # each precision, with n threads
                 torch.set_num_threads(n)
-                rates[n] = {(layers, hidden, p): tokens_per_second(
-                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=short,
-                    grad_clip=grad_clip) for p in precisions}
+                return {(layers, hidden, p): tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p,
+                                                               device, dropout=drop, grad_clip=grad_clip)
+                        for p in precisions}
+
+            short = dropout(layers, hidden, 0.0)
+            rates = {n: timed(n, short) for n in counts}
             won = max(rates, key=lambda n: sum(rates[n].values()))
             tokens = planned_tokens(max(rates[won].values()), seconds_left - (time.monotonic() - t0), max_tokens)
             own = dropout(layers, hidden, tokens)
             if own != short:  # its dropout's masks slow each step (by about a tenth at 1x384)
-                torch.set_num_threads(won)
-                rates[won] = {(layers, hidden, p): tokens_per_second(
-                    layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=own,
-                    grad_clip=grad_clip) for p in precisions}
-                torch.set_num_threads(threads)
+                rates[won] = timed(won, own)
             measured.update(rates[won])
             if won == threads:
                 counts = [threads]
@@ -177,10 +174,7 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     default_batch, default_seq = batch_shape(kind)
     batch, seq = cfg.data.batch_size or default_batch, cfg.data.seq_len or default_seq
     # A step limit that ends the run before the budget caps the tokens every candidate gets.
-    limits = [t.max_steps * batch * seq] if t.max_steps else []
-    if t.epochs and n_train is not None:
-        limits.append(t.epochs * n_train)
-    max_tokens = min(limits) if limits else None
+    max_tokens = step_limit_tokens(n_train, batch * seq, t.max_steps, t.epochs)
     measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
                        min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train, kind)
