@@ -192,60 +192,67 @@ class RecordBatches:
         if not len(lengths):
             raise UsageError("the training split holds no record; lower --val-fraction or give more records")
         self.B, self.T, self.seed, self.rank, self.world = batch_size, seq_len, seed, rank, world
-        self.flat = flat
-        lengths = torch.as_tensor(lengths, dtype=torch.long)
-        self.starts = (torch.cumsum(lengths, 0) - lengths).tolist()
-        self.lengths = lengths.tolist()
-        self.chunks = ((lengths - 2) // seq_len + 1).tolist()  # ceil((len - 1) / T): predictions over T
-        layout, steps = self._layout(0)
-        self.steps_per_epoch = steps  # of the first epoch; the others differ by a step or two
-        self._firsts, self._steps, self._current = [0], [steps], (0, layout)
+        self.flat = as_numpy(flat)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.starts = np.cumsum(self.lengths) - self.lengths
+        self.chunks = (self.lengths - 2) // seq_len + 1  # ceil((len - 1) / T): predictions over T
+        self._cols = np.arange(seq_len)
+        layout = self._layout(0)
+        self.steps_per_epoch = layout.shape[2]  # of the first epoch; the others differ by a step or two
+        self._firsts, self._steps, self._current = [0], [layout.shape[2]], (0, layout)
 
-    def _layout(self, epoch: int) -> tuple[list[list[tuple[int, int]]], int]:
-        """Each of the world*B streams as a list of (record, chunk) pairs; and the epoch's steps."""
+    def _layout(self, epoch: int) -> np.ndarray:
+        """This rank's B streams as a (2, B, steps) array: the record and the chunk of it each row
+        reads at each step of the epoch (record -1: padding, the stream has run out). ``steps``,
+        the longest of all ranks' streams, is the same on every rank."""
         import heapq
 
         g = torch.Generator().manual_seed(_seed(self.seed, epoch, 7))
         order = torch.randperm(len(self.lengths), generator=g).tolist()
-        n = self.world * self.B
-        streams: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        n, chunks = self.world * self.B, self.chunks.tolist()
+        streams: list[list[int]] = [[] for _ in range(n)]
+        loads = [0] * n
         heap = [(0, i) for i in range(n)]
-        for r in order:
+        for r in order:  # each record to the stream with the fewest chunks so far
             load, i = heapq.heappop(heap)
-            c = self.chunks[r]
-            streams[i].extend((r, j) for j in range(c))
-            heapq.heappush(heap, (load + c, i))
-        return streams, max(len(s) for s in streams)
+            streams[i].append(r)
+            loads[i] = load + chunks[r]
+            heapq.heappush(heap, (loads[i], i))
+        mine = range(self.rank * self.B, (self.rank + 1) * self.B)
+        out = np.full((2, self.B, max(loads)), -1, dtype=np.int32)
+        for b, i in enumerate(mine):
+            recs = np.asarray(streams[i], dtype=np.int64)
+            counts = self.chunks[recs]
+            firsts = np.cumsum(counts) - counts
+            out[0, b, : loads[i]] = np.repeat(recs, counts)
+            out[1, b, : loads[i]] = np.arange(loads[i]) - np.repeat(firsts, counts)
+        return out
 
-    def _epoch_of(self, step: int) -> tuple[int, list[list[tuple[int, int]]]]:
+    def _epoch_of(self, step: int) -> tuple[int, np.ndarray]:
         """(step within its epoch, that epoch's layout); epochs are laid out as steps reach them."""
         import bisect
 
         while step >= self._firsts[-1] + self._steps[-1]:
             e = len(self._firsts)
-            layout, n = self._layout(e)
+            layout = self._layout(e)
             self._firsts.append(self._firsts[-1] + self._steps[-1])
-            self._steps.append(n)
+            self._steps.append(layout.shape[2])
             self._current = (e, layout)
         e = bisect.bisect_right(self._firsts, step) - 1
         if self._current[0] != e:
-            self._current = (e, self._layout(e)[0])
+            self._current = (e, self._layout(e))
         return step - self._firsts[e], self._current[1]
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k, layout = self._epoch_of(step)
-        T = self.T
-        x = torch.zeros(self.B, T, dtype=torch.long)
-        y = torch.full((self.B, T), -100, dtype=torch.long)
-        reset = torch.ones(self.B, dtype=torch.bool)
-        for b in range(self.B):
-            stream = layout[self.rank * self.B + b]
-            if k >= len(stream):
-                continue  # this stream has run out of records for the epoch: padding only
-            r, j = stream[k]
-            start, length = self.starts[r], self.lengths[r]
-            lo, hi = j * T, min((j + 1) * T, length - 1)
-            x[b, : hi - lo] = self.flat[start + lo : start + hi]
-            y[b, : hi - lo] = self.flat[start + lo + 1 : start + hi + 1]
-            reset[b] = j == 0
+        rec, chunk = layout[0, :, k], layout[1, :, k]
+        real = rec >= 0
+        r = np.where(real, rec, 0)
+        lo = chunk * self.T
+        n = np.where(real, np.minimum(self.T, self.lengths[r] - 1 - lo), 0)  # predictions in the chunk
+        mask = self._cols < n[:, None]
+        at = np.where(mask, (self.starts[r] + lo)[:, None] + self._cols, 0)
+        x = torch.from_numpy(np.where(mask, self.flat[at].astype(np.int64), 0))
+        y = torch.from_numpy(np.where(mask, self.flat[at + 1].astype(np.int64), -100))
+        reset = torch.from_numpy(~real | (chunk == 0))
         return x, y, reset

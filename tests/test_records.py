@@ -92,6 +92,29 @@ def test_batches_never_carry_a_record_into_the_next():
     assert got == want, "each record trained once per epoch, whole, as its own row"
 
 
+def test_ranks_agree_on_steps_and_share_the_records():
+    """Under torchrun every rank steps the same number of times an epoch (or the collective
+    operations hang), and the ranks' rows together read each record once per epoch, from the
+    flat (ids, lengths) form of the training split too; a batch depends on the step alone."""
+    rng = random.Random(2)
+    seqs = [torch.tensor([rng.randrange(9) for _ in range(rng.randint(2, 40))], dtype=torch.uint8) for _ in range(90)]
+    flat, lengths = torch.cat(seqs), [len(s) for s in seqs]
+    T, B, world = 8, 3, 2
+    ranks = [RecordBatches((flat, lengths), batch_size=B, seq_len=T, seed=5, rank=r, world=world) for r in range(world)]
+    n = ranks[0].steps_per_epoch
+    assert all(b.steps_per_epoch == n for b in ranks)
+    tokens = []
+    for b in ranks:
+        for step in range(n):
+            x, y, reset = b.get(step)
+            assert x.dtype == y.dtype == torch.long and x.shape == y.shape == (B, T) and reset.shape == (B,)
+            tokens += [t for t in y.flatten().tolist() if t != -100]
+    assert sorted(tokens) == sorted(t for s in seqs for t in s[1:].tolist())
+    again = RecordBatches((flat, lengths), batch_size=B, seq_len=T, seed=5, rank=1, world=world)
+    for step in (7, 2 * ranks[1].steps_per_epoch + 3, 1):  # out of order, a later epoch, back again
+        assert all(torch.equal(u, v) for u, v in zip(again.get(step), ranks[1].get(step)))
+
+
 def test_samples_are_whole_records_one_per_line(cli, names_run):
     corpus, out = names_run
     model = charrnn.load(out)
