@@ -162,17 +162,18 @@ def test_probe_times_candidates_and_writes_the_plan_into_the_config():
 
 
 def test_the_rate_is_the_one_for_the_shape_that_runs():
-    """A step-limited CPU run gets the table's two 320-wide layers; given one layer, it gets the
-    one-layer rate of that width, not the stack's."""
+    """A step-limited CPU run gets the table's two 320-wide layers at their rate; given a width or
+    one layer, it gets the rate of what runs: a wider layer a lower one."""
     from charrnn.training.autosize import autosize, lr_for
 
-    table, one = _cfg(), _cfg(layers=1)
-    for cfg in (table, one):
+    table, one, wide = _cfg(), _cfg(layers=1), _cfg(hidden=512)
+    for cfg in (table, one, wide):
         cfg.train.max_steps = 100
         autosize(cfg, n_train=10_000_000, vocab_size=65, device="cpu")
     assert (table.model.layers, table.model.hidden, table.train.lr) == (2, 320, lr_for(320, 2))
     assert (one.model.layers, one.model.hidden, one.train.lr) == (1, 320, lr_for(320, 1))
-    assert lr_for(320, 2) > lr_for(320, 1)
+    assert (wide.model.layers, wide.model.hidden, wide.train.lr) == (2, 512, lr_for(512, 2))
+    assert lr_for(512, 2) < lr_for(320, 2) and lr_for(64) == lr_for(128)  # narrow layers: the cap
 
 
 def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monkeypatch):
