@@ -35,7 +35,7 @@ def run(layers: int, hidden: int, steps: int, tmp: Path) -> dict:
     from charrnn.data import split
     from charrnn.training.autosize import lr_for, non_embedding_params
 
-    lr = lr_for(hidden, layers)
+    lr = lr_for(hidden)
     cmd = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--max-steps", str(steps), "--layers", str(layers),
            "--hidden", str(hidden), "--lr", str(lr), "--dropout", "0", "--batch-size", "32", "--seq-len", "64",
            "--eval-every", "1000000", "--out", str(tmp / "run"), "--overwrite", "--json", "--quiet"]

@@ -52,7 +52,7 @@ def test_plan_carries_the_measured_rate_and_a_matching_lr():
     measured = timings(1.0, bf16=2.0)
     plan = choose_plan(measured, 90, vocab=65)
     assert plan.tokens_per_second == measured[(plan.layers, plan.hidden, "bf16")]
-    assert plan.lr == lr_for(plan.hidden, plan.layers)
+    assert plan.lr == lr_for(plan.hidden)
     assert str(plan.hidden) in plan.describe()
 
 
@@ -170,10 +170,10 @@ def test_the_rate_is_the_one_for_the_shape_that_runs():
     for cfg in (table, one, wide):
         cfg.train.max_steps = 100
         autosize(cfg, n_train=10_000_000, vocab_size=65, device="cpu")
-    assert (table.model.layers, table.model.hidden, table.train.lr) == (2, 320, lr_for(320, 2))
-    assert (one.model.layers, one.model.hidden, one.train.lr) == (1, 320, lr_for(320, 1))
-    assert (wide.model.layers, wide.model.hidden, wide.train.lr) == (2, 512, lr_for(512, 2))
-    assert lr_for(512, 2) < lr_for(320, 2) and lr_for(64) == lr_for(128)  # narrow layers: the cap
+    assert (table.model.layers, table.model.hidden, table.train.lr) == (2, 320, lr_for(320))
+    assert (one.model.layers, one.model.hidden, one.train.lr) == (1, 320, lr_for(320))
+    assert (wide.model.layers, wide.model.hidden, wide.train.lr) == (2, 512, lr_for(512))
+    assert lr_for(512) < lr_for(320) and lr_for(64) == lr_for(128)  # narrow layers: the cap
 
 
 def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monkeypatch):
@@ -352,7 +352,7 @@ def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_
     assert {(b, s, d) for _, _, b, s, _, d in timed} == {(64, 128, "cuda")}
     assert (2, 256, "fp32") in plan.measured and (2, 768, "fp32") not in plan.measured  # fp16 won clearly
     assert plan.precision == env.precision == cfg.train.precision == "fp16"
-    assert plan.lr == cfg.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(plan.hidden, 2)) and plan.layers == 2
+    assert plan.lr == cfg.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(plan.hidden)) and plan.layers == 2
     # fp32 where fp16 is no faster: the plan says so, and the run's scaler stays off.
     monkeypatch.setattr(probe, "tokens_per_second", lambda *a, **kw: 1e6)
     cfg, env = RunConfig(), Env(torch.device("cuda"), "fp16")
@@ -384,7 +384,7 @@ def test_a_gpu_run_without_a_probe_gets_the_gpu_batch_and_its_scaled_rate():
     given.model.hidden = 256
     autosize(given, n_train=1_000_000, vocab_size=65, device="cuda")
     autosize(table, n_train=1_000_000, vocab_size=65, device="cuda")  # no budget: sized by the corpus
-    assert given.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(256, 2))
+    assert given.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(256))
     assert (table.model.layers, table.model.hidden) == (2, 512)
-    assert table.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(512, 2))
+    assert table.train.lr == pytest.approx(GPU_LR_SCALE * lr_for(512))
     assert (given.data.batch_size, given.data.seq_len) == (table.data.batch_size, table.data.seq_len) == (64, 128)

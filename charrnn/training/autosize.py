@@ -72,7 +72,7 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
         t.weight_decay = weight_decay_for(n_train, m.layers, m.hidden, m.embed, vocab_size, epochs)
         chose.append(f"weight_decay={t.weight_decay:g}")
     if t.lr is None:  # for the shape that runs, whichever of its layers and width were given
-        t.lr = plan_lr(m.hidden, m.layers, device)
+        t.lr = plan_lr(m.hidden, device)
         chose.append(f"lr={t.lr:g}")
     return ["auto settings: " + ", ".join(chose)] if chose else []
 
@@ -177,10 +177,10 @@ LR_MAX = 0.027
 """The cap for narrow layers (1/hidden would reach it below 256 wide)."""
 
 
-def lr_for(hidden: int, layers: int = 1) -> float:
-    """The peak learning rate of a CPU run's AdamW for ``layers`` LSTM layers ``hidden`` wide
-    (32 x 64 batches): wider layers want a lower rate, LR_AT_320 x 320 / hidden, at most LR_MAX
-    (1x384 and 2x384: 0.018; 1x256: 0.027). ``layers`` does not change it (LR_AT_320). Six
+def lr_for(hidden: int) -> float:
+    """The peak learning rate of a CPU run's AdamW for LSTM layers ``hidden`` wide, one or a
+    stack (32 x 64 batches): wider layers want a lower rate, LR_AT_320 x 320 / hidden, at most
+    LR_MAX (1x384 and 2x384: 0.018; 1x256: 0.027). Six
     significant digits, so config.yaml reads 0.018, not 0.018000000000000002."""
     return _digits(min(LR_MAX, LR_AT_320 * 320 / hidden))
 
@@ -201,10 +201,10 @@ measured, at the edge of what was tried, are 1.8x (one layer) and 1.85x (two) ``
 default had been 3e-3."""
 
 
-def plan_lr(hidden: int, layers: int, device: str) -> float:
-    """The peak rate for a shape on ``device`` ("cpu", "cuda", "mps"): ``lr_for`` on a CPU, where
-    it was measured; GPU_LR_SCALE times that for a GPU's bigger batches."""
-    return _digits(lr_for(hidden, layers) * (1.0 if device == "cpu" else GPU_LR_SCALE))
+def plan_lr(hidden: int, device: str) -> float:
+    """The peak rate for layers ``hidden`` wide on ``device`` ("cpu", "cuda", "mps"): ``lr_for``
+    on a CPU, where it was measured; GPU_LR_SCALE times that for a GPU's bigger batches."""
+    return _digits(lr_for(hidden) * (1.0 if device == "cpu" else GPU_LR_SCALE))
 
 
 def batch_shape(device: str) -> tuple[int, int]:
@@ -382,6 +382,6 @@ def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, voc
         e = embed(hidden) if embed else embed_for(hidden, vocab)
         p = best_precision(measured, layers, hidden)
         loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens, unique)
-        plans.append(Plan(layers, hidden, p, plan_lr(hidden, layers, device), measured[(layers, hidden, p)], loss,
+        plans.append(Plan(layers, hidden, p, plan_lr(hidden, device), measured[(layers, hidden, p)], loss,
                           measured))
     return min(plans, key=lambda plan: plan.predicted_loss)
