@@ -24,8 +24,8 @@ from machine import describe  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 import torch
-from charrnn.allocator import keep_freed_memory
-from charrnn.model import RNNLM, ModelShape
+from charrnn.runtime.allocator import keep_freed_memory
+from charrnn.model.lm import RNNLM, ModelShape
 took = keep_freed_memory() if sys.argv[1] == "charrnn" else False
 row = {"setting": sys.argv[1], "thresholds_set": took}
 for layers, hidden in ((2, 320), (2, 384), (2, 512), (1, 320)):

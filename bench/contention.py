@@ -2,7 +2,7 @@
 
 OpenMP threads that spin while they wait, and products split across cores that another process
 also wants, used to make a run 25-100x slower beside a busy neighbour (issue 11). charrnn now
-lets idle threads sleep and picks one thread or all by timing its own steps (charrnn/threads.py).
+lets idle threads sleep and picks one thread or all by timing its own steps (charrnn/runtime/threads.py).
 This script measures, one case after the other in one run:
 
 - training (`charrnn train` on Tiny Shakespeare, a fixed number of steps, the 90 s default

@@ -84,7 +84,7 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict:
 
 TOKENIZE = (
     "import json, sys, time\n"
-    "from charrnn import corpus\n"
+    "from charrnn.data import corpus\n"
     "t = time.monotonic()\n"
     "c = corpus.load(sys.argv[1], level=sys.argv[2], max_vocab=int(sys.argv[3]) or None)\n"
     "print(json.dumps({'seconds': time.monotonic() - t, 'tokens': len(c.ids), 'vocab': len(c.tokenizer),"

@@ -32,8 +32,8 @@ ROWS = ROOT / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
 
 
 def run(layers: int, hidden: int, steps: int, tmp: Path) -> dict:
-    from charrnn.data import split
-    from charrnn.training.autosize import lr_for, non_embedding_params
+    from charrnn.data.batches import split
+    from charrnn.training.plan.autosize import lr_for, non_embedding_params
 
     lr = lr_for(hidden)
     cmd = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--max-steps", str(steps), "--layers", str(layers),
@@ -65,7 +65,7 @@ def main() -> None:
             with open(ROWS, "a") as f:
                 f.write(json.dumps(row) + "\n")
     if a.fit:
-        from charrnn.training.autosize import effective_tokens, fit_loss_model
+        from charrnn.training.plan.autosize import effective_tokens, fit_loss_model
 
         rows = [json.loads(l) for l in ROWS.read_text().splitlines() if l.strip()]
         one = [r for r in rows if r["layers"] == 1]  # see WIDTHS in autosize.py for two layers

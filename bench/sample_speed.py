@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe, sampling_plan  # noqa: E402
 
 from charrnn.sampling.native import build as native
-from charrnn.model import RNNLM, ModelShape
+from charrnn.model.lm import RNNLM, ModelShape
 from charrnn.sampling.engine import step_dtype
 from charrnn.config import SampleConfig
 from charrnn.sampling.engine import generate

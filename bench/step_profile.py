@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 from train_budget import matmul_peak  # noqa: E402
 
-from charrnn.allocator import keep_freed_memory  # noqa: E402
-from charrnn.device import Env  # noqa: E402
-from charrnn.model import RNNLM, ModelShape, detach  # noqa: E402
+from charrnn.runtime.allocator import keep_freed_memory  # noqa: E402
+from charrnn.runtime.device import Env  # noqa: E402
+from charrnn.model.lm import RNNLM, ModelShape, detach  # noqa: E402
 
 VOCAB = 65
 

@@ -24,7 +24,7 @@ from machine import describe  # noqa: E402
 CHILD = r"""
 import os, sys, time
 import torch  # before charrnn: the OpenMP runtime reads the environment now
-from charrnn.model import RNNLM, ModelShape
+from charrnn.model.lm import RNNLM, ModelShape
 if sys.argv[1] == "1":
     torch.set_num_threads(1)
 torch.manual_seed(0)

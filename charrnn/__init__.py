@@ -11,7 +11,7 @@ The public names are imported on first use (PEP 562), so ``import charrnn`` and
 
 from __future__ import annotations
 
-from charrnn.threads import quiet_waits
+from charrnn.runtime.threads import quiet_waits
 
 quiet_waits()  # before torch or the kernels load their OpenMP runtime
 

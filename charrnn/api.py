@@ -25,7 +25,7 @@ from charrnn.config import SampleConfig
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.sampling.engine import Engine
 from charrnn.sampling.text import decode_streams
-from charrnn.tokenizer import encode_prompt
+from charrnn.data.tokenizer import encode_prompt
 
 if TYPE_CHECKING:
     from charrnn.evaluate import LineScore, Score
@@ -145,7 +145,7 @@ class CharRNN:
         return out
 
     def _novelty_index(self):
-        from charrnn.novelty import load_or_build
+        from charrnn.sampling.curate import load_or_build
 
         info = self.info
         data = (info.get("config") or {}).get("data") or {}
@@ -232,12 +232,12 @@ class CharRNN:
         import torch
 
         from charrnn.evaluate import evaluate, score_records
-        from charrnn.tokenizer import describe_left_out, scoring_mode
+        from charrnn.data.tokenizer import describe_left_out, scoring_mode
 
         model, tok = self._model(), self.tokenizer
         mode = scoring_mode(tok, unknown)
         if self.is_records:
-            from charrnn.records import parse
+            from charrnn.data.records import parse
 
             data = (self.info.get("config") or {}).get("data") or {}
             recs = parse(text, data.get("records") or "lines", data.get("label_field"))
@@ -264,9 +264,9 @@ class CharRNN:
         window by window, so memory stays bounded. A records model reads the text whole and
         scores it as ``score`` does. Raises UsageError for missing or non-UTF-8 files,
         CharrnnError when fewer than two tokens are left, UnknownTokenError for unseen ones."""
-        from charrnn import corpus
+        from charrnn.data import corpus
         from charrnn.evaluate import evaluate
-        from charrnn.tokenizer import describe_left_out, scoring_mode
+        from charrnn.data.tokenizer import describe_left_out, scoring_mode
 
         paths = [str(p) for p in inputs] if isinstance(inputs, list) else [str(inputs)]
         if self.is_records:
@@ -297,7 +297,7 @@ class CharRNN:
         return self.engine.model
 
     def _autocast(self):
-        from charrnn.device import Env, pick_precision
+        from charrnn.runtime.device import Env, pick_precision
 
         dev = self._model().emb.weight.device
         return Env(dev, pick_precision(self.precision, dev)).autocast()

@@ -164,7 +164,7 @@ def _read_arg(text: str) -> str:
     """`-` reads the value from stdin, bytes as they are (CRLF stays CRLF)."""
     if text != "-":
         return text
-    from charrnn.inputs import decode_utf8, read_bytes
+    from charrnn.files import decode_utf8, read_bytes
 
     return decode_utf8(read_bytes("-", "prompt"), "-", "the prompt on stdin")
 
@@ -421,7 +421,7 @@ def score(
     """
     try:
         from charrnn.api import load
-        from charrnn.data import read_corpus
+        from charrnn.data.batches import read_corpus
 
         model = load(checkpoint, device, precision)
         streamed = not per_line and not model.is_records and (os.path.isfile(file) or os.path.isdir(file))
@@ -448,7 +448,7 @@ def score(
                 print(f"loss {_num(r['loss'], 4)} nats/token  {_num(r['bits_per_char'], 4)} bits/char  "
                       f"perplexity {_num(r['perplexity'], 3)}  ({r['tokens']} tokens)")
         if left_out:
-            from charrnn.tokenizer import describe_left_out
+            from charrnn.data.tokenizer import describe_left_out
 
             print(f"charrnn: note: left out {describe_left_out(left_out)} the model never saw; "
                   "--unknown error refuses such text", file=sys.stderr)

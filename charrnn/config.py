@@ -96,7 +96,7 @@ class DataConfig:
         _positive("--seq-len", self.seq_len, most=2**31 - 1)
         _positive("--batch-size", self.batch_size, most=2**31 - 1)
         check_choice("--batching", self.batching, BATCHING)
-        from charrnn.records import check_mode
+        from charrnn.data.records import check_mode
 
         check_mode(self.records, self.label_field)
 
@@ -282,7 +282,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    from charrnn.inputs import decode_utf8, read_bytes
+    from charrnn.files import decode_utf8, read_bytes
 
     text = decode_utf8(read_bytes(str(path), "config file", limit=YAML_MAX_BYTES), str(path), "config file")
     try:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.allocator import keep_freed_memory
-from charrnn.data import as_numpy
-from charrnn.model import RNNLM
-from charrnn.tokenizer import Tokenizer, scoring_mode
+from charrnn.runtime.allocator import keep_freed_memory
+from charrnn.data.batches import as_numpy
+from charrnn.model.lm import RNNLM
+from charrnn.data.tokenizer import Tokenizer, scoring_mode
 
 
 DEFAULT_EVAL_TOKENS = 250_000

@@ -146,7 +146,7 @@ def write_image(runs: list[Run], out: str | Path, x: str = "steps", width: int =
         from matplotlib.figure import Figure
     except ImportError:
         raise CharrnnError(HINT) from None
-    from charrnn.checkpoint import atomic_write
+    from charrnn.files import atomic_write
 
     fmt = Path(out).suffix.lstrip(".").lower() or "png"
     if fmt not in FigureCanvasAgg(Figure()).get_supported_filetypes():

@@ -16,8 +16,8 @@ import pytest
 PROGRAM = """
 import ctypes, resource, sys, torch
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB faults, whatever the system's huge-page policy
-from charrnn.allocator import keep_freed_memory
-from charrnn.model import RNNLM, ModelShape
+from charrnn.runtime.allocator import keep_freed_memory
+from charrnn.model.lm import RNNLM, ModelShape
 took = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.manual_seed(0)
 model = RNNLM(ModelShape(65, "lstm", 2, 384, 64, 0.0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.training.autosize import candidates, choose_plan, fit_loss_model, lr_for, predicted_loss
+from charrnn.training.plan.autosize import candidates, choose_plan, fit_loss_model, lr_for, predicted_loss
 
 SHAPES = candidates(60) + candidates(600)
 
@@ -57,7 +57,7 @@ def test_plan_carries_the_measured_rate_and_a_matching_lr():
 
 
 def test_a_step_limit_caps_the_tokens_the_plan_predicts_from():
-    from charrnn.training.autosize import embed_for, non_embedding_params
+    from charrnn.training.plan.autosize import embed_for, non_embedding_params
 
     hour = choose_plan(timings(1.0), 3600, vocab=65)
     steps_50 = 50 * 32 * 64
@@ -68,7 +68,7 @@ def test_a_step_limit_caps_the_tokens_the_plan_predicts_from():
 
 
 def test_repeated_epochs_count_less_than_the_first():
-    from charrnn.training.autosize import REPEAT_DECAY, effective_tokens
+    from charrnn.training.plan.autosize import REPEAT_DECAY, effective_tokens
 
     u = 1_000_000
     assert effective_tokens(0.7 * u, u) == 0.7 * u and effective_tokens(5 * u, None) == 5 * u
@@ -126,7 +126,7 @@ TINY = [(1, 16), (1, 24), (2, 16)]
 
 
 def test_a_corpus_small_for_the_model_gets_more_weight_decay_and_a_given_one_is_kept():
-    from charrnn.training.autosize import autosize
+    from charrnn.training.plan.autosize import autosize
 
     big, small, given = _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320), _cfg(layers=2, hidden=320)
     given.train.weight_decay = 0.05
@@ -149,8 +149,8 @@ def test_a_corpus_small_for_the_model_gets_more_weight_decay_and_a_given_one_is_
 def test_probe_times_candidates_and_writes_the_plan_into_the_config():
     import torch
 
-    from charrnn.device import Env
-    from charrnn.training import probe
+    from charrnn.runtime.device import Env
+    from charrnn.training.plan import probe
 
     cfg, env = _cfg(), Env(torch.device("cpu"), "fp32")
     rng = torch.get_rng_state()
@@ -164,7 +164,7 @@ def test_probe_times_candidates_and_writes_the_plan_into_the_config():
 def test_the_rate_is_the_one_for_the_shape_that_runs():
     """A step-limited CPU run gets the table's two 320-wide layers at their rate; given a width or
     one layer, it gets the rate of what runs: a wider layer a lower one."""
-    from charrnn.training.autosize import autosize, lr_for
+    from charrnn.training.plan.autosize import autosize, lr_for
 
     table, one, wide = _cfg(), _cfg(layers=1), _cfg(hidden=512)
     for cfg in (table, one, wide):
@@ -180,7 +180,7 @@ def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monk
     """A big shape given in full costs the probe two of its steps (a warm-up and one timed), not six."""
     import torch
 
-    from charrnn.training import probe
+    from charrnn.training.plan import probe
 
     readings = []
 
@@ -196,8 +196,8 @@ def test_timing_a_shape_whose_steps_take_seconds_stops_after_one_timed_step(monk
 def test_flags_override_the_probe():
     import torch
 
-    from charrnn.device import Env
-    from charrnn.training import probe
+    from charrnn.runtime.device import Env
+    from charrnn.training.plan import probe
 
     cfg = _cfg(hidden=24)
     cfg.train.lr = 0.5
@@ -219,7 +219,7 @@ def test_candidates_follow_the_budget_and_the_loss_model_fits_the_sweeps():
     import json
     from pathlib import Path
 
-    from charrnn.training.autosize import LOSS_MODEL, TWO_LAYERS_BEYOND
+    from charrnn.training.plan.autosize import LOSS_MODEL, TWO_LAYERS_BEYOND
 
     assert {l for l, _ in candidates(90)} == {1} and {l for l, _ in candidates(TWO_LAYERS_BEYOND + 1)} == {2}
     rows = Path(__file__).parents[1] / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
@@ -233,7 +233,7 @@ def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes
     wins clearly, then fp32 is dropped; the plan takes bf16 where it was faster."""
     import torch
 
-    from charrnn.training import probe
+    from charrnn.training.plan import probe
 
     def fake(layers, hidden, embed, vocab, batch, seq, precision, device, **kw):
         fp32 = 4e7 / hidden
@@ -251,7 +251,7 @@ def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes
 def test_the_probe_times_with_one_thread_while_one_thread_wins(monkeypatch):
     import torch
 
-    from charrnn.training import probe
+    from charrnn.training.plan import probe
 
     timed = []
 
@@ -286,9 +286,9 @@ def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_wi
     passes over the corpus that its speed buys call for it; the slower figure is the one kept."""
     import torch
 
-    from charrnn.device import Env
-    from charrnn.training import probe
-    from charrnn.training.autosize import dropout_for, regularised, weight_decay_for
+    from charrnn.runtime.device import Env
+    from charrnn.training.plan import probe
+    from charrnn.training.plan.autosize import dropout_for, regularised, weight_decay_for
 
     timed, clips = [], set()
     speed = 1e6
@@ -335,9 +335,9 @@ def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_
     import torch
 
     from charrnn.config import RunConfig
-    from charrnn.device import Env
-    from charrnn.training import probe
-    from charrnn.training.autosize import GPU_LR_SCALE, GPU_WIDTHS
+    from charrnn.runtime.device import Env
+    from charrnn.training.plan import probe
+    from charrnn.training.plan.autosize import GPU_LR_SCALE, GPU_WIDTHS
 
     timed = []
 
@@ -364,7 +364,7 @@ def test_a_gpu_run_times_two_layer_widths_at_gpu_batches_and_races_fp16_against_
 def test_a_gpu_with_time_to_spare_on_a_small_corpus_takes_the_widest_layer_it_can_feed():
     """Minutes on a GPU read a small corpus hundreds of times: the repeated epochs are worth
     little, so width wins, up to what the corpus feeds (``corpus_hidden``), as the table did."""
-    from charrnn.training.autosize import GPU_WIDTHS, candidates, corpus_hidden
+    from charrnn.training.plan.autosize import GPU_WIDTHS, candidates, corpus_hidden
 
     rates = {(2, h, "fp16"): 1e10 / h**1.5 for h in GPU_WIDTHS}  # 2x512: 863k tokens/s
     assert candidates(600, "cuda") == [(2, h) for h in GPU_WIDTHS]
@@ -378,7 +378,7 @@ def test_a_gpu_with_time_to_spare_on_a_small_corpus_takes_the_widest_layer_it_ca
 
 def test_a_gpu_run_without_a_probe_gets_the_gpu_batch_and_its_scaled_rate():
     from charrnn.config import RunConfig
-    from charrnn.training.autosize import GPU_LR_SCALE, autosize
+    from charrnn.training.plan.autosize import GPU_LR_SCALE, autosize
 
     given, table = RunConfig(), RunConfig()
     given.model.hidden = 256

@@ -16,7 +16,7 @@ from charrnn.checkpoint import load_model
 from charrnn.config import SampleConfig
 from charrnn.sampling.engine import generate
 import charrnn
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 from conftest import TINY_FLAGS, assert_one_error_line
 

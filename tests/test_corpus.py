@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import corpus
-from charrnn.data import RandomBatches, StreamBatches, split
+from charrnn.data import corpus
+from charrnn.data.batches import RandomBatches, StreamBatches, split
 from charrnn.errors import UsageError
 from charrnn.evaluate import evaluate
-from charrnn.model import RNNLM, ModelShape
-from charrnn.token_stream import WordIndexer
-from charrnn.tokenizer import WORD_RES, Tokenizer, UnknownTokenError
+from charrnn.model.lm import RNNLM, ModelShape
+from charrnn.data.vectorized import WordIndexer
+from charrnn.data.tokenizer import WORD_RES, Tokenizer, UnknownTokenError
 
 from conftest import make_corpus
 
@@ -156,7 +156,7 @@ def test_inputs_that_cannot_be_read_are_usage_errors(tmp_path):
 def test_stdin_among_the_inputs(tmp_path):
     f = _write(tmp_path / "s.txt", "from a file\n")
     code = (
-        "import sys; from charrnn import corpus; c = corpus.load(['-', sys.argv[1]]); "
+        "import sys; from charrnn.data import corpus; c = corpus.load(['-', sys.argv[1]]); "
         "print(repr(c.tokenizer.decode(c.ids.tolist())), c.name)"
     )
     r = subprocess.run([sys.executable, "-c", code, str(f)], input="piped\n".encode(), capture_output=True, env=os.environ)

@@ -198,7 +198,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
     out = tmp_path / "run"
     assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "6", "--eval-every", "3", "--out", out, "-q").exit_code == 0
     before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt")}
-    monkeypatch.setattr(checkpoint.os, "fdopen", _full_after(limit))
+    monkeypatch.setattr(os, "fdopen", _full_after(limit))  # every write through os.fdopen: the disk is full
     r = cli("train", corpus_file, "--resume", "--max-steps", "12", "--out", out, "-q")
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "No space left on device", "intact")

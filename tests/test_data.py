@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from charrnn.corpus import read_text as read_corpus
-from charrnn.data import ZERO_STATE_EVERY, RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
+from charrnn.data.corpus import read_text as read_corpus
+from charrnn.data.batches import ZERO_STATE_EVERY, RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
 from charrnn.errors import CharrnnError, UsageError
 
 

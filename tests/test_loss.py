@@ -1,4 +1,4 @@
-"""The fused, chunked output layer and cross-entropy (charrnn/loss.py) against the plain one."""
+"""The fused, chunked output layer and cross-entropy (charrnn/model/loss.py) against the plain one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.loss import cross_entropy_sum
-from charrnn.model import RNNLM, ModelShape
+from charrnn.model.loss import cross_entropy_sum
+from charrnn.model.lm import RNNLM, ModelShape
 
 
 def _inputs(n=96, h=24, v=300, seed=0):
@@ -55,10 +55,10 @@ def test_without_gradients_the_chunked_loss_is_the_plain_sum():
 def test_a_large_vocabulary_model_trains_the_same_with_its_logits_in_chunks(monkeypatch):
     """Two identical models, one with the chunk limit lowered so its loss is fused: the same loss
     and the same weights after a few AdamW steps."""
-    import charrnn.loss
+    import charrnn.model.loss
 
     def run(chunk):
-        monkeypatch.setattr(charrnn.loss, "CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(charrnn.model.loss, "CHUNK_ELEMENTS", chunk)
         monkeypatch.setattr(cross_entropy_sum, "__defaults__", (chunk,))
         torch.manual_seed(0)
         model = RNNLM(ModelShape(400, "lstm", 1, 32, 16, 0.0))

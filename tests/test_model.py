@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn.model import RNNLM, ModelShape
+from charrnn.model.lm import RNNLM, ModelShape
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -221,7 +221,7 @@ def test_tokens_do_not_depend_on_the_thread_count_or_its_trials(streams):
     """The kernel's thread tuner splits chunks into trials of 1 and 2 threads: same tokens as one thread."""
     from charrnn.sampling.native.abi import make_sampler
     from charrnn.sampling.native.pack import NativeLSTM
-    from charrnn.threads import ThreadTuner
+    from charrnn.runtime.threads import ThreadTuner
 
     dtype = torch.bfloat16 if streams == 1 or _batches_native(torch.bfloat16) else torch.float32
     if not _batches_native(dtype) and streams > 1:

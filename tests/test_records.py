@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import charrnn
-from charrnn.data import RecordBatches
+from charrnn.data.batches import RecordBatches
 from charrnn.errors import UsageError
-from charrnn.records import parse
-from charrnn.tokenizer import END, Tokenizer
+from charrnn.data.records import parse
+from charrnn.data.tokenizer import END, Tokenizer
 
 from conftest import assert_one_error_line, labelled_names
 
@@ -176,7 +176,7 @@ def test_temperature_list_tags_each_sample(cli, names_run):
 def test_free_text_novelty_rule(corpus_text):
     """A sample sharing a 24-character anchored window with the corpus is a copy: spans of the
     corpus of 100 characters are caught (nearly always), texts not in the corpus are not."""
-    from charrnn.novelty import Index, text_hashes
+    from charrnn.sampling.curate import Index, text_hashes
 
     index = Index(text_hashes(corpus_text), "text")
     rng = random.Random(0)
@@ -267,7 +267,7 @@ def test_fine_tuning_a_records_model_keeps_records(tmp_path, names_run):
 def test_a_batch_of_padding_only_has_a_finite_loss_and_no_gradient():
     """Under torchrun a rank's record streams can run out before another's: its batch is all
     padding, and its loss must be 0 (not NaN, which DDP would spread to every rank)."""
-    from charrnn.model import RNNLM, ModelShape
+    from charrnn.model.lm import RNNLM, ModelShape
 
     model = RNNLM(ModelShape(10, "lstm", 1, 8, 4, 0.0))
     x = torch.zeros(2, 5, dtype=torch.long)

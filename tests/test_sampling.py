@@ -11,9 +11,9 @@ from charrnn.errors import UsageError
 from charrnn.config import SampleConfig
 from charrnn.sampling.decode import choose, filter_logits
 from charrnn.sampling.engine import generate
-from charrnn.tokenizer import banned_tokens, encode_prompt
+from charrnn.data.tokenizer import banned_tokens, encode_prompt
 import charrnn
-from charrnn.tokenizer import UNK
+from charrnn.data.tokenizer import UNK
 
 
 def _generate(model, prompt_ids, **kw) -> list[int]:

@@ -168,7 +168,7 @@ def test_next_token_probs_agree_with_greedy_sampling_and_the_model(model, loaded
         assert greedy[0] == (top[0][0], 1.0) and greedy[1][1] == 0.0
         # The probabilities are the network's own (fp32 here: the session run's precision).
         net, tok, _ = loaded
-        from charrnn.tokenizer import encode_prompt
+        from charrnn.data.tokenizer import encode_prompt
 
         ids = torch.tensor([encode_prompt(tok, prompt)])
         with torch.no_grad():

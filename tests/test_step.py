@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn.model import RNNLM, ModelShape
+from charrnn.model.lm import RNNLM, ModelShape
 from charrnn.sampling.torch_step import Stepper
 
 ATOL = 1e-5

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from charrnn.threads import ThreadTuner
+from charrnn.runtime.threads import ThreadTuner
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.tokenizer import UNK, Tokenizer, UnknownTokenError
+from charrnn.data.tokenizer import UNK, Tokenizer, UnknownTokenError
 
 CHAR_TEXTS = {
     "ascii": "Hello, World! 123\nThe quick brown fox; jumps (over) the lazy dog?\n",

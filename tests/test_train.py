@@ -156,8 +156,8 @@ def test_no_validation_split(tmp_path, corpus_text):
 
 
 def test_epochs_limit(tmp_path, corpus_text):
-    from charrnn.data import StreamBatches, split, to_ids
-    from charrnn.tokenizer import Tokenizer
+    from charrnn.data.batches import StreamBatches, split, to_ids
+    from charrnn.data.tokenizer import Tokenizer
 
     tok = Tokenizer.build(corpus_text)
     train_ids, _ = split(to_ids(tok.encode(corpus_text), len(tok)), 0.1)

@@ -24,13 +24,13 @@ from charrnn.sampling.native import build
 from charrnn.sampling.native.abi import make_sampler
 from charrnn.sampling.native.cache import load_pack, pack_path
 from charrnn.sampling.native.kernel import Kernel
-from charrnn.sampling.shared import SharedSteps
-from charrnn.tokenizer import Tokenizer, banned_tokens
+from charrnn.sampling.batching import SharedSteps
+from charrnn.data.tokenizer import Tokenizer, banned_tokens
 
 if TYPE_CHECKING:
     import torch
 
-    from charrnn.model import RNNLM
+    from charrnn.model.lm import RNNLM
 
 Pack = tuple[dict[str, Any], bytearray, int]
 
@@ -120,7 +120,7 @@ def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
     exactness then costs nothing."""
     import torch
 
-    from charrnn.device import pick_precision
+    from charrnn.runtime.device import pick_precision
     from charrnn.sampling.native.pack import NativeLSTM
 
     if precision == "auto":
@@ -167,7 +167,7 @@ class Engine:
             if tok is not None:
                 return cls(tok, path=path, precision=precision, pack=found, pack_files=files)
         from charrnn.checkpoint import load_model
-        from charrnn.device import pick_device
+        from charrnn.runtime.device import pick_device
 
         model, tok, _ = load_model(path, pick_device(device))
         return cls(tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision, pack_files=files)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from charrnn.model import RNNLM, State
+from charrnn.model.lm import RNNLM, State
 from charrnn.sampling.native import build
 
 

@@ -20,18 +20,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from charrnn import checkpoint, corpus, ranks
-from charrnn.allocator import keep_freed_memory
+from charrnn import checkpoint
+from charrnn.data import corpus
+from charrnn.runtime import ranks
+from charrnn.runtime.allocator import keep_freed_memory
 from charrnn.config import RunConfig, resumed_config
-from charrnn.data import RecordBatches, make_batches, split, to_ids
-from charrnn.device import Env, setup_env
+from charrnn.data.batches import RecordBatches, make_batches, split, to_ids
+from charrnn.runtime.device import Env, setup_env
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import Score, default_eval_tokens, chunk_seconds, chunks, evaluate, score_records, spaced_records
-from charrnn.model import RNNLM, ModelShape, detach
-from charrnn.threads import ThreadTuner
-from charrnn.tokenizer import Tokenizer, show_tokens
-from charrnn.training import probe
-from charrnn.training.autosize import autosize, corpus_hidden
+from charrnn.model.lm import RNNLM, ModelShape, detach
+from charrnn.runtime.threads import ThreadTuner
+from charrnn.data.tokenizer import Tokenizer, show_tokens
+from charrnn.training.plan import probe
+from charrnn.training.plan.autosize import autosize, corpus_hidden
 from charrnn.training.budget import Budget, lr_at, warmup_steps
 from charrnn.training.run_folder import RunFolder
 from charrnn.training.state import TrainState, gather_ranks
@@ -338,7 +340,7 @@ def _record_split(cfg: RunConfig, text: str, tok: Tokenizer, new_vocab: bool) ->
     of the smallest integer type, and each one's length (no object per record). The first
     1 - val_fraction of the records train, the rest validate. Without a seq_len, chunks fit
     95% of the records whole."""
-    from charrnn.records import parse
+    from charrnn.data.records import parse
 
     recs = parse(text, cfg.data.records, cfg.data.label_field)
     if new_vocab:

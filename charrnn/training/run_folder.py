@@ -115,7 +115,7 @@ class RunFolder:
 
 def saved_corpus(out: str | None) -> str | None:
     """The corpus a run in ``out`` (default: the default corpus' run) was trained on, from its config.yaml."""
-    from charrnn.corpus import DEFAULT_CORPUS
+    from charrnn.data.corpus import DEFAULT_CORPUS
 
     path = Path(out or checkpoint.DEFAULT_ROOT / DEFAULT_CORPUS) / "config.yaml"
     if not path.is_file():

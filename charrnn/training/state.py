@@ -18,8 +18,8 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.config import RunConfig
-from charrnn.model import RNNLM, State
-from charrnn.tokenizer import Tokenizer
+from charrnn.model.lm import RNNLM, State
+from charrnn.data.tokenizer import Tokenizer
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,7 +43,7 @@ def gather_ranks(carried: State) -> list[dict[str, Any]]:
 
     import torch.distributed as dist
 
-    from charrnn import ranks
+    from charrnn.runtime import ranks
 
     mine = {"state": [s.detach().cpu() for s in carried], "rng": rng_state()}
     data = torch.frombuffer(bytearray(pickle.dumps(mine)), dtype=torch.uint8)

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from charrnn.files import cache_dir
 from charrnn.sampling.native.abi import declare
 
 SOURCE = Path(__file__).with_name("kernels.c")
@@ -41,13 +42,6 @@ _FLAG_SETS = [
 _COMMON = ["-O3", "-fno-trapping-math", "-shared", "-fPIC"]
 _loaded: ctypes.CDLL | None = None
 _tried = False
-
-def cache_dir() -> Path:
-    if os.environ.get("CHARRNN_CACHE"):
-        return Path(os.environ["CHARRNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "charrnn"
-
 
 @functools.cache
 def _cpu_signature() -> str:

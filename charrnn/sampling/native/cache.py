@@ -20,8 +20,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from charrnn.checkpoint import atomic_write
-from charrnn.sampling.native.build import cache_dir, code_signature
+from charrnn.files import atomic_write, cache_dir
+from charrnn.sampling.native.build import code_signature
 from charrnn.sampling.native.kernel import aligned_buffer, check_header
 
 PACK_MAGIC = b"charrnn-pack 2\n"

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from charrnn.sampling.native.abi import Net, Sampler
-from charrnn.threads import ThreadTuner, cpu_count
+from charrnn.runtime.threads import ThreadTuner, cpu_count
 
 
 def round_up(n: int, m: int) -> int:

@@ -1,6 +1,6 @@
 /* Native kernels for sampling: the LSTM step for one or many streams, the LSTM cell, and the exact sampler.
  *
- * Built on first use by charrnn/native.py (cc -O3 -march=native -fopenmp) and loaded with ctypes;
+ * Built on first use by build.py (cc -O3 -march=native -fopenmp) and loaded with ctypes;
  * without a C compiler charrnn uses the torch path instead. Plain C: AVX-512 (bf16 dot products
  * where the CPU has them) when the compiler targets it, loops that vectorise elsewhere.
  *

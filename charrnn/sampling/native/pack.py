@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from charrnn.model import RNNLM
+from charrnn.model.lm import RNNLM
 from charrnn.sampling.native import build
 from charrnn.sampling.native.cache import save_pack
 from charrnn.sampling.native.kernel import Kernel, aligned_buffer, round_up
 from charrnn.sampling.torch_step import Stepper
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 
 def pack(w: torch.Tensor, bf16: bool) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Atomic saves, safe loads, and finding a run's checkpoint.
+"""The checkpoint format, atomic saves, safe loads, and finding a run's checkpoint.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable with
 ``weights_only=True``): the tokenizer, the model shape and weights, the run config, and for
@@ -8,39 +8,18 @@ A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable wi
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any
 
+from charrnn.checkpoint.verify import CHECKSUM, check, digest
 from charrnn.errors import CharrnnError
+from charrnn.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
 
 FORMAT = 1
 DEFAULT_ROOT = Path("checkpoints")
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], sync: bool = True) -> None:
-    """Call ``write`` on a temporary file in the same folder, then rename it to ``path``: a crash
-    never leaves half a file, and readers see the old file or the new one. ``sync``: flush to disk
-    before the rename (for files that must survive a power cut, such as checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())  # the rename must not land before the data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
@@ -78,43 +57,6 @@ def _os_error(e: BaseException | None) -> OSError | None:
             return e
         e, seen = e.__cause__ or e.__context__, seen + 1
     return None
-
-
-CHECKSUM = "checksum"
-
-
-def digest(obj: Any) -> str:
-    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes, every number,
-    string and key, in a fixed order. A flipped bit anywhere changes it."""
-    h = hashlib.sha256()
-    _feed(h, obj)
-    return "sha256:" + h.hexdigest()
-
-
-def _feed(h, o: Any) -> None:
-    import torch
-
-    if isinstance(o, torch.Tensor):
-        t = o.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(o, dict):
-        h.update(b"D%d" % len(o))
-        for k in sorted(o, key=repr):
-            _feed(h, k)
-            _feed(h, o[k])
-    elif isinstance(o, (list, tuple)):
-        h.update(b"L%d" % len(o))
-        for v in o:
-            _feed(h, v)
-    else:
-        h.update(f"S{type(o).__name__}:{o!r}".encode())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(text: str, path: str | Path) -> None:
@@ -193,8 +135,6 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
     if stored is not None and stored != digest(ckpt):
         raise CharrnnError(f"{p} is damaged: its contents do not match their checksum (a flipped bit or a "
                            "partial copy); use the run's other checkpoint (best.pt or last.pt) or retrain")
-    from charrnn.checkpoint_check import check
-
     check(ckpt, p)
     ckpt["path"] = str(p)
     return ckpt
@@ -202,60 +142,10 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
 
 def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint alone."""
-    from charrnn.model import ModelShape, RNNLM
-    from charrnn.tokenizer import Tokenizer
+    from charrnn.model.lm import ModelShape, RNNLM
+    from charrnn.data.tokenizer import Tokenizer
 
     ckpt = load(path, map_location=device)
     model = RNNLM(ModelShape(**ckpt["shape"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), Tokenizer.from_dict(ckpt["tokenizer"]), ckpt
-
-
-def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """What ``charrnn info`` says of a loaded checkpoint: corpus, tokens, shape, parameters,
-    steps, tokens seen, best validation loss (nats/token), the run's settings, and the
-    checkpoints of its run folder (``list_run``)."""
-    import math
-
-    shape, weights = ckpt["shape"], ckpt["model"]
-    params = sum(t.numel() for t in weights.values())
-    best = ckpt.get("best_val_loss")
-    return {
-        "checkpoint": ckpt["path"],
-        "corpus": ckpt.get("corpus"),
-        "corpus_sha": ckpt.get("corpus_sha"),
-        "level": ckpt["tokenizer"]["level"],
-        "vocab_size": len(ckpt["tokenizer"]["vocab"]),
-        "cell": shape["cell"],
-        "layers": shape["layers"],
-        "hidden": shape["hidden"],
-        "embed": shape["embed"],
-        "dropout": shape["dropout"],
-        "parameters": params,
-        "non_embedding_parameters": params - weights["emb.weight"].numel(),
-        "steps": ckpt.get("step"),
-        "tokens_seen": ckpt.get("tokens_seen"),
-        "best_val_loss": None if best is None or not math.isfinite(best) else round(best, 6),
-        "charrnn_version": ckpt.get("charrnn_version"),
-        "config": ckpt.get("config"),
-        "checkpoints": list_run(Path(ckpt["path"]).parent),
-    }
-
-
-def list_run(folder: str | Path) -> list[dict[str, Any]]:
-    """A run folder's checkpoints, oldest step first: name, step, the validation loss of the
-    evaluation it was saved at (nats/token; None where there was none, as for a last.pt saved on
-    Ctrl-C), and size in bytes. Files that cannot be read are left out."""
-    folder = Path(folder)
-    rows = []
-    names = [p.name for p in step_files(folder).values()] + [n for n in ("best.pt", "last.pt") if (folder / n).is_file()]
-    for name in names:
-        try:
-            ckpt = load(folder / name, mmap=True)
-        except CharrnnError:
-            continue
-        step = ckpt.get("step")
-        val = next((r.get("val_loss") for r in reversed(ckpt.get("history") or []) if r.get("step") == step), None)
-        rows.append({"name": name, "step": step, "val_loss": val, "bytes": (folder / name).stat().st_size})
-    order = {"best.pt": 1, "last.pt": 2}
-    return sorted(rows, key=lambda r: (r["step"] if r["step"] is not None else -1, order.get(r["name"], 0)))

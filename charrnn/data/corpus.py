@@ -37,8 +37,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.token_stream import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
-from charrnn.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, show_tokens
+from charrnn.data.vectorized import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
+from charrnn.data.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, show_tokens
 
 SEPARATOR = "\n"
 """Written between two input files."""
@@ -141,7 +141,7 @@ def default_files() -> list[Path]:
 
 
 def cache_root() -> Path:
-    from charrnn.sampling.native.build import cache_dir
+    from charrnn.files import cache_dir
 
     return cache_dir() / "tokens"
 
@@ -282,7 +282,7 @@ def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
     """``load`` under torchrun: rank 0 finds or builds the cache entry, the other ranks wait for
     it and then read the same one."""
     if world > 1:
-        from charrnn import ranks
+        from charrnn.runtime import ranks
 
         if not main:
             ranks.barrier()
@@ -365,7 +365,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from charrnn.checkpoint import atomic_write
+    from charrnn.files import atomic_write
 
     try:
         atomic_write(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False).encode("utf-8")), sync=False)
@@ -383,7 +383,7 @@ def _regular(p: Path) -> bool:
 def _spool_special(files: _Files, root: Path) -> None:
     """stdin and pipes are read once (inputs.read_bytes: a named pipe without a writer is waited
     for, then refused; devices are refused) into files under the cache, so they can be read twice."""
-    from charrnn.inputs import read_bytes
+    from charrnn.files import read_bytes
 
     for i, p in enumerate(files.paths):
         if _regular(p):
@@ -613,7 +613,7 @@ def _unknown_error(what: str, missing: dict[str, int], unknown: str) -> UnknownT
 
 def _not_utf8(raw: bytes, where: int, path: str) -> UsageError:
     """inputs.decode_utf8's error for the file ``path`` whose byte ``where`` is not UTF-8."""
-    from charrnn.inputs import decode_utf8
+    from charrnn.files import decode_utf8
 
     try:
         decode_utf8(raw, path, "corpus")

@@ -1,6 +1,7 @@
 """Is a loaded checkpoint whole and consistent? One line naming what is wrong, never a traceback.
 
-``checkpoint.load`` calls ``check`` on every checkpoint (old ones without a checksum too): the
+Every checkpoint carries a SHA-256 of all it holds (``digest``), written by ``io.save``. ``io.load``
+verifies it, then calls ``check`` on every checkpoint (old ones without a checksum too): the
 tokenizer, the shape and the weights must agree (names, shapes: compared on torch's meta device,
 so a damaged shape allocates nothing), the weights must be finite, the counters sane, and the
 saved settings valid, so that a resumed run cannot start with a negative learning rate.
@@ -8,12 +9,44 @@ saved settings valid, so that a resumed run cannot start with a negative learnin
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from charrnn.errors import CharrnnError
+
+
+CHECKSUM = "checksum"
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's contents: every tensor's dtype, shape and bytes, every number,
+    string and key, in a fixed order. A flipped bit anywhere changes it."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return "sha256:" + h.hexdigest()
+
+
+def _feed(h, o: Any) -> None:
+    import torch
+
+    if isinstance(o, torch.Tensor):
+        t = o.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(o, dict):
+        h.update(b"D%d" % len(o))
+        for k in sorted(o, key=repr):
+            _feed(h, k)
+            _feed(h, o[k])
+    elif isinstance(o, (list, tuple)):
+        h.update(b"L%d" % len(o))
+        for v in o:
+            _feed(h, v)
+    else:
+        h.update(f"S{type(o).__name__}:{o!r}".encode())
 
 
 class DamagedCheckpoint(CharrnnError):
@@ -37,8 +70,8 @@ def _check(ckpt: dict[str, Any]) -> None:
 
     from charrnn.config import CELLS, LEVELS, MAX_LAYERS, MAX_WIDTH, RunConfig
     from charrnn.errors import UsageError
-    from charrnn.model import ModelShape, RNNLM
-    from charrnn.tokenizer import END, LABEL_PREFIX, UNK
+    from charrnn.model.lm import ModelShape, RNNLM
+    from charrnn.data.tokenizer import END, LABEL_PREFIX, UNK
 
     tok = ckpt.get("tokenizer")
     if not isinstance(tok, dict) or tok.get("level") not in LEVELS or not isinstance(tok.get("vocab"), list):

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from charrnn.tokenizer import UNK, WORD_RES
+from charrnn.data.tokenizer import UNK, WORD_RES
 
 N_CODE_POINTS = 0x110000
 _W, _S, _D, _J, _N = 1, 2, 4, 8, 16  # word char, whitespace, decimal digit, word joiner, digit joiner
@@ -280,7 +280,7 @@ def word_vocab(indexer: WordIndexer, max_vocab: int | None, min_count: int) -> t
 def grown_vocab(indexer: WordIndexer, tok, max_vocab: int | None, min_count: int):
     """``Tokenizer.grown`` from streamed counts: (tokenizer, pass-1 index -> id map, tokens added).
     ``indexer`` was made with ``known=tok.vocab, grow=True``."""
-    from charrnn.tokenizer import Tokenizer
+    from charrnn.data.tokenizer import Tokenizer
 
     n_known, n = len(tok), len(indexer)
     counts = indexer.counts[n_known:n]

@@ -1,4 +1,5 @@
-"""Reading the user's input files: a corpus, a text to score, a config, a prompt on stdin.
+"""Files below the flow, shared by every stage: reading the user's input files (a corpus, a text
+to score, a config, a prompt on stdin), atomic writes, and the cache folder.
 
 A regular file, stdin, or a pipe (``<(cmd)``, a named pipe another process writes to). A named
 pipe that no process opens for writing is waited on for ``pipe_wait()`` seconds, then refused;
@@ -13,9 +14,11 @@ import select
 import shlex
 import stat
 import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
 
 from charrnn.errors import UsageError
-
 
 
 def pipe_wait() -> float:
@@ -120,3 +123,38 @@ def guess_encoding(data: bytes) -> str:
         return "WINDOWS-1252"
     except UnicodeDecodeError:
         return "ISO-8859-1"
+
+
+def cache_dir() -> Path:
+    """charrnn's cache folder (token ids, compiled kernels, packed weights): ``$CHARRNN_CACHE``,
+    else ``$XDG_CACHE_HOME/charrnn``, else ``~/.cache/charrnn``. Anything in it may be deleted."""
+    if os.environ.get("CHARRNN_CACHE"):
+        return Path(os.environ["CHARRNN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "charrnn"
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], sync: bool = True) -> None:
+    """Call ``write`` on a temporary file in the same folder, then rename it to ``path``: a crash
+    never leaves half a file, and readers see the old file or the new one. ``sync``: flush to disk
+    before the rename (for files that must survive a power cut, such as checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; give it a normal file's mode
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not land before the data
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

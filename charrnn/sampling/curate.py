@@ -110,13 +110,13 @@ def load_or_build(run_folder: Path, corpus: str | list[str] | None, corpus_sha: 
     """The run's index, built from its corpus file on first use. Raises CharrnnError when the run
     was trained from stdin or text in memory, or its corpus file is gone or changed (nothing to
     compare with): ``corpus_sha`` is the checkpoint's hash of the text it was trained on."""
-    from charrnn.checkpoint import atomic_write
+    from charrnn.files import atomic_write
 
     kind = "records" if records_mode else "text"
     if corpus is None:
         key = "the built-in default corpus"
     else:
-        from charrnn.corpus import fingerprint
+        from charrnn.data.corpus import fingerprint
 
         inputs = corpus if isinstance(corpus, list) else [corpus]
         unreadable = next((c for c in inputs if c == "-" or not Path(c).exists()), None)
@@ -151,8 +151,8 @@ def _build(corpus: str | list[str] | None, records_mode: str | None, label_field
     """(sorted unique hashes, the corpus' sha). Free text and one-record-per-line modes (lines,
     jsonl) stream the corpus chunk by chunk, so memory holds the hashes, not the text; paragraphs
     and CSV (whose records may span chunks in ways only a parser knows) read the text whole."""
-    from charrnn.corpus import iter_text
-    from charrnn.records import parse
+    from charrnn.data.corpus import iter_text
+    from charrnn.data.records import parse
 
     kind = (records_mode or "text").partition(":")[0]
     parts: list[np.ndarray] = []

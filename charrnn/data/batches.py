@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.inputs import decode_utf8, read_bytes
+from charrnn.files import decode_utf8, read_bytes
 
 DEFAULT_CORPUS = "python-stdlib"
 DEFAULT_CORPUS_CHARS = 1_200_000

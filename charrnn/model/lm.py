@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from charrnn.loss import cross_entropy_sum
+from charrnn.model.loss import cross_entropy_sum
 
 State = tuple[torch.Tensor, ...]
 

@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
-from charrnn.device import Env
-from charrnn.model import RNNLM, ModelShape
-from charrnn.training.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
+from charrnn.runtime.device import Env
+from charrnn.model.lm import RNNLM, ModelShape
+from charrnn.training.plan.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
                                        planned_tokens, predicted_plan_loss, step_limit_tokens)
 
 Measured = dict[tuple[int, int, str], float]
