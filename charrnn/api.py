@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from charrnn.config import SampleConfig
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.sampling.engine import Engine
-from charrnn.sampling.text import decode_streams
-from charrnn.data.tokenizer import encode_prompt
+from charrnn.data.records import encode_record, prompt_ids
 
 if TYPE_CHECKING:
     from charrnn.evaluate import LineScore, Score
-    from charrnn.training.loop import Reporter
+    from charrnn.training.report import Reporter
 
 
 class CharRNN:
@@ -89,17 +88,7 @@ class CharRNN:
         threads they take turns at the kernel.
         Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, resolve_seed(seed), self.precision)
-        ids = self._prompt_ids(prompt, unknown, label)
-        chunks = self.engine.chunks(ids, cfg, shared)
-        return decode_streams(chunks, self.tokenizer.vocab, n, stop, self.tokenizer.end_id)
-
-    def _prompt_ids(self, prompt: str, unknown: str, label: str | None) -> list[int]:
-        tok = self.tokenizer
-        if self.is_records:
-            return [tok.record_start(label)] + tok.encode(prompt, unknown=unknown)
-        if label is not None:
-            raise UsageError("--label needs a records model trained with --label-field; drop --label")
-        return encode_prompt(tok, prompt, unknown)
+        return self.engine.texts(prompt_ids(self.tokenizer, prompt, unknown, label), cfg, stop, shared)
 
     def draw(
         self, n: int, prompt: str = "", length: int = 500, temperatures: Iterable[float] = (0.8,),
@@ -154,7 +143,7 @@ class CharRNN:
     def _score_samples(self, prompt: str, samples: list[Sample], label: str | None, unknown: str) -> None:
         from charrnn.evaluate import score_sequences
 
-        tok, head = self.tokenizer, self._prompt_ids(prompt, unknown, label)
+        tok, head = self.tokenizer, prompt_ids(self.tokenizer, prompt, unknown, label)
         seqs, chars = [], []
         for s in samples:
             body = tok.encode(s.text, unknown="skip")
@@ -208,7 +197,7 @@ class CharRNN:
             raise UsageError(f"k must be an integer >= 1, not {k!r}")
         if not 0 <= temperature < math.inf:
             raise UsageError(f"temperature must be a number >= 0, not {temperature}")
-        ids = self._prompt_ids(prompt, unknown, label)
+        ids = prompt_ids(self.tokenizer, prompt, unknown, label)
         z = np.asarray(self.engine.next_logits(ids), dtype=np.float64)  # (V,)
         z[self.engine.banned] = -np.inf
         if temperature < 1e-6:  # as the sampler: below this the draw is the argmax
@@ -244,8 +233,8 @@ class CharRNN:
             labels = recs.labels or [None] * len(recs.texts)
             seqs, left_out = [], Counter()
             for t, l in zip(recs.texts, labels):
-                ids, gone = tok.encode_counted(t, mode)
-                seqs.append([tok.record_start(l if l in tok.labels else None)] + ids + [tok.end_id])
+                seq, gone = encode_record(tok, t, l if l in tok.labels else None, mode)
+                seqs.append(seq)
                 left_out += gone
             score = score_records(model, seqs, tok.char_lengths(), self._autocast())
             score.left_out = left_out
@@ -289,9 +278,7 @@ class CharRNN:
         ``left_out`` counts its unseen tokens left out."""
         from charrnn.evaluate import score_lines
 
-        tok = self.tokenizer
-        bounds = ([tok.end_id], [tok.end_id]) if self.is_records else None
-        return score_lines(self._model(), tok, list(lines), unknown, self._autocast(), bounds)
+        return score_lines(self._model(), self.tokenizer, list(lines), unknown, self._autocast())
 
     def _model(self):
         return self.engine.model

@@ -164,9 +164,9 @@ def _read_arg(text: str) -> str:
     """`-` reads the value from stdin, bytes as they are (CRLF stays CRLF)."""
     if text != "-":
         return text
-    from charrnn.files import decode_utf8, read_bytes
+    from charrnn.files import read_text
 
-    return decode_utf8(read_bytes("-", "prompt"), "-", "the prompt on stdin")
+    return read_text("-", "the prompt")
 
 
 
@@ -421,18 +421,15 @@ def score(
     """
     try:
         from charrnn.api import load
-        from charrnn.data.batches import read_corpus
+        from charrnn.evaluate import split_lines
+        from charrnn.files import read_text
 
         model = load(checkpoint, device, precision)
         streamed = not per_line and not model.is_records and (os.path.isfile(file) or os.path.isdir(file))
         if not streamed:
-            text, _ = read_corpus(file, "text to score")
+            text = read_text(file, "text to score")
         if per_line:
-            # Newlines only: str.splitlines() would also split on form feeds and other separators.
-            lines = text.split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            results = model.score_lines(lines, unknown.value)
+            results = model.score_lines(split_lines(text), unknown.value)
             for r in results:
                 d = r.to_dict()
                 loss = "-" if d["loss"] is None else f"{d['loss']:.4f}"

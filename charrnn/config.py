@@ -6,6 +6,7 @@ corpus and the time budget (see ``autosize.py``) and saves the resolved value.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -48,6 +49,27 @@ def _fraction(name: str, value: float | None, closed_top: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 <= value <= 1 if closed_top else 0 <= value < 1)
     if not ok:
         raise UsageError(f"{name} must be in [0, 1{']' if closed_top else ')'}, not {value}")
+
+
+RECORDS = ("lines", "paragraphs", "jsonl", "csv")
+"""The kinds of records ``--records`` reads (charrnn/data/records.py parses them)."""
+
+
+def check_records(mode: str | None, label_field: str | None = None) -> None:
+    """Raise UsageError for a --records value that is not one of RECORDS (with FIELD/COLUMN where needed)."""
+    if mode is None:
+        if label_field:
+            raise UsageError("--label-field needs --records jsonl:FIELD or csv:COLUMN")
+        return
+    kind, _, field = mode.partition(":")
+    if kind not in RECORDS:
+        raise UsageError(f"--records must be lines, paragraphs, jsonl:FIELD or csv:COLUMN, not {mode!r}")
+    if kind in ("jsonl", "csv") and not field:
+        raise UsageError(f"--records {kind} needs the {'field' if kind == 'jsonl' else 'column'} that holds the text, e.g. {kind}:text")
+    if kind in ("lines", "paragraphs") and field:
+        raise UsageError(f"--records {kind} takes no field; use --records {kind}")
+    if label_field and kind not in ("jsonl", "csv"):
+        raise UsageError("--label-field needs --records jsonl:FIELD or csv:COLUMN (lines and paragraphs carry no labels)")
 
 
 # Bounds that keep a typo from asking for terabytes: a 16384-wide LSTM layer is already 4 GB of fp32.
@@ -96,9 +118,7 @@ class DataConfig:
         _positive("--seq-len", self.seq_len, most=2**31 - 1)
         _positive("--batch-size", self.batch_size, most=2**31 - 1)
         check_choice("--batching", self.batching, BATCHING)
-        from charrnn.data.records import check_mode
-
-        check_mode(self.records, self.label_field)
+        check_records(self.records, self.label_field)
 
 
 @dataclass
@@ -282,9 +302,9 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    from charrnn.files import decode_utf8, read_bytes
+    from charrnn.files import read_text
 
-    text = decode_utf8(read_bytes(str(path), "config file", limit=YAML_MAX_BYTES), str(path), "config file")
+    text = read_text(str(path), "config file", limit=YAML_MAX_BYTES)
     try:
         d = yaml.load(text, Loader=_NoAliasLoader)
     except RecursionError:
@@ -300,13 +320,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return d
 
 
-# What a resumed run may change (its limits, where it runs, the corpus path it reads); a
-# fine-tuned model keeps its parent's level and shape (its vocabulary grows with the new text,
-# within max_vocab and min_count). Enforced for the library and the CLI alike.
-# Watching a run (samples, patience, kept checkpoints) changes nothing it learns, so a resumed run may change it.
-WATCH = ("sample_every", "sample_length", "sample_temp", "patience", "keep")
-RESUMABLE = {"corpus", "max_steps", "epochs", "time_budget", "eval_every", "eval_tokens", "device", "precision", "out", *WATCH}
+# What a resumed run may change: its limits, where and how precisely it runs, how it is watched
+# (samples, patience, kept checkpoints change nothing it learns), and the corpus path it reads
+# (the text itself must be the same). A fine-tuned model keeps its parent's level and shape (its
+# vocabulary grows with the new text, within max_vocab and min_count). Enforced for the library
+# and the CLI alike.
 LIMITS = ("max_steps", "epochs", "time_budget")
+WATCH = ("sample_every", "sample_length", "sample_temp", "patience", "keep")
+RESUMABLE_TRAIN = (*LIMITS, "eval_every", "eval_tokens", "device", "precision", "out", *WATCH)
+RESUMABLE = {"corpus", *RESUMABLE_TRAIN}
 SHAPE = {"level", "cell", "layers", "hidden", "embed"}
 
 
@@ -334,16 +356,18 @@ def check_fixed(given: list[str], resume: bool, init_from: bool) -> None:
 
 
 def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
-    """The configuration of a resumed run: the saved one, with what ``RESUMABLE`` lets change.
-    New limits replace all the saved ones (a saved time budget must not cap a new max_steps)."""
+    """The configuration of a resumed run: a copy of the ``saved`` one with what
+    ``RESUMABLE_TRAIN`` lets change taken from ``given``. New limits replace all the saved ones (a
+    saved time budget must not cap a new max_steps)."""
+    new = copy.deepcopy(saved)
+    names = [n for n in RESUMABLE_TRAIN if n not in LIMITS]
     if any(getattr(given.train, n) is not None for n in LIMITS):
-        for n in LIMITS:
-            setattr(saved.train, n, getattr(given.train, n))
-    for name in ("eval_every", "eval_tokens", "device", "precision", "out", *WATCH):
+        names += LIMITS
+    for name in names:
         value = getattr(given.train, name)
-        if value is not None and value != "auto":
-            setattr(saved.train, name, value)
-    return saved
+        if name in LIMITS or (value is not None and value != "auto"):
+            setattr(new.train, name, value)
+    return new
 
 
 def build_run_config(config: str | Path | dict | None, settings: dict[str, Any], resume: bool = False, init_from: Any = None) -> RunConfig:

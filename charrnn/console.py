@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from charrnn.training.loop import Reporter
+from charrnn.training.report import Reporter
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from charrnn.runtime.allocator import keep_freed_memory
 from charrnn.data.batches import as_numpy
 from charrnn.model.lm import RNNLM
+from charrnn.data.records import encode_record
 from charrnn.data.tokenizer import Tokenizer, scoring_mode
 
 
@@ -197,10 +198,12 @@ def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: i
     every token after the first is predicted, but for the first ``skip[i]`` predictions of
     sequence i (a prompt's tokens: read as context, not scored). Sequences of similar length share
     a batch of at most ``batch`` sequences and about 2^24 logits; a sequence of fewer than two
-    tokens gets (0.0, 0)."""
+    tokens gets (0.0, 0). The model runs in eval mode (no dropout) and is left in the mode it was in."""
     device = next(model.parameters()).device
     out = [(0.0, 0)] * len(seqs)
     order = sorted((i for i in range(len(seqs)) if len(seqs[i]) >= 2), key=lambda i: len(seqs[i]))
+    was_training = model.training
+    model.eval()
     with autocast or nullcontext():
         for idx in _line_batches(order, [len(s) for s in seqs], batch, model.shape.vocab_size):
             rows = [torch.tensor(seqs[i], dtype=torch.long) for i in idx]
@@ -215,6 +218,7 @@ def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: i
             nll = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none", ignore_index=-100).sum(1)
             for j, i in enumerate(idx):
                 out[i] = (float(nll[j]), int((y[j] != -100).sum()))
+    model.train(was_training)
     return out
 
 
@@ -244,26 +248,37 @@ def score_records(model: RNNLM, seqs: list[list[int]], token_chars: list[int], a
 
 def score_lines(
     model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None,
-    bounds: tuple[list[int], list[int]] | None = None,
 ) -> list[LineScore]:
-    """Each line on its own, between the ids ``bounds`` (default: as if it followed a newline, and
-    with its closing newline): its tokens and its end are scored. ``unknown``: see
-    ``tokenizer.scoring_mode``; unseen tokens left out are counted per line. Raises
-    UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
+    """Each line on its own: as if it followed a newline, with its closing newline, or on a
+    records model as a record from its start token to its end token; its tokens and its end are
+    scored. ``unknown``: see ``tokenizer.scoring_mode``; unseen tokens left out are counted per
+    line. Raises UnknownTokenError for unseen tokens when ``unknown`` is 'error'."""
     unknown = scoring_mode(tok, unknown)
     nl = tok.encode("\n", unknown="skip")
-    head, tail = bounds or (nl, nl)
     results = [LineScore(line.removesuffix("\r"), None, None, 0) for line in lines]
     encoded = []
     for line, r in zip(lines, results):
-        ids, r.left_out = tok.encode_counted(line, unknown)
-        encoded.append(head + ids + tail)
+        if tok.end_id is not None:
+            seq, r.left_out = encode_record(tok, line, None, unknown)
+        else:
+            ids, r.left_out = tok.encode_counted(line, unknown)
+            seq = nl + ids + nl
+        encoded.append(seq)
     chars = tok.char_lengths()
     for r, seq, (loss, n) in zip(results, encoded, score_sequences(model, encoded, autocast)):
         if n:
             sc = Score(loss / n, n, sum(chars[t] for t in seq[1:]))
             r.loss, r.bits_per_char, r.tokens = round(sc.loss, 6), round(sc.bits_per_char, 6), n
     return results
+
+
+def split_lines(text: str) -> list[str]:
+    """``text`` cut at newlines only (str.splitlines would also cut at form feeds and other
+    separators), without the empty line after a final newline: what per-line scoring scores."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _line_batches(order: list[int], lengths: list[int], most: int, vocab_size: int) -> Iterator[list[int]]:

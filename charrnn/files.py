@@ -65,6 +65,12 @@ def read_bytes(path: str, what: str = "file", limit: int | None = None) -> bytes
     return _bounded(data, path, what, limit)
 
 
+def read_text(path: str, what: str = "file", limit: int | None = None) -> str:
+    """The UTF-8 text of ``path`` (``-``: stdin); ``read_bytes`` and ``decode_utf8`` say what
+    they raise."""
+    return decode_utf8(read_bytes(path, what, limit), path, what)
+
+
 def _wait_for_writer(fd: int, path: str, what: str) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data import corpus
+from charrnn.data import cache, corpus
 from charrnn.data.batches import RandomBatches, StreamBatches, split
 from charrnn.errors import UsageError
 from charrnn.evaluate import evaluate
@@ -92,11 +92,11 @@ def test_the_cache_deletes_its_least_recently_used_entries_past_its_limit(tmp_pa
     files = [_write(tmp_path / f"{i}.txt", make_corpus(3000 + 500 * i, seed=10 + i)) for i in range(4)]
     corpus.load(str(files[0]))
     corpus.load(str(files[1]))
-    entries = lambda: sorted(p.name for p in corpus.cache_root().iterdir() if p.is_dir() and p.name != "index")  # noqa: E731
+    entries = lambda: sorted(p.name for p in cache.root().iterdir() if p.is_dir() and p.name != "index")  # noqa: E731
     assert len(entries()) == 2
     first_two = entries()
-    os.utime(corpus.cache_root() / first_two[0], (1, 1))  # made the older one,
-    os.utime(corpus.cache_root() / first_two[1], (2, 2))
+    os.utime(cache.root() / first_two[0], (1, 1))  # made the older one,
+    os.utime(cache.root() / first_two[1], (2, 2))
     assert corpus.load(str(files[0])).cached  # then used: files[0]'s entry is now the newest
     # Room for about two entries: a third build deletes the least recently used (files[1]'s).
     monkeypatch.setenv("CHARRNN_TOKEN_CACHE_GB", str(2 * 5000 / 1e9))
@@ -109,13 +109,13 @@ def test_the_cache_deletes_its_least_recently_used_entries_past_its_limit(tmp_pa
     c = corpus.load(str(files[3]))
     assert len(entries()) == 1 and corpus.load(str(files[3])).cached
     assert c.tokenizer.decode(c.ids.tolist()) == files[3].read_text()
-    assert len(list((corpus.cache_root() / "index").glob("*.json"))) == 1  # the others pointed at deleted entries
+    assert len(list((cache.root() / "index").glob("*.json"))) == 1  # the others pointed at deleted entries
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
     f = _write(tmp_path / "d.txt", make_corpus(3000, seed=4))
     c = corpus.load(str(f))
-    entry = next(p for p in corpus.cache_root().iterdir() if p.is_dir() and (p / "ids.bin").exists() and p.name.startswith(c_sha_prefix(f)))
+    entry = next(p for p in cache.root().iterdir() if p.is_dir() and (p / "ids.bin").exists() and p.name.startswith(c_sha_prefix(f)))
     with open(entry / "ids.bin", "ab") as g:
         g.write(b"\0")  # wrong size
     again = corpus.load(str(f))

@@ -6,28 +6,25 @@ import io
 import sys
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
 from charrnn.data.corpus import read_text as read_corpus
-from charrnn.data.batches import ZERO_STATE_EVERY, RandomBatches, StreamBatches, id_dtype, make_batches, split, to_ids
+from charrnn.data.batches import ZERO_STATE_EVERY, RandomBatches, StreamBatches, make_batches, split
+from charrnn.data.vectorized import smallest_dtype
 from charrnn.errors import CharrnnError, UsageError
 
 
 @pytest.mark.parametrize(
     "vocab_size, dtype",
-    [(1, torch.uint8), (65, torch.uint8), (256, torch.uint8), (257, torch.int16),
-     (2**15, torch.int16), (2**15 + 1, torch.int32), (200_000, torch.int32)],
+    [(1, np.uint8), (65, np.uint8), (256, np.uint8), (257, np.int16),
+     (2**15, np.int16), (2**15 + 1, np.int32), (200_000, np.int32)],
 )
-def test_id_dtype_is_the_smallest_that_fits(vocab_size, dtype):
-    assert id_dtype(vocab_size) == dtype
-
-
-@pytest.mark.parametrize("vocab_size", [256, 2**15, 2**15 + 1])
-def test_to_ids_holds_the_largest_id(vocab_size):
-    ids = to_ids([0, vocab_size - 1, 1], vocab_size)
-    assert ids.dtype == id_dtype(vocab_size)
-    assert ids.long().tolist() == [0, vocab_size - 1, 1]
+def test_ids_take_the_smallest_type_that_holds_the_largest_id(vocab_size, dtype):
+    assert smallest_dtype(vocab_size) == dtype
+    ids = np.asarray([0, vocab_size - 1, 1], dtype=smallest_dtype(vocab_size))
+    assert ids.astype(np.int64).tolist() == [0, vocab_size - 1, 1]
 
 
 def test_split_default_is_first_90_percent_then_last_10():

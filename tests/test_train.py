@@ -156,11 +156,11 @@ def test_no_validation_split(tmp_path, corpus_text):
 
 
 def test_epochs_limit(tmp_path, corpus_text):
-    from charrnn.data.batches import StreamBatches, split, to_ids
+    from charrnn.data.batches import StreamBatches, split
     from charrnn.data.tokenizer import Tokenizer
 
     tok = Tokenizer.build(corpus_text)
-    train_ids, _ = split(to_ids(tok.encode(corpus_text), len(tok)), 0.1)
+    train_ids, _ = split(torch.tensor(tok.encode(corpus_text)), 0.1)
     spe = StreamBatches(train_ids, 4, 16, 0).steps_per_epoch
     s = train(tiny_config(tmp_path / "e", **{"train.max_steps": None, "train.epochs": 0.5}), corpus_text, "c")
     assert s["steps"] == math.ceil(0.5 * spe)

@@ -10,7 +10,8 @@ import random
 import pytest
 
 import charrnn
-from charrnn.training.loop import Reporter, train
+from charrnn.training.loop import train
+from charrnn.training.report import Reporter
 from charrnn.training.watch import evaluations_since_best, overfit_warning
 
 from conftest import TINY_FLAGS, assert_one_error_line, tiny_config

@@ -8,60 +8,11 @@ A batch is a pure function of the step number, so resuming a run only needs the 
 from __future__ import annotations
 
 import hashlib
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from charrnn.errors import CharrnnError, UsageError
-from charrnn.files import decode_utf8, read_bytes
-
-DEFAULT_CORPUS = "python-stdlib"
-DEFAULT_CORPUS_CHARS = 1_200_000
-
-
-def read_corpus(path: str | None, what: str = "corpus") -> tuple[str, str]:
-    """(text, name). ``-`` reads stdin; ``None`` gives the built-in default corpus. Raises
-    UsageError for a file that cannot be used (missing, not text, not UTF-8, a silent pipe)."""
-    if path is None:
-        return default_corpus(), DEFAULT_CORPUS
-    data = read_bytes(path, what)
-    name = "stdin" if path == "-" else Path(path).stem or "corpus"
-    return decode_utf8(data, path, what), name
-
-
-def default_corpus() -> str:
-    """The running interpreter's own standard library source: on every machine, no download,
-    and nothing copied into this repository. Files in sorted order, about 1.2M characters."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    parts, size = [], 0
-    for f in sorted(root.glob("*.py")):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        parts.append(text)
-        size += len(text)
-        if size >= DEFAULT_CORPUS_CHARS:
-            break
-    if not parts:
-        raise CharrnnError(f"no Python sources found under {root}; give a corpus file instead")
-    return "\n".join(parts)
-
-
-def id_dtype(vocab_size: int) -> torch.dtype:
-    """The smallest integer type that holds every id."""
-    if vocab_size <= 256:
-        return torch.uint8
-    if vocab_size <= 2**15:
-        return torch.int16
-    return torch.int32
-
-
-def to_ids(ids: list[int], vocab_size: int) -> torch.Tensor:
-    return torch.tensor(ids, dtype=id_dtype(vocab_size))
-
+from charrnn.errors import UsageError
 
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """First (1 - f) of the tokens train, the tail validates (nanoGPT's convention)."""

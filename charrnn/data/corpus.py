@@ -5,14 +5,9 @@ skipped), ``-`` for stdin, or nothing for the built-in default corpus. Several i
 in the order given and joined with ``SEPARATOR`` (one newline) between files; a single file is
 its bytes exactly. Files must be UTF-8.
 
-The token ids go to ``<cache>/tokens/<content>-<settings>/ids.bin`` (raw, the smallest integer
-type that holds the vocabulary; ``<cache>`` is ``$CHARRNN_CACHE`` or ``~/.cache/charrnn``) and
-are memory-mapped, so a corpus of any size costs its vocabulary plus the pages being read. An
-entry is found again by the SHA-256 of the corpus' bytes and the tokenizer settings; a second
-index maps each file's path, size, mtime and inode to that hash, so an unchanged corpus is
-found without reading it, and an edited file is read again. Entries can be deleted at any time;
-after each build the least recently used ones go while the cache holds more than
-``$CHARRNN_TOKEN_CACHE_GB`` (default 20) gigabytes (``prune``).
+The token ids go to the token cache (cache.py) and are memory-mapped from it, so a corpus of
+any size costs its vocabulary plus the pages being read; an unchanged corpus is found there
+without reading it again, and an edited file is read again.
 
 The build reads the text in chunks twice at most: pass 1 hashes it and finds the vocabulary
 (character counts, or word indices written to a temporary file), pass 2 writes the ids.
@@ -36,6 +31,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from charrnn.data import cache
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.data.vectorized import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
 from charrnn.data.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, show_tokens
@@ -45,7 +41,6 @@ SEPARATOR = "\n"
 DEFAULT_CORPUS = "python-stdlib"
 DEFAULT_CORPUS_CHARS = 1_200_000
 CHUNK_BYTES = 4 << 20
-_FORMAT = 1  # of cache entries; a change makes new entries
 
 
 class BudgetExceeded(CharrnnError):
@@ -140,12 +135,6 @@ def default_files() -> list[Path]:
     return files
 
 
-def cache_root() -> Path:
-    from charrnn.files import cache_dir
-
-    return cache_dir() / "tokens"
-
-
 def load(
     inputs: list[str] | str | None = None,
     *,
@@ -173,7 +162,6 @@ def load(
     if tokenizer is not None:
         level = tokenizer.level
     spec = _spec(level, max_vocab, min_count, tokenizer, unknown)
-    root = cache_root()
     if text is not None:
         files = _Files([], "corpus")
         given = []
@@ -182,69 +170,19 @@ def load(
         files = _Files(paths, name)
         given = [p if p == "-" else str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, str) else inputs or [])]
     fingerprint = _fingerprint(files.paths) if text is None else None
-    if fingerprint:
-        sha = _read_json(root / "index" / f"{fingerprint}.json").get("sha")
-        hit = sha and _open_entry(root, sha, spec)
-        if hit:
-            return _corpus(hit, files.name, given, True, t0)
+    hit = cache.lookup(fingerprint, spec) if fingerprint else None
+    if hit:
+        return _corpus(hit, files.name, given, True, t0)
     try:
-        _spool_special(files, root)
-        entry = _build(files, text, spec, level, max_vocab, min_count, tokenizer, unknown, root, deadline, message)
+        _spool_special(files)
+        entry = _build(files, text, spec, level, max_vocab, min_count, tokenizer, unknown, deadline, message)
     finally:
         for spool in files.spooled:
             spool.unlink(missing_ok=True)
     if fingerprint:
-        _write_json(root / "index" / f"{fingerprint}.json", {"sha": entry["sha"]})
-    prune(root, keep=Path(entry["path"]).parent)
+        cache.remember(fingerprint, entry["sha"])
+    cache.prune(keep=Path(entry["path"]).parent)
     return _corpus(entry, files.name, given, False, t0)
-
-
-def cache_limit() -> int:
-    """Bytes the token cache may hold: ``$CHARRNN_TOKEN_CACHE_GB`` (default 20) gigabytes."""
-    try:
-        return max(0, int(float(os.environ.get("CHARRNN_TOKEN_CACHE_GB", "20")) * 1e9))
-    except ValueError:
-        return int(20e9)
-
-
-def prune(root: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
-    """Delete the least recently used entries until the cache holds at most ``limit`` bytes
-    (default ``cache_limit()``); ``keep`` (the entry just built) stays whatever its size. Index
-    files that point to a deleted entry go too. Returns the entries deleted. A run that has an
-    entry mapped keeps reading it (the pages stay until it unmaps them); a later run rebuilds."""
-    limit = cache_limit() if limit is None else limit
-    entries = []
-    for folder in root.glob("*-*"):
-        if folder.name.startswith(".") or not folder.is_dir():
-            continue
-        try:
-            size = sum(f.stat().st_size for f in folder.iterdir())
-            entries.append((folder.stat().st_mtime, size, folder))
-        except OSError:
-            continue
-    total = sum(size for _, size, _ in entries)
-    deleted = []
-    for _, size, folder in sorted(entries):  # oldest use first
-        if total <= limit:
-            break
-        if keep is not None and folder == keep:
-            continue
-        stale = root / f".stale-{os.getpid()}-{time.monotonic_ns()}"
-        try:
-            os.rename(folder, stale)  # gone from the cache at once, then deleted
-        except OSError:
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
-        total -= size
-        deleted.append(folder)
-    if deleted:
-        gone = {f.name.split("-")[0] for f in deleted}
-        live = {f.name.split("-")[0] for _, _, f in entries if f not in deleted}
-        for index in (root / "index").glob("*.json"):
-            sha = _read_json(index).get("sha", "")
-            if sha[:24] in gone and sha[:24] not in live:
-                index.unlink(missing_ok=True)
-    return deleted
 
 
 def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:
@@ -253,7 +191,7 @@ def read_text(inputs: list[str] | str | None = None) -> tuple[str, str]:
     paths, name = resolve(inputs)
     files = _Files(paths, name)
     try:
-        _spool_special(files, cache_root())
+        _spool_special(files)
         text = "".join(_Reader(files, None, None, 0).chunks())
     finally:
         for spool in files.spooled:
@@ -268,7 +206,7 @@ def iter_text(inputs: list[str] | str | None = None) -> Iterator[tuple[str, str 
     paths, name = resolve(inputs)
     files = _Files(paths, name)
     try:
-        _spool_special(files, cache_root())
+        _spool_special(files)
         reader = _Reader(files, None, None, 0)
         for piece in reader.chunks():
             yield piece, None
@@ -303,7 +241,7 @@ def _corpus(entry: dict, name: str, given: list[str], cached: bool, t0: float) -
 
 
 def _spec(level: str, max_vocab: int | None, min_count: int, tok: Tokenizer | None, unknown: str) -> dict:
-    spec = {"format": _FORMAT, "separator": SEPARATOR, "level": level}
+    spec = {"format": cache.FORMAT, "separator": SEPARATOR, "level": level}
     if tok is not None:
         vocab = json.dumps(tok.to_dict(), ensure_ascii=False).encode("utf-8", "surrogatepass")
         spec.update(vocab=hashlib.sha256(vocab).hexdigest()[:32], unknown=unknown)
@@ -312,10 +250,6 @@ def _spec(level: str, max_vocab: int | None, min_count: int, tok: Tokenizer | No
     elif level == "word":
         spec.update(max_vocab=max_vocab, min_count=min_count, rule=WORD_RULE)
     return spec
-
-
-def _spec_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def fingerprint(inputs: list[str] | str | None) -> str | None:
@@ -337,40 +271,8 @@ def _fingerprint(paths: list[Path]) -> str | None:
         if not stat.S_ISREG(st.st_mode):  # a pipe: its content is known only by reading it
             return None
         parts.append([str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev])
-    key = json.dumps([_FORMAT, SEPARATOR, parts]).encode("utf-8", "surrogateescape")
+    key = json.dumps([cache.FORMAT, SEPARATOR, parts]).encode("utf-8", "surrogateescape")
     return hashlib.sha256(key).hexdigest()[:32]
-
-
-def _open_entry(root: Path, sha: str, spec: dict) -> dict | None:
-    folder = root / f"{sha[:24]}-{_spec_key(spec)}"
-    meta = _read_json(folder / "meta.json")
-    if meta.get("spec") != spec or meta.get("sha") != sha:
-        return None
-    path = folder / "ids.bin"
-    try:
-        if path.stat().st_size != meta["tokens"] * np.dtype(meta["dtype"]).itemsize:
-            return None
-        os.utime(folder)  # the entry's age says when it was last used
-    except OSError:
-        return None
-    return {**meta, "path": str(path)}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    from charrnn.files import atomic_write
-
-    try:
-        atomic_write(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False).encode("utf-8")), sync=False)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
 
 
 def _regular(p: Path) -> bool:
@@ -380,7 +282,7 @@ def _regular(p: Path) -> bool:
         return False
 
 
-def _spool_special(files: _Files, root: Path) -> None:
+def _spool_special(files: _Files) -> None:
     """stdin and pipes are read once (inputs.read_bytes: a named pipe without a writer is waited
     for, then refused; devices are refused) into files under the cache, so they can be read twice."""
     from charrnn.files import read_bytes
@@ -388,8 +290,9 @@ def _spool_special(files: _Files, root: Path) -> None:
     for i, p in enumerate(files.paths):
         if _regular(p):
             continue
-        root.mkdir(parents=True, exist_ok=True)
-        spool = root / f".stdin-{os.getpid()}-{i}"
+        spool_root = cache.root()
+        spool_root.mkdir(parents=True, exist_ok=True)
+        spool = spool_root / f".stdin-{os.getpid()}-{i}"
         with open(spool, "wb") as f:
             if str(p) == "-":
                 if sys.stdin is None:
@@ -464,16 +367,13 @@ class _Reader:
                         break
 
 
-def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, deadline, message) -> dict:
+def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, deadline, message) -> dict:
     total = len(text) if text is not None else sum(_size(p) for p in files.paths)
     if deadline is not None and time.monotonic() > deadline:
         raise BudgetExceeded("the time budget ran out while setting up, before the corpus was read: no training step fits; give a larger --time-budget")
     if message and total > 20e6:
         message(f"tokenizing {total / 1e6:,.0f} MB once; later runs on the same files reuse the tokens")
-    root.mkdir(parents=True, exist_ok=True)
-    _clean_stale(root)
-    work = root / f".build-{os.getpid()}-{time.monotonic_ns()}"
-    work.mkdir()
+    work = cache.work_folder()
     try:
         reader = _Reader(files, text, deadline, total)
         if level == "char":
@@ -481,30 +381,10 @@ def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, root, d
             meta["added"] = meta["tokenizer"]["vocab"][len(tok):] if tok is not None else []
         else:
             meta = _build_words(reader, tok, unknown, max_vocab, min_count, work)
-        sha = reader.sha.hexdigest()
-        meta.update(spec=spec, sha=sha, chars=reader.chars, bytes=reader.nbytes)
+        meta.update(spec=spec, sha=reader.sha.hexdigest(), chars=reader.chars, bytes=reader.nbytes)
         if reader.chars == 0:
             raise UsageError("the corpus is empty; give a file with some text in it")
-        existing = _open_entry(root, sha, spec)
-        if existing:
-            return existing
-        (work / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "path"}, ensure_ascii=False), encoding="utf-8")
-        folder = root / f"{sha[:24]}-{_spec_key(spec)}"
-        if folder.exists():  # damaged or half deleted: set it aside
-            stale = root / f".stale-{os.getpid()}-{time.monotonic_ns()}"
-            try:
-                os.rename(folder, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            except OSError:
-                pass
-        try:
-            os.rename(work, folder)
-        except OSError:  # another process finished the same entry first
-            existing = _open_entry(root, sha, spec)
-            if existing:
-                return existing
-            raise
-        return {**meta, "path": str(folder / "ids.bin")}
+        return cache.store(work, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -514,18 +394,6 @@ def _size(p: Path) -> int:
         return p.stat().st_size
     except OSError:
         return 0
-
-
-def _clean_stale(root: Path) -> None:
-    """Builds and spools left by processes that died."""
-    for p in root.glob(".*-*"):
-        try:
-            pid = int(p.name.split("-")[1])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        except (ValueError, IndexError, PermissionError, OSError):
-            pass
 
 
 def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Path) -> dict:

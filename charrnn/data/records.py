@@ -17,12 +17,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 
+from charrnn.config import check_records
+from charrnn.data.tokenizer import Tokenizer, encode_prompt
 from charrnn.errors import UsageError
-
-MODES = ("lines", "paragraphs", "jsonl", "csv")
-
 
 @dataclass
 class Records:
@@ -31,27 +31,33 @@ class Records:
     """One label per record, or None when the records carry none."""
 
 
-def check_mode(mode: str | None, label_field: str | None = None) -> None:
-    """Raise UsageError for a --records value that is not one of MODES (with FIELD/COLUMN where needed)."""
-    if mode is None:
-        if label_field:
-            raise UsageError("--label-field needs --records jsonl:FIELD or csv:COLUMN")
-        return
-    kind, _, field = mode.partition(":")
-    if kind not in MODES:
-        raise UsageError(f"--records must be lines, paragraphs, jsonl:FIELD or csv:COLUMN, not {mode!r}")
-    if kind in ("jsonl", "csv") and not field:
-        raise UsageError(f"--records {kind} needs the {'field' if kind == 'jsonl' else 'column'} that holds the text, e.g. {kind}:text")
-    if kind in ("lines", "paragraphs") and field:
-        raise UsageError(f"--records {kind} takes no field; use --records {kind}")
-    if label_field and kind not in ("jsonl", "csv"):
-        raise UsageError("--label-field needs --records jsonl:FIELD or csv:COLUMN (lines and paragraphs carry no labels)")
+def encode_record(tok: Tokenizer, text: str, label: str | None = None, unknown: str = "error",
+                  end: bool = True) -> tuple[list[int], Counter]:
+    """A record as a records model reads it: its start (the label's token, or END), its tokens,
+    and END (left off with ``end`` False: the beginning of a record still to be written); and
+    the unseen tokens left out under ``unknown`` (see ``Tokenizer.encode_counted``). Raises
+    UsageError for a label the model does not know, UnknownTokenError for unseen tokens under
+    'error'. Every place that turns a record into ids calls this."""
+    ids, left_out = tok.encode_counted(text, unknown)
+    return [tok.record_start(label)] + ids + ([tok.end_id] if end else []), left_out
+
+
+def prompt_ids(tok: Tokenizer, prompt: str, unknown: str = "error", label: str | None = None) -> list[int]:
+    """The ids sampling feeds before its first draw: a records model's record start (of
+    ``label``) and the prompt as the record's beginning; else the prompt (``encode_prompt``).
+    Raises UsageError for a label on a model without labels or an unknown one,
+    UnknownTokenError for prompt tokens the model never saw (``unknown`` 'error')."""
+    if tok.end_id is not None:
+        return encode_record(tok, prompt, label, unknown, end=False)[0]
+    if label is not None:
+        raise UsageError("--label needs a records model trained with --label-field; drop --label")
+    return encode_prompt(tok, prompt, unknown)
 
 
 def parse(text: str, mode: str, label_field: str | None = None) -> Records:
     """The records of a corpus. Raises UsageError for input that does not fit the mode (a line
     that is not JSON, a missing field or column) or that holds no record."""
-    check_mode(mode, label_field)
+    check_records(mode, label_field)
     kind, _, field = mode.partition(":")
     if kind == "lines":
         recs = Records([t.strip() for t in text.split("\n")])

@@ -25,6 +25,7 @@ from charrnn.sampling.native.abi import make_sampler
 from charrnn.sampling.native.cache import load_pack, pack_path
 from charrnn.sampling.native.kernel import Kernel
 from charrnn.sampling.batching import SharedSteps
+from charrnn.sampling.text import decode_streams
 from charrnn.data.tokenizer import Tokenizer, banned_tokens
 
 if TYPE_CHECKING:
@@ -208,6 +209,13 @@ class Engine:
             yield from generation.chunks()
         else:
             yield from self._own_chunks(prompt_ids, cfg)
+
+    def texts(self, prompt_ids: list[int], cfg: SampleConfig, stop: str | None = None,
+              shared: bool = False) -> Iterator[list[str]]:
+        """``chunks`` as text: per chunk, each of the ``cfg.num_samples`` samples' text that became
+        final (``text.decode_streams``: a sample ends at ``stop`` or at a record's end)."""
+        tok = self.tokenizer
+        return decode_streams(self.chunks(prompt_ids, cfg, shared), tok.vocab, cfg.num_samples, stop, tok.end_id)
 
     def next_logits(self, prompt_ids: list[int]) -> list[float]:
         """The logits (V,) of the token after ``prompt_ids`` fed from the zero state, computed as

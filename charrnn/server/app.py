@@ -39,6 +39,7 @@ from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from charrnn.api import CharRNN, load, resolve_seed  # noqa: E402
+from charrnn.evaluate import split_lines  # noqa: E402
 from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
 from charrnn.server.worker import Busy, Worker  # noqa: E402
 
@@ -126,10 +127,7 @@ def app(
         def run() -> Any:
             with s.score_lock:  # one scoring per model at a time; scoring uses torch, never the kernel
                 if req.per_line:
-                    lines = req.text.split("\n")
-                    if lines and lines[-1] == "":
-                        lines.pop()
-                    return {"lines": [r.to_dict() for r in s.model.score_lines(lines, req.unknown)]}
+                    return {"lines": [r.to_dict() for r in s.model.score_lines(split_lines(req.text), req.unknown)]}
                 return s.model.score(req.text, req.unknown).to_dict()
 
         result = await run_in_threadpool(_field_errors, run, "text")

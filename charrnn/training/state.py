@@ -1,5 +1,5 @@
 """Everything a run carries from step to step, and what best.pt and last.pt hold: written here
-and restored here, nowhere else.
+and restored here, nowhere else (``TrainState``).
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists (loadable with
 ``weights_only=True``). best.pt holds what sampling and scoring need: the run config, the model
@@ -60,12 +60,25 @@ def gather_ranks(carried: State) -> list[dict[str, Any]]:
 
 @dataclass
 class TrainState:
-    """The loop's counters and carried values. Loss figures are in nats/token."""
+    """All that last.pt holds: what the run is (its settings, tokenizer, corpus), the objects it
+    trains (model, optimizer, grad scaler), and the loop's counters and carried values. Loss
+    figures are in nats/token. ``state_dict`` writes it, ``from_checkpoint`` restores it."""
 
+    cfg: RunConfig
+    tokenizer: Tokenizer
+    corpus: str
+    """The corpus' name (the first input's, for the default run folder)."""
+    corpus_sha: str
+    """The first 16 hex digits of the SHA-256 of the text trained on: a resume refuses another text."""
+    model: RNNLM
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    tokens_per_step: int
+    """Tokens of one optimizer step over all ranks."""
     step: int = 0
     """Optimizer steps taken in the whole run."""
     train_seconds: float = 0.0
-    """Seconds spent in the training loop before this process (resumes add up)."""
+    """Seconds spent in the training loop, by every command of the run (resumes add up)."""
     best_val_loss: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     """One record per evaluation, as in metrics.jsonl."""
@@ -82,48 +95,48 @@ class TrainState:
     """Under torchrun: each rank's carried state and RNG (``gather_ranks``), saved in last.pt so
     that every rank resumes its own streams exactly."""
 
-    def payload(
-        self, cfg: RunConfig, model: RNNLM, tok: Tokenizer, corpus: str, corpus_sha: str, tokens_per_step: int,
-        optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
-        train_seconds: float | None = None,
-    ) -> dict[str, Any]:
-        """The checkpoint dict: best.pt without ``optimizer``, last.pt (resumable) with it."""
+    def state_dict(self, resumable: bool = True) -> dict[str, Any]:
+        """The checkpoint dict: best.pt (``resumable`` False) holds what sampling and scoring
+        need; last.pt adds the optimizer, the grad scaler (fp16), the RNG states, the carried
+        state, the seconds trained, the evaluation cadence and the training-loss window."""
         from charrnn import __version__
 
         d = {
             "format": checkpoint.FORMAT,
             "charrnn_version": __version__,
-            "config": cfg.to_dict(),
-            "shape": model.shape_dict(),
-            "tokenizer": tok.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": self.cfg.to_dict(),
+            "shape": self.model.shape_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "step": self.step,
-            "tokens_seen": self.step * tokens_per_step,
+            "tokens_seen": self.step * self.tokens_per_step,
             "best_val_loss": self.best_val_loss,
             "history": self.history,
-            "corpus": corpus,
-            "corpus_sha": corpus_sha,
+            "corpus": self.corpus,
+            "corpus_sha": self.corpus_sha,
         }
-        if optimizer is not None:
+        if resumable:
             d.update(
-                optimizer=optimizer.state_dict(), rng=rng_state(),
+                optimizer=self.optimizer.state_dict(), rng=rng_state(),
                 state=[s.detach().cpu() for s in self.carried] if self.carried is not None else None,
-                train_seconds=self.train_seconds if train_seconds is None else train_seconds,
-                eval_every=self.eval_every, loss_window=[float(self.loss_sum), self.loss_n, self.train_loss],
+                train_seconds=self.train_seconds, eval_every=self.eval_every,
+                loss_window=[float(self.loss_sum), self.loss_n, self.train_loss],
             )
-            if scaler is not None and scaler.is_enabled():
-                d["scaler"] = scaler.state_dict()
+            if self.scaler.is_enabled():
+                d["scaler"] = self.scaler.state_dict()
             if self.ranks is not None:
                 d["ranks"] = self.ranks
         return d
 
     @classmethod
-    def restore(
-        cls, ckpt: dict[str, Any], model: RNNLM, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], *, cfg: RunConfig, tokenizer: Tokenizer, corpus: str, corpus_sha: str,
+        model: RNNLM, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, tokens_per_step: int,
         device: torch.device, rank: int = 0, world: int = 1,
     ) -> TrainState:
-        """Load a last.pt into the model, optimizer, scaler and RNG; return the loop's state. Rank
-        ``rank`` of ``world`` takes its own carried state and RNG when the run had as many ranks."""
+        """The state of a run resumed from its last.pt ``ckpt``: its weights, optimizer, scaler and
+        RNG are loaded into ``model``, ``optimizer``, ``scaler`` and torch. Rank ``rank`` of
+        ``world`` takes its own carried state and RNG when the run had as many ranks."""
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if "scaler" in ckpt:
@@ -134,6 +147,7 @@ class TrainState:
         loss_sum, loss_n, train_loss = ckpt["loss_window"]
         carried = mine["state"]
         return cls(
+            cfg, tokenizer, corpus, corpus_sha, model, optimizer, scaler, tokens_per_step,
             step=ckpt["step"], train_seconds=ckpt["train_seconds"], best_val_loss=ckpt["best_val_loss"],
             history=list(ckpt["history"]), eval_every=ckpt["eval_every"], loss_sum=float(loss_sum),
             loss_n=int(loss_n), train_loss=float(train_loss),

@@ -101,17 +101,22 @@ def sample_text(model: Any, tokenizer: Any, length: int, temperature: float, see
     line (each at most ``length`` tokens). The model is left in the mode it was in."""
     import torch
 
-    from charrnn.api import CharRNN
+    from charrnn.config import SampleConfig
+    from charrnn.data.records import prompt_ids
     from charrnn.sampling.engine import Engine
 
+    records = tokenizer.end_id is not None
+    n = RECORDS_PER_SAMPLE if records else 1
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            lm = CharRNN(Engine(tokenizer, model=model, device=model.emb.weight.device.type))
-            if lm.is_records:
-                return "\n".join(lm.samples(RECORDS_PER_SAMPLE, "", length, temperature, seed=seed))
-            return lm.sample("", length=length, temperature=temperature, seed=seed)
+            engine = Engine(tokenizer, model=model, device=model.emb.weight.device.type)
+            texts = [""] * n
+            cfg = SampleConfig(length, temperature, num_samples=n, seed=seed)
+            for pieces in engine.texts(prompt_ids(tokenizer, ""), cfg):
+                texts = [t + p for t, p in zip(texts, pieces)]
+            return "\n".join(texts) if records else texts[0]
     finally:
         model.train(was_training)
 

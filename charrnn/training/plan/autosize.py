@@ -12,6 +12,7 @@ model, read many times over, gets dropout and a weight decay of 0.2 (``regularis
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -32,11 +33,14 @@ def _round(x: float, multiple: int) -> int:
 
 
 def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_from: dict | None = None,
-             epochs: float | None = None) -> list[str]:
-    """Fill every ``None`` in ``cfg`` in place; return one line per choice made, for the log.
-    ``epochs``: the passes over the ``n_train`` training tokens the run is planned to make (a
-    measured plan's ``Plan.epochs``); None: from --max-steps or --epochs when given, else not
-    known (the regularisation then follows the corpus size alone)."""
+             epochs: float | None = None) -> tuple[RunConfig, list[str]]:
+    """A copy of ``cfg`` with every ``None`` of the model, batches and optimizer filled, and one
+    line saying what was chosen (none when nothing was). ``shape_from``: the shape of a model the
+    run continues (resume, fine-tuning), which wins. ``epochs``: the passes over the ``n_train``
+    training tokens the run is planned to make (a measured plan's ``Plan.epochs``); None: from
+    --max-steps or --epochs when given, else not known (the regularisation then follows the
+    corpus size alone)."""
+    cfg = copy.deepcopy(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
     chose = []
     if shape_from:
@@ -74,7 +78,7 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     if t.lr is None:  # for the shape that runs, whichever of its layers and width were given
         t.lr = plan_lr(m.hidden, device)
         chose.append(f"lr={t.lr:g}")
-    return ["auto settings: " + ", ".join(chose)] if chose else []
+    return cfg, ["auto settings: " + ", ".join(chose)] if chose else []
 
 
 def step_limit_tokens(n_train: int | None, tokens_per_step: int, max_steps: int | None,

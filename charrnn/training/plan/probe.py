@@ -142,8 +142,9 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     given only that shape is timed: its precision (when 'auto') and the passes over the corpus its
     steps buy (which set its regularisation) are still measured. Under torchrun each rank would
     time its own device and could choose another shape, so such runs keep the corpus-sized
-    defaults (``autosize``). Writes the plan's layers, hidden size, precision (when 'auto') and lr
-    (when not given) into ``cfg`` and ``env``; returns it (None where nothing was measured).
+    defaults (``autosize``). Returns the plan (None where nothing was measured): its layers, hidden
+    size, precision (the one timed fastest where ``cfg`` says 'auto', else the given one) and peak
+    lr (the given one where ``cfg`` has one). ``cfg`` and ``env`` are left as they are.
     ``max_hidden``: the widest layer the corpus can feed; ``shapes``: the candidates (default
     ``autosize.candidates``); ``n_train``: the training tokens, which with the tokens a shape's
     steps buy set its dropout as ``autosize`` will (None: no dropout)."""
@@ -179,10 +180,6 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
                        min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train, kind)
     plan.epochs = epochs.get((plan.layers, plan.hidden))
-    m.layers, m.hidden = plan.layers, plan.hidden
-    if t.precision == "auto":
-        t.precision = env.precision = plan.precision
-    if t.lr is None:
-        t.lr = plan.lr
-    plan.lr = t.lr  # what it prints is what runs: --lr given wins
+    if t.lr is not None:
+        plan.lr = t.lr  # what it prints is what runs: --lr given wins
     return plan
