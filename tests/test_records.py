@@ -307,3 +307,17 @@ def test_a_records_run_evaluates_a_bounded_part_of_its_validation_records(tmp_pa
     assert everything == sum(len(n) + 1 for n in _names(800, seed=5)[720:])  # each name and its END
     assert 0 < val_tokens(100, "some") <= 100
     assert val_tokens(None, "default") == everything  # a small split is scored whole by default
+
+
+def test_validation_of_records_runs_without_dropout(cli, tmp_path):
+    """Weights that do not move score the same at every evaluation: a records run's validation
+    records are scored in eval mode, not with the training dropout's random masks."""
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(_names(300)) + "\n")
+    out = tmp_path / "run"
+    flags = [f for f in TINY if f not in ("--lr", "0.02")]
+    r = cli("train", corpus, "--records", "lines", *flags, "--dropout", "0.5", "--layers", "2", "--lr", "1e-20",
+            "--max-steps", "12", "--eval-every", "3", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    losses = [json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and len(set(losses)) == 1, losses
