@@ -29,6 +29,7 @@ def _process_start() -> float:
 T0 = _process_start()
 
 import errno  # noqa: E402
+import inspect  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -136,11 +137,6 @@ def _root(
     pass
 
 
-class Level(str, Enum):
-    char = "char"
-    word = "word"
-
-
 class Unknown(str, Enum):
     error = "error"
     skip = "skip"
@@ -191,70 +187,57 @@ def _emit(text: str) -> None:
         _quiet_pipe()
 
 
-@app.command()
+def _setting_options() -> list[inspect.Parameter]:
+    """One option per setting of the run configuration (config.py), named after the field
+    (``--seq-len``), its help the field's docstring: the dataclasses are the one source."""
+    from dataclasses import fields
+
+    from charrnn.config import RunConfig, field_help
+
+    kinds = {"int": int, "float": float}
+    params = []
+    for section in fields(RunConfig):
+        cls = section.default_factory
+        docs = field_help(cls)
+        for f in fields(cls):
+            meta = f.metadata
+            if meta.get("cli") is False:
+                continue
+            shown = meta.get("default", None if f.default is None else str(f.default))
+            types = str(f.type).split(" | ")
+            kind = str if "str" in types else next((k for n, k in kinds.items() if n in types), str)
+            # The choices are listed in the help and checked by config.py, whose message names them all.
+            metavar = "|".join(meta["choices"]) if "choices" in meta else None
+            names = meta.get("flags", (f"--{f.name.replace('_', '-')}",))
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                            default=typer.Option(None, *names, help=docs.get(f.name, ""), metavar=metavar,
+                                                                 show_default=shown or False)))
+    return params
+
+
 def train(
     corpus: Optional[list[str]] = typer.Argument(None, help="UTF-8 text files and folders (read recursively, a newline between files), or - for stdin. Default: the Python standard library's own source."),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML file with any of the settings below; flags win."),
-    level: Optional[Level] = typer.Option(None, help="Tokens: characters or words.  [default: char]"),
-    max_vocab: Optional[int] = typer.Option(None, help="Word level: keep the N most frequent tokens."),
-    min_count: Optional[int] = typer.Option(None, help="Word level: rarer tokens become <unk>."),
-    val_fraction: Optional[float] = typer.Option(None, help="Tail of the corpus held out.  [default: 0.1]"),
-    seq_len: Optional[int] = typer.Option(None, help="Tokens per backprop chunk.  [default: auto]"),
-    batch_size: Optional[int] = typer.Option(None, help="Parallel streams.  [default: auto]"),
-    batching: Optional[str] = typer.Option(None, help="stream (state carried) or random windows.  [default: stream]"),
-    records: Optional[str] = typer.Option(None, "--records", help="Train on records: lines, paragraphs, jsonl:FIELD or csv:COLUMN."),
-    label_field: Optional[str] = typer.Option(None, "--label-field", help="Records: the JSON field or CSV column of each record's label, to condition on."),
-    cell: Optional[str] = typer.Option(None, help="lstm, gru or rnn.  [default: lstm]"),
-    layers: Optional[int] = typer.Option(None, help="Recurrent layers.  [default: auto]"),
-    hidden: Optional[int] = typer.Option(None, help="Units per layer.  [default: auto]"),
-    embed: Optional[int] = typer.Option(None, help="Embedding width.  [default: auto]"),
-    dropout: Optional[float] = typer.Option(None, help="Dropout.  [default: auto]"),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate.  [default: auto]"),
-    warmup_steps: Optional[int] = typer.Option(None, help="Linear warmup steps.  [default: 50, at most a fifth of --max-steps or --epochs]"),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay.  [default: 0.1; 0.2 where dropout comes in: a corpus small for the model, read many times]"),
-    grad_clip: Optional[float] = typer.Option(None, help="Clip the gradient norm (0: off).  [default: 5.0]"),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps."),
-    epochs: Optional[float] = typer.Option(None, help="Stop after N passes over the training split."),
-    time_budget: Optional[str] = typer.Option(None, help="Wall clock for the whole command: 90s, 5m, 1h."),
-    eval_every: Optional[int] = typer.Option(None, help="Steps between evaluations.  [default: auto]"),
-    eval_tokens: Optional[int] = typer.Option(None, help="Validation tokens each evaluation scores at most (evenly spaced windows; 0: all).  [default: 250000; fewer for vocabularies over 1024]"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps.  [default: auto]"),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32, bf16 or fp16.  [default: auto]"),
-    seed: Optional[int] = typer.Option(None, help="Random seed.  [default: 1337]"),
-    sample_every: Optional[int] = typer.Option(None, help="A sample at every N-th evaluation, shown and kept in samples.jsonl; 0: none.  [default: 1]"),
-    sample_length: Optional[int] = typer.Option(None, help="Tokens per sample during training.  [default: 200]"),
-    sample_temp: Optional[float] = typer.Option(None, help="Temperature of those samples (same seed each time).  [default: 0.8]"),
-    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without a new best validation loss."),
-    keep: Optional[int] = typer.Option(None, help="Keep the K most recent evaluation checkpoints (step-000500.pt ...) besides best/last.  [default: 0]"),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder.  [default: checkpoints/<corpus name>]"),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file with any of the settings below (config.yaml of a run has them all); flags win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
-    init_from: Optional[str] = typer.Option(None, help="Fine-tune this checkpoint on the corpus."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Fine-tune this checkpoint on the corpus."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout at the end."),
+    **settings,
 ) -> None:
     """Train a model on a text.
 
     Example: charrnn train corpus.txt --time-budget 5m
     """
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     try:
         from charrnn.api import train as run_training
         from charrnn.console import RichReporter
 
-        settings = {
-            "level": level.value if level else None, "max_vocab": max_vocab, "min_count": min_count,
-            "val_fraction": val_fraction, "seq_len": seq_len, "batch_size": batch_size, "batching": batching,
-            "records": records, "label_field": label_field,
-            "cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
-            "lr": lr, "warmup_steps": warmup_steps, "weight_decay": weight_decay, "grad_clip": grad_clip,
-            "max_steps": max_steps, "epochs": epochs, "eval_every": eval_every, "eval_tokens": eval_tokens, "device": device,
-            "precision": precision, "seed": seed, "sample_every": sample_every, "sample_length": sample_length,
-            "sample_temp": sample_temp, "patience": patience, "keep": keep,
-        }
-        reporter = RichReporter(quiet=quiet or int(os.environ.get("RANK", "0")) != 0)
+        reporter = RichReporter(quiet=quiet or not main_rank)
         result = run_training(
-            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, out=out, time_budget=time_budget, config=config,
-            resume=resume, overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
+            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, config=config, resume=resume,
+            overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
         )
         summary = result.to_dict()
     except CharrnnError as e:
@@ -265,20 +248,30 @@ def train(
                            "(--resume continues from last.pt where the run saved one)"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
-    if not quiet and int(os.environ.get("RANK", "0")) == 0:
-        best = summary["best_val_loss"]
-        first = summary.get("resumed_from_step") or 0
-        steps = f"steps {first} to {summary['steps']}" if first else f"{summary['steps']} steps"
-        print(
-            f"{'interrupted; ' if summary['interrupted'] else 'stopped early; ' if summary.get('stopped_early') else ''}{steps} in {summary['seconds']:.1f}s, "
-            f"{summary['tokens_per_second']:,.0f} tok/s; best val loss "
-            f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}",
-            file=sys.stderr,
-        )
-    if as_json and int(os.environ.get("RANK", "0")) == 0:
+    if not main_rank:
+        return
+    if not quiet:
+        print(_summary_line(summary), file=sys.stderr)
+    if as_json:
         _emit(_json(summary))
     if summary["interrupted"]:
         raise typer.Exit(130)
+
+
+train.__signature__ = inspect.signature(train).replace(  # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(train).parameters.values() if p.kind != p.VAR_KEYWORD] + _setting_options()
+)
+app.command()(train)
+
+
+def _summary_line(summary: dict) -> str:
+    """The line a run ends with on stderr."""
+    best = summary["best_val_loss"]
+    first = summary.get("resumed_from_step") or 0
+    steps = f"steps {first} to {summary['steps']}" if first else f"{summary['steps']} steps"
+    ended = "interrupted; " if summary["interrupted"] else "stopped early; " if summary.get("stopped_early") else ""
+    return (f"{ended}{steps} in {summary['seconds']:.1f}s, {summary['tokens_per_second']:,.0f} tok/s; best val loss "
+            f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}")
 
 
 @app.command()

@@ -6,10 +6,14 @@ corpus and the time budget (see ``autosize.py``) and saves the resolved value.
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import inspect
 import math
 import os
 import re
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -81,14 +85,20 @@ MAX_STREAMS = 65536
 YAML_MAX_BYTES = 1 << 20
 
 
+def auto(text: str = "auto", **more) -> dict:
+    """A field's metadata: what None resolves to, for the help text (``[default: auto]``)."""
+    return {"default": text, **more}
+
+
 @dataclass
 class TokenizerConfig:
-    level: str = "char"
-    """'char' (every Unicode character is a token) or 'word' (words, punctuation, whitespace)."""
-    max_vocab: int | None = None
-    """Word level: keep only the N most frequent tokens; the rest become <unk>."""
+    level: str = field(default="char", metadata={"choices": LEVELS})
+    """Tokens: characters (every Unicode character, exactly) or words (words, punctuation and
+    whitespace runs)."""
+    max_vocab: int | None = field(default=None, metadata=auto("all"))
+    """Word level: keep the N most frequent tokens; the rest become <unk>."""
     min_count: int = 1
-    """Word level: tokens seen fewer times than this become <unk>."""
+    """Word level: tokens seen fewer times become <unk>."""
 
     def __post_init__(self) -> None:
         check_choice("--level", self.level, LEVELS)
@@ -98,20 +108,20 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    corpus: str | list[str] | None = None
+    corpus: str | list[str] | None = field(default=None, metadata={"cli": False})
     """The text file (- for stdin), or several files and folders; None: the built-in default corpus."""
     val_fraction: float = 0.1
-    """The tail of the corpus held out for validation."""
-    seq_len: int | None = None
+    """The tail of the corpus held out for validation (nanoGPT's split)."""
+    seq_len: int | None = field(default=None, metadata=auto())
     """Tokens per truncated-BPTT chunk."""
-    batch_size: int | None = None
-    """Parallel streams per step."""
-    batching: str = "stream"
-    """'stream': B contiguous streams, state carried across chunks; 'random': random windows."""
-    records: str | None = None
-    """Train on records (records.py): lines, paragraphs, jsonl:FIELD or csv:COLUMN; None: free text."""
+    batch_size: int | None = field(default=None, metadata=auto())
+    """Streams per step."""
+    batching: str = field(default="stream", metadata={"choices": BATCHING})
+    """stream: B contiguous streams, the state carried from chunk to chunk; random: random windows."""
+    records: str | None = field(default=None, metadata=auto("free text"))
+    """Train on records: lines, paragraphs, jsonl:FIELD or csv:COLUMN."""
     label_field: str | None = None
-    """Records: the JSON field or CSV column holding each record's label, to condition on."""
+    """Records: the JSON field or CSV column of each record's label, to condition on."""
 
     def __post_init__(self) -> None:
         _fraction("--val-fraction", self.val_fraction)
@@ -123,14 +133,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"
-    """Recurrent cell: lstm, gru or rnn (tanh)."""
-    layers: int | None = None
-    hidden: int | None = None
-    embed: int | None = None
-    dropout: float | None = None
-    """Dropout on the embedding, between layers and before the head. None: 0, or 0.1-0.2 where the
-    corpus is small for the model and the run reads it many times (``autosize.dropout_for``)."""
+    cell: str = field(default="lstm", metadata={"choices": CELLS})
+    """Recurrent cell: LSTM, GRU or a plain tanh RNN."""
+    layers: int | None = field(default=None, metadata=auto())
+    """Recurrent layers."""
+    hidden: int | None = field(default=None, metadata=auto())
+    """Units per layer."""
+    embed: int | None = field(default=None, metadata=auto())
+    """Embedding width."""
+    dropout: float | None = field(default=None, metadata=auto("0; 0.1-0.2 where the run would overfit"))
+    """Locked dropout on the embedding, between layers and before the head."""
 
     def __post_init__(self) -> None:
         check_choice("--cell", self.cell, CELLS)
@@ -155,49 +167,44 @@ TEN_YEARS = 10 * 365 * 86400
 
 @dataclass
 class TrainConfig:
-    lr: float | None = None
+    lr: float | None = field(default=None, metadata=auto())
     """Peak learning rate of AdamW."""
     min_lr_ratio: float = 0.0
-    """The learning rate decays linearly to lr * min_lr_ratio at the end. Zero by default: linear
-    decay to zero beats decay to a floor (Bergsma et al. 2025, "Straight to Zero: Why Linearly
-    Decaying the Learning Rate to Zero Works Best for LLMs"); on Tiny Shakespeare it gave 1.4637
-    against 1.4677 at 90 s (bench/RESULTS.md)."""
-    warmup_steps: int | None = None
-    """Linear warmup steps. None: 50, but at most a fifth of a step limit (--max-steps, --epochs),
-    so a short run is not all warmup (resolved when the run starts, and saved)."""
-    weight_decay: float | None = None
-    """AdamW decay of the weight matrices (not biases or embeddings). None: 0.1, or 0.2 where the
-    corpus has 1.5 training tokens per parameter or fewer and the run reads it often enough to overfit,
-    as for dropout (``autosize.regularised``)."""
+    """The learning rate decays linearly to lr x this at the end."""
+    warmup_steps: int | None = field(default=None, metadata=auto("50, at most a fifth of --max-steps or --epochs"))
+    """Linear warmup steps."""
+    weight_decay: float | None = field(default=None, metadata=auto("0.1; 0.2 where the run would overfit"))
+    """AdamW weight decay of the weight matrices (not biases or embeddings)."""
     grad_clip: float = 5.0
-    """Clip the global gradient norm to this (0 turns clipping off). 5 is char-rnn's default; on
-    Tiny Shakespeare at 90 s it gave 1.4677 and 1.4907 where 1 gave 1.4857 and 1.4926 (two
-    seeds, AMD EPYC, bench/RESULTS.md)."""
+    """Clip the global gradient norm to this (0: off)."""
     max_steps: int | None = None
+    """Stop after N optimizer steps."""
     epochs: float | None = None
-    time_budget: float | str | None = None
-    """Seconds for the whole command, evaluation and saving included."""
-    eval_every: int | None = None
+    """Stop after N passes over the training split."""
+    time_budget: float | str | None = field(default=None, metadata=auto("5m when no other limit is given"))
+    """Wall clock for the whole command, tokenizing and saving included: 90s, 5m, 1h."""
+    eval_every: int | None = field(default=None, metadata=auto("about four evaluations a run"))
     """Steps between evaluations."""
-    eval_tokens: int | None = None
-    """Validation tokens each evaluation scores at most (default 250,000, or 250,000 x 1,024 /
-    vocabulary size for vocabularies over 1,024): evenly spaced windows, the same every time; the
-    whole split when it is smaller; 0: always the whole split."""
-    device: str = "auto"
-    precision: str = "auto"
+    eval_tokens: int | None = field(default=None, metadata=auto("250000; fewer for vocabularies over 1024"))
+    """Validation tokens each evaluation scores at most, in evenly spaced windows (0: all)."""
+    device: str = field(default="auto", metadata={"choices": DEVICES})
+    """Where to train: auto picks a GPU where there is one."""
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    """Autocast precision: auto picks bf16 on CPUs that have it, fp16 on CUDA, where faster."""
     seed: int = 1337
-    out: str | None = None
-    """Run directory; default checkpoints/<corpus name>/."""
-    sample_every: int | None = None
-    """A sample at every N-th evaluation, shown and added to samples.jsonl; 0: none. None: 1."""
-    sample_length: int | None = None
-    """Tokens per sample during training. None: 200."""
-    sample_temp: float | None = None
-    """Temperature of the samples during training (their seed is the run's). None: 0.8."""
+    """Random seed: the same seed gives the same run on the same machine."""
+    out: str | None = field(default=None, metadata={"flags": ("--out", "-o"), "default": "checkpoints/<corpus name>"})
+    """Run folder."""
+    sample_every: int | None = field(default=None, metadata=auto("1"))
+    """A sample at every N-th evaluation, shown and kept in samples.jsonl (0: none)."""
+    sample_length: int | None = field(default=None, metadata=auto("200"))
+    """Tokens per sample during training."""
+    sample_temp: float | None = field(default=None, metadata=auto("0.8"))
+    """Temperature of those samples (the run's seed each time)."""
     patience: int | None = None
-    """Stop after this many evaluations without a new best validation loss. None: never."""
-    keep: int | None = None
-    """Keep the K most recent evaluation checkpoints (step-000500.pt, ...) besides best.pt and last.pt. None: 0."""
+    """Stop after N evaluations without a new best validation loss."""
+    keep: int | None = field(default=None, metadata=auto("0"))
+    """Keep the K most recent evaluation checkpoints (step-000500.pt ...) besides best.pt and last.pt."""
 
     def __post_init__(self) -> None:
         given = self.time_budget
@@ -230,6 +237,10 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    """Every setting of a training run, one dataclass per concern; saved as config.yaml in the
+    run folder and inside every checkpoint. A field left at None is chosen by charrnn
+    (training/plan/autosize.py), and config.yaml holds what was chosen."""
+
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -262,6 +273,20 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@functools.cache
+def field_help(cls: type) -> dict[str, str]:
+    """Each field of the dataclass ``cls`` and its docstring (the string right after it in the
+    class body), on one line: the CLI's help text comes from here."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for a, b in zip(body, body[1:]):
+        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+            docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
 
 
 def _typed(name: str, value: Any, annotation: str) -> Any:
