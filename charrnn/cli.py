@@ -349,8 +349,8 @@ def _separator(model, separator: str | None, texts: list[str]) -> str:
 def _write_samples(model, out, *, prompt: str, echo: bool, separator: str | None, **options) -> None:
     """Sample 0 streams as it is produced; the others follow, each after the separator."""
     head = prompt if echo else ""
+    chunks = model.generate(prompt, **options)  # bad options or a prompt it cannot encode fail before anything is written
     texts = [""] * options["n"]
-    chunks = model.generate(prompt, **options)  # a prompt it cannot encode fails before anything is written
     out.write(head)
     last_flush = time.monotonic()
     for pieces in chunks:

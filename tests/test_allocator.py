@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
+
 # A process that takes training steps of a 2x384 LSTM (fp32, 32 x 64 tokens) and prints the page
 # faults of the last four: with glibc's defaults a step's big buffers are fresh mmaps each time
 # (about 12,000 faults a step on the EPYC in bf16), with keep_freed_memory() they come back from

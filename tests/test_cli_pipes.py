@@ -14,6 +14,8 @@ import pytest
 
 from conftest import CHARRNN, TINY_FLAGS, assert_one_error_line, run_charrnn, subprocess_env
 
+pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
+
 SUMMARY_KEYS = {"best_val_loss", "steps", "tokens_per_second", "checkpoint"}
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 
 import torch
 
 from conftest import TINY_FLAGS, run_torchrun
+
+pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
 
 
 def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):

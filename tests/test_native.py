@@ -135,6 +135,7 @@ def test_a_sample_does_not_depend_on_how_many_are_drawn(loaded):
     assert three[1].tolist() != three[0].tolist()
 
 
+@pytest.mark.slow
 def test_without_a_compiler_sampling_falls_back_to_the_same_text(run_dir, tmp_path):
     args = ["sample", "-c", run_dir, "--length", "300", "--seed", "9", "--precision", "fp32"]
     fast = run_charrnn(*args)
@@ -156,6 +157,7 @@ TORCH_CHECK = (
 )
 
 
+@pytest.mark.slow
 def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
     """The first run packs the weights with torch and caches them; the next run of the same
     checkpoint starts from the pack, never imports torch, and writes the same text."""
@@ -183,6 +185,7 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
     assert r.returncode == 0 and r.stderr.decode().strip() == "torch imported: True"
 
 
+@pytest.mark.slow
 def test_sampling_right_after_training_needs_no_torch(tmp_path, corpus_file):
     """Training on CPU caches the pack of its final best.pt: the first sample is already fast."""
     env = {**subprocess_env(), "CHARRNN_CACHE": str(tmp_path / "cache")}

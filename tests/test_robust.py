@@ -55,6 +55,7 @@ def test_tiny_temperature_samples_the_greedy_text(loaded, engine, temperature):
     assert run(temperature, 1) == greedy and run(temperature, 2) == greedy
 
 
+@pytest.mark.slow
 def test_tiny_temperature_on_the_cli_prints_the_greedy_text(run_dir):
     greedy = run_charrnn("sample", "-c", run_dir, "--greedy", "-n", "80", "--prompt", "The ")
     assert greedy.returncode == 0
@@ -169,6 +170,7 @@ def test_every_command_writes_utf8_to_a_narrow_stdout(accented_run, encoding):
     assert sampled.startswith("Caf\u00e9")
 
 
+@pytest.mark.slow
 def test_ascii_stdout_in_a_real_process(accented_run):
     out, held = accented_run
     env = {**subprocess_env(), "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
@@ -202,6 +204,7 @@ def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, t
         assert_one_error_line(err, "No space left on device")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
 def test_a_full_stdout_in_a_real_process(accented_run):
     out, held = accented_run
@@ -325,6 +328,7 @@ def test_resuming_a_folder_without_last_pt_is_told_what_starts_over(cli, tmp_pat
     assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", run, "-q", "--overwrite").exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_closed_stdin_given_as_input_is_one_line_and_exit_2(accented_run):
     out, held = accented_run
     cmd = " ".join(shlex.quote(c) for c in CHARRNN)
@@ -334,6 +338,7 @@ def test_a_closed_stdin_given_as_input_is_one_line_and_exit_2(accented_run):
     assert_one_error_line(r.stderr.decode(), "stdin is closed")
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_is_one_line_and_exit_1(accented_run):
     out, held = accented_run
     cmd = " ".join(shlex.quote(c) for c in CHARRNN)

@@ -331,6 +331,7 @@ def test_body_size_limit(small):
     error_of(small.post("/v1/score", content=chunked(), headers={"content-type": "application/json"}), 413, None)
 
 
+@pytest.mark.slow
 def test_too_many_generations_at_once_is_503(model):
     web = charrnn.app(model, Limits(max_jobs=2, max_length=10_000_000))
     long = {"length": 10_000_000, "stream": True, "prompt": "a"}
@@ -467,6 +468,7 @@ def test_more_shared_generations_than_rows_step_alone_with_the_same_text(model):
     del unused
 
 
+@pytest.mark.slow
 def test_a_long_generation_does_not_hold_back_a_short_one_and_ends_with_its_client(model):
     limits = Limits(max_length=10_000_000)
     web = charrnn.app(model, limits)

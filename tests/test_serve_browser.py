@@ -21,6 +21,8 @@ import pytest
 import charrnn
 from conftest import labelled_names, subprocess_env
 
+pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
+
 REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -64,8 +64,8 @@ def test_metrics_jsonl_is_strict_json_when_evaluating_early(tmp_path, corpus_tex
     not JSON (jq, JavaScript and strict parsers reject the line)."""
     out = tmp_path / "r"
     train(tiny_config(out, **{"train.max_steps": 12, "train.eval_every": 5}), corpus_text, "c")
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        _strict_json(line)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [_strict_json(line)["step"] for line in lines] == [5, 10, 12]  # the first before any report
 
 
 def test_config_yaml_is_the_resolved_config(run_dir, loaded):

@@ -251,6 +251,7 @@ def test_a_records_model_samples_whole_records(tmp_path, corpus_text):
     assert last["text"].split("\n") == charrnn.load(out, step=20).samples(5, "", 200, 0.8, seed=1337)
 
 
+@pytest.mark.slow
 def test_patience_stops_every_rank_under_torchrun(tmp_path):
     from conftest import run_torchrun
 

@@ -40,8 +40,6 @@ _FLAG_SETS = [
     [],
 ]
 _COMMON = ["-O3", "-fno-trapping-math", "-shared", "-fPIC"]
-_loaded: ctypes.CDLL | None = None
-_tried = False
 
 @functools.cache
 def _cpu_signature() -> str:
@@ -168,25 +166,33 @@ def _build() -> Path | None:
 
 
 def lib() -> ctypes.CDLL | None:
-    """The loaded kernels, or None where they cannot be built (the caller uses torch instead)."""
-    global _loaded, _tried
+    """The loaded kernels, or None where they cannot be built (the caller uses torch instead):
+    ``load()``'s answer, asked once per process; ``CHARRNN_NATIVE=0`` turns them off."""
     if os.environ.get("CHARRNN_NATIVE", "1") == "0":
         return None
-    if not _tried:
-        _tried = True
-        _loaded = None
-        for _ in range(2):  # a damaged library (truncated, foreign) is removed and built again once
-            path = None
+    return _once()
+
+
+@functools.cache
+def _once() -> ctypes.CDLL | None:
+    return load()
+
+
+def load() -> ctypes.CDLL | None:
+    """Build the kernels where they are not in the cache (or remember a compiler's refusal) and
+    load them; None where they cannot be built or loaded. A damaged library (truncated, foreign)
+    is removed and built again once."""
+    for _ in range(2):
+        path = None
+        try:
+            # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
+            path = _build()
+            return declare(ctypes.CDLL(str(path))) if path else None
+        except (OSError, AttributeError):
+            if path is None:
+                return None
             try:
-                # Where torch is loaded, its OpenMP runtime (same soname) serves the kernels too.
-                path = _build()
-                _loaded = declare(ctypes.CDLL(str(path))) if path else None
-                break
-            except (OSError, AttributeError):
-                if path is None:
-                    break
-                try:
-                    path.unlink()
-                except OSError:
-                    break
-    return _loaded
+                path.unlink()
+            except OSError:
+                return None
+    return None
