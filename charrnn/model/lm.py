@@ -102,8 +102,8 @@ class RNNLM(nn.Module):
         On a CPU a stack of layers runs one layer at a time through the same kernel
         (``torch.lstm`` and kin, the functions ``nn.LSTM`` calls), with locked dropout
         (``_drop``) between layers: a 2x320 LSTM trained 5-10% faster that way than as one
-        multi-layer call with the same losses (`charrnn train`, 200 steps, bf16, AMD EPYC,
-        bench/RESULTS.md), and in fp32 without dropout the outputs are bit-identical. Elsewhere
+        multi-layer call with the same losses (bench/RESULTS.md, "Where a training step goes"),
+        and in fp32 without dropout the outputs are bit-identical. Elsewhere
         (cuDNN) the module's own multi-layer call, whose dropout between layers is per element."""
         cell, L = self.shape.cell, self.shape.layers
         if L == 1 or x.device.type != "cpu":

@@ -2,12 +2,12 @@
 `charrnn train FILE --time-budget T` turns T into the lowest validation loss it can.
 
 Every choice is only a default: a flag or the YAML config overrides it, and the trainer
-prints what it chose. The numbers come from measurements on a 2-core CPU (bench/RESULTS.md):
-when minutes are scarce, one wide LSTM layer trained with many small, fast steps (32 streams
-of 64 tokens, a high learning rate) beats deeper nets and bigger batches, because the number
-of updates matters more than the tokens per update; more time buys a wider layer, then a
-second one. Weight decay 0.1 gained 0.03-0.05 nats at 90 s over none. A corpus small for the
-model, read many times over, gets dropout and a weight decay of 0.2 (``regularised``).
+prints what it chose. When minutes are scarce, one wide LSTM layer trained with many small,
+fast steps (32 streams of 64 tokens, a high learning rate) beats deeper nets and bigger
+batches: the number of updates matters more than the tokens per update. More time buys a wider
+layer, then a second one. A run that would overfit (a corpus small for the model, read many
+times over) gets dropout and a heavier weight decay (``regularised``). The experiments behind
+each number are in bench/RESULTS.md, "Experiments behind the defaults".
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from charrnn.config import RunConfig
 
-# CPU plans by time budget: (up to seconds, layers, hidden), measured on tinyshakespeare
-# (bench/RESULTS.md); their peak rates are ``lr_for``'s. Past a few minutes a second layer pays
-# for its cost.
+# CPU plans by time budget where nothing is timed (a GRU or RNN, under torchrun, a budget under
+# the probe's minimum): (up to seconds, layers, hidden); their peak rates are ``lr_for``'s. Past a
+# few minutes a second layer pays for its cost (bench/RESULTS.md, "Layer count by budget").
 CPU_PLANS = [
     (60, 1, 256),
     (240, 1, 320),
@@ -96,14 +96,8 @@ ENOUGH_DATA = 1.5
 """Training tokens per parameter above which a model gets no dropout and the lighter weight decay."""
 OVERFIT_EXPOSURE = 12.0
 """The ``exposure`` up to which a run gets no dropout and the lighter weight decay, however small
-the corpus is for the model: it stops before it would overfit. Measured on Tiny Shakespeare, AMD
-EPYC, exposures as the probe planned them (bench/RESULTS.md). At the peak rates of ``lr_for``
-(session 9, seed 1337): 1x384 (1.4 training tokens per parameter) at 90 s, exposure 6.4, ended at
-1.4450 without dropout 0.1 and weight decay 0.2 and 1.4635 with them; at 180 s, exposure 12.9, at
-1.4280 without and 1.4257 with; 2x320 (1.0) at 5 minutes, exposure about 16, at 1.4185 without
-and 1.3887 with. At 10 minutes (exposure 35-50) and on npm names at 90 s (about 46) the
-regularised runs won by 0.01-0.04. A higher rate fits sooner: at the rates before (0.01 for
-1x384), exposure 13 had still lost 0.011 with them and the threshold was 16."""
+the corpus is for the model: it stops before it would overfit (bench/RESULTS.md,
+"Regularisation: dropout and weight decay from exposure")."""
 
 
 def tokens_per_parameter(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int) -> float:
@@ -146,12 +140,9 @@ def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: 
 
 def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
                      epochs: float | None = None) -> float:
-    """AdamW weight decay: 0.1, and 0.2 where ``dropout_for`` turns dropout on (``regularised``).
-    On Tiny Shakespeare (2x320, dropout 0.1, 19,212 steps, about 40 epochs) 0.2 gave 1.3880 and
-    1.3726 where 0.1 gave 1.4019 and 1.3964 (seeds 1337 and 7); on npm names at 90 s (1x320,
-    dropout 0.1, about 40 epochs) 1.9477 and 1.9429 against 1.9922 and 1.9849. On Tiny
-    Shakespeare at 90 s (1x320, no dropout) 0.2 lost, 1.4985 against 1.4779 (AMD EPYC,
-    bench/RESULTS.md)."""
+    """AdamW weight decay: 0.1, and 0.2 where ``dropout_for`` turns dropout on (``regularised``):
+    0.2 wins in long runs that repeat their corpus and loses in short ones (bench/RESULTS.md,
+    "Regularisation")."""
     return 0.2 if regularised(n_train, layers, hidden, embed, vocab_size, epochs) else 0.1
 
 
@@ -162,21 +153,8 @@ def embed_for(hidden: int, vocab_size: int) -> int:
 
 LR_AT_320 = 0.0216
 """The CPU's peak rate for a 320-wide layer, one or a stack of them; ``lr_for`` scales it as
-1/hidden. Tiny Shakespeare, AMD EPYC (Zen 5), side by side, seeds 1337 / 7 (`python
-bench/train_budget.py --budget T -- --layers L --hidden H --lr LR`, bench/RESULTS.md, session 9):
-- 1x384, 90 s: 1.4699 / 1.4685 with 0.01 (the old law), 1.4554 / 1.4542 with 0.015,
-  1.4450 / 1.4461 with 0.018 (this law), 1.4508 / 1.4429 with 0.022;
-- 1x320, 90 s: 1.4620 / 1.4744 with 0.012 (old), 1.4482 / 1.4561 with 0.0216 (this law);
-- 1x256, 90 s: 1.4739 with 0.015 (old), 1.4676 with 0.0216, 1.4606 with 0.027 (this law's cap);
-- 2x384, 10 minutes (dropout 0.1, weight decay 0.2): 1.3831 / 1.3878 with 0.0083 (0.83x the old
-  law), 1.3573 / 1.3574 with 0.014 (1.4x), 1.3488 / 1.3486 with 0.018 (this law), 1.3461 /
-  1.3438 with 0.022;
-- 2x320, 5 minutes (same regularisation): 1.3887 with 0.0216 (this law), 1.3787 with 0.027.
-A stack wants at least the rate of one layer of its width: the 0.83x and 1.4x stack factors
-used before were set against a one-layer rate that was itself too low (measured with a gradient
-clip of 1 and a 5% floor under the decay, both since dropped). Stacks gained a little more from
-1.25x (0.003-0.01 nats); one layer did not, and the lower rate is kept for the corpora it was not
-measured on (words, records)."""
+1/hidden. A stack wants the rate of one layer of its width (bench/RESULTS.md, "Peak learning
+rate": Tiny Shakespeare, 1x256 to 2x384, 90 s to 10 minutes, two seeds)."""
 LR_MAX = 0.027
 """The cap for narrow layers (1/hidden would reach it below 256 wide)."""
 
@@ -195,14 +173,9 @@ def _digits(x: float) -> float:
 
 GPU_LR_SCALE = 1.87
 """A GPU's 64 x 128 batches hold 4x the tokens of a CPU's 32 x 64 and take a higher peak rate
-(the linear scaling rule, Goyal et al. 2017). Measured on the CPU at the GPU's batch shape (the
-loss a token buys does not depend on the device), Tiny Shakespeare, 8.2M tokens, no dropout:
-1x256 ended at 1.841, 1.706, 1.625, 1.562 and 1.538 with peak rates 0.003, 0.006, 0.012, 0.024
-and 0.048; 2x256 at 1.890, 1.652, 1.582 and 1.532 with 0.003, 0.0125, 0.025 and 0.05; 1x256
-over 32.8M tokens at 1.486 with 0.024 and 1.469 with 0.048 (bench/RESULTS.md). The best rates
-measured, at the edge of what was tried, are 1.8x (one layer) and 1.85x (two) ``lr_for``'s
-0.027; 1.87 keeps the GPU rates where they were set (2x256: 0.0504, 2x512: 0.0252). The GPU
-default had been 3e-3."""
+(the linear scaling rule, Goyal et al. 2017, "Accurate, Large Minibatch SGD"). Measured on the
+CPU at the GPU's batch shape, since the loss a token buys does not depend on the device
+(bench/RESULTS.md, "GPU learning-rate scale"); not yet measured on a GPU."""
 
 
 def plan_lr(hidden: int, device: str) -> float:
@@ -213,7 +186,8 @@ def plan_lr(hidden: int, device: str) -> float:
 
 def batch_shape(device: str) -> tuple[int, int]:
     """(streams, tokens per stream) of a step when not given: 32 x 64 on a CPU, where many small
-    updates win (bench/RESULTS.md); 64 x 128 on a GPU, which runs wide products cheaply."""
+    updates win (bench/RESULTS.md, "Batch shape 32 x 64"); 64 x 128 on a GPU, which runs wide
+    products cheaply."""
     return (32, 64) if device == "cpu" else (64, 128)
 
 
@@ -262,10 +236,9 @@ def fit_loss_model(rows: list[tuple[float, float, float]]) -> tuple[dict[str, fl
 # ---------------------------------------------------------------- sizing by measurement
 
 # Widths a budgeted CPU run may choose among, narrowest first (probe.py times them), and the
-# budget beyond which they have two layers. The layer count stays the table's: the sweeps show
-# two layers trailing one layer of the same cost by 0.1-0.2 nats up to 4M tokens
-# (bench/sweeps/loss_vs_tokens.jsonl) and winning at 10 minutes (2x320 1.4033 against 1x512
-# 1.421, on the Xeon), too few points to model where they cross.
+# budget beyond which they have two layers. The layer count is a table, not the loss model's:
+# two layers trail one layer of the same cost in short runs and win at 10 minutes, with too few
+# points to model where they cross (bench/sweeps/loss_vs_tokens.jsonl; bench/RESULTS.md).
 WIDTHS = [128, 192, 256, 320, 384, 512]
 TWO_LAYERS_BEYOND = 240.0
 # Widths a budgeted GPU run may choose among, always two layers (the GPU default's depth).
@@ -328,11 +301,9 @@ class Plan:
 def effective_tokens(tokens: float, unique: float | None) -> float:
     """What ``tokens`` of training are worth when the corpus holds only ``unique`` of them (None:
     as many as trained on): D' = U + U R* (1 - exp(-R / R*)) for R = D / U - 1 repeated epochs
-    (Muennighoff et al. 2023, eq. 5; ``REPEAT_DECAY`` is R*). The first epoch counts in full, the
-    later ones ever less, so a run that would repeat its corpus many times gains more from a
-    bigger model than from more steps: at 10 minutes on Tiny Shakespeare (about 30 epochs) five
-    2x384 runs averaged 1.3832 where 2x320 averaged 1.3895 over the same three seeds (AMD EPYC,
-    bench/RESULTS.md), which the model without this term ranked the other way round."""
+    (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", eq. 5; ``REPEAT_DECAY``
+    is R*). The first epoch counts in full, the later ones ever less, so a run that would repeat
+    its corpus many times gains more from a bigger model than from more steps."""
     if unique is None or tokens <= unique:
         return tokens
     repeats = tokens / unique - 1.0

@@ -2,9 +2,9 @@
 this machine, at the start of a budgeted run on one CPU or one GPU, and let
 ``autosize.choose_plan`` pick.
 
-A table of sizes measured on one CPU is wrong on the next: on a Xeon with AMX bf16 products run
-6x faster than fp32, on an AMD EPYC without AMX the same defaults train at about half the
-tokens per second. So the run times its own steps (a fresh model, the real batch shape, one
+A table of sizes measured on one CPU is wrong on the next: bf16 products run 6x faster than
+fp32 on a CPU with AMX and barely faster on one without, and the same shape trains at half the
+tokens per second on one 2-core machine as on another. So the run times its own steps (a fresh model, the real batch shape, one
 warm-up step and the median of five timed ones, a second or two in all, inside the budget),
 smallest candidate first, and stops when bigger ones stop paying or the probe's share of the
 budget is spent. The random state of the run is left as it was.
@@ -40,9 +40,9 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
                       device: torch.device, steps: int = 5, dropout: float = 0.0, grad_clip: float = 5.0,
                       max_seconds: float = 1.0) -> float:
     """Training tokens/s of one shape: forward, backward, gradient clipping and a fused AdamW step
-    on random tokens, the median of ``steps`` timed steps after one warm-up. (The fastest of three,
-    as before, ran up to a third above what training then sustained: 2x320 timed at 42-60k
-    tokens/s trained at 45-49k on the EPYC.) ``dropout`` and ``grad_clip`` (0: none): the run's.
+    on random tokens, the median of ``steps`` timed steps after one warm-up (the fastest step
+    overstates what training sustains by up to a third). ``dropout`` and ``grad_clip`` (0: none):
+    the run's.
     Timing stops early once the timed steps took ``max_seconds``, after one at least: a big shape
     given in full (seconds a step) costs a few of its steps, not ``steps`` of them."""
     with torch.random.fork_rng(devices=[]):
