@@ -292,6 +292,7 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "stopped_early": run.watch.stopped_early,
         "sample_seconds": round(run.watch.sample_seconds, 3),
         "save_seconds": round(run.budget.save_seconds, 3),
+        "thread_tuning": run.progress.thread_tuning,
         # Seconds of the time budget left when the run ended (negative: past it); the command's
         # exit comes after this.
         "budget_left_seconds": None if run.budget.deadline is None else round(run.budget.deadline - time.monotonic(), 2),
@@ -336,15 +337,43 @@ def _ctrl_c() -> Iterator[_SigintFlag]:
 
 @contextmanager
 def _threads(run: Run) -> Iterator[Callable[[], Any]]:
-    """``timed()`` contexts for the steps: on one CPU process, one thread or all, whichever
-    steps faster now (runtime/threads.py: other busy processes on the cores); the thread count is
-    restored at the end."""
+    """``timed()`` contexts for the steps. On one CPU process, one thread or all, whichever steps
+    faster now (runtime/threads.py: other busy processes on the cores), where the thread count
+    changes no number the step computes on this machine; else all threads throughout, so that the
+    same seed trains the same model. The thread count is restored at the end."""
     threads = torch.get_num_threads()
-    tuner = ThreadTuner(threads, apply=torch.set_num_threads) if run.env.device.type == "cpu" and run.env.world == 1 else None
+    tuner = None
+    if run.env.device.type == "cpu" and run.env.world == 1 and threads > 1 and thread_count_changes_nothing(run, threads):
+        tuner = ThreadTuner(threads, apply=torch.set_num_threads)
+    run.progress.thread_tuning = tuner is not None
     try:
         yield (lambda: tuner.timed()) if tuner else nullcontext
     finally:
         torch.set_num_threads(threads)
+
+
+def thread_count_changes_nothing(run: Run, most: int) -> bool:
+    """Whether a training step computes the same numbers with one thread as with ``most``: the
+    loss and every gradient, bit for bit, of a forward and backward pass on the run's next batch.
+    Reductions split across threads can round differently (bf16 products on some CPUs), and then a
+    run that switches between counts would not repeat. The run's weights, gradients and random
+    state are left as they were."""
+    model, st, env = run.model, run.state, run.env
+    x, y, _ = run.batches.get(st.step)
+    x, y = x.to(env.device), y.to(env.device)
+    results = []
+    with torch.random.fork_rng(devices=[]):
+        for n in (1, most):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)  # the same dropout masks for both
+            model.zero_grad(set_to_none=True)
+            with env.autocast():
+                _, loss, _ = model(x, st.carried, y)
+            loss.backward()
+            results.append([loss.detach()] + [p.grad for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    torch.set_num_threads(most)
+    return all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def _agree(main: bool, out_of_time: bool, interrupted: bool, schedule: float, device: torch.device

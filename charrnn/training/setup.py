@@ -91,6 +91,8 @@ class Progress:
     tokens: int = 0
     seconds: float = 0.0
     """Seconds spent in training steps."""
+    thread_tuning: bool = False
+    """Whether the steps chose between one thread and all (``loop.thread_count_changes_nothing``)."""
 
     @property
     def tokens_per_second(self) -> float:
