@@ -213,20 +213,26 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
 # ---------------------------------------------------------------- the sampling kernel's pack cache
 
 from charrnn.sampling.native import build as native_build  # noqa: E402
-from charrnn.sampling.native.cache import PACK_MAGIC, load_pack, pack_path, save_pack  # noqa: E402
+from charrnn.sampling.native.cache import PACK_MAGIC, contents_key, load_pack, pack_path, save_pack  # noqa: E402
 
 
 @pytest.fixture
 def packed(tmp_path, run_dir):
-    """A checkpoint copy whose pack is cached, the text it samples, and the pack's path."""
+    """A checkpoint copy whose pack is cached, the text it samples, and the pack's path (which
+    the copies of one checkpoint share: a pack is found by the checkpoint's contents)."""
     if native_build.lib() is None:
         pytest.skip("no C compiler here: no native kernel, no packs")
     ckpt = tmp_path / "best.pt"
     shutil.copy(run_dir / "best.pt", ckpt)
     text = charrnn.load(ckpt).sample("The ", length=80, temperature=0.8, seed=4)
-    path = pack_path(ckpt, "auto")
+    path = pack_path(contents_key(ckpt), "auto")
     assert load_pack(path) is not None
-    return ckpt, text, path
+    yield ckpt, text, path
+    # Copies of one checkpoint share its pack: whatever a test left at the path goes.
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _resave(path, edit):
@@ -414,3 +420,44 @@ def test_settings_this_version_does_not_know_do_not_make_a_checkpoint_damaged(be
     ckpt["config"]["plotting"] = {"width": 5}
     torch.save(ckpt, best)
     assert charrnn.load(best).sample("The ", length=5, seed=1)
+
+
+# ---------------------------------------------------------------- the token cache is checked, not trusted
+
+
+@pytest.mark.parametrize("new_id", [250, 3])  # outside the vocabulary, and inside it (other data)
+def test_a_damaged_token_cache_entry_is_rebuilt_with_one_line(cli, tmp_path, corpus_file, monkeypatch, new_id):
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    flags = [*TINY_FLAGS, "--max-steps", "8", "--eval-every", "4", "-q"]
+    first = cli("train", corpus_file, *flags, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.stderr
+    ids = next((tmp_path / "cache" / "tokens").glob("*/ids.bin"))
+    data = bytearray(ids.read_bytes())
+    data[100] = data[101] = new_id  # the same size
+    ids.write_bytes(bytes(data))
+    again = cli("train", corpus_file, *flags, "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.stderr
+    notes = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and "damaged" in notes[0] and "Traceback" not in again.stderr, again.stderr
+    metrics = [(tmp_path / run / "metrics.jsonl").read_text() for run in ("a", "b")]
+    strip = lambda text: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in text.splitlines()]  # noqa: E731
+    assert strip(metrics[0]) == strip(metrics[1])  # trained on the corpus, not on the damage
+    assert ids.read_bytes() != bytes(data)  # rebuilt
+
+
+def test_a_cached_pack_never_samples_a_damaged_checkpoint(cli, packed):
+    """A flipped weight bit, the file's size and time kept: the cached pack belongs to the
+    contents it was packed from, so sampling loads the checkpoint and says it is damaged."""
+    ckpt, text, _ = packed
+    st = ckpt.stat()
+    ckpt_dict = checkpoint.load(ckpt)
+    data = bytearray(ckpt.read_bytes())
+    weights = ckpt_dict["model"]["head.weight"].numpy().tobytes()
+    at = bytes(data).find(weights[:64])
+    assert at > 0
+    data[at + 5] ^= 0x10
+    ckpt.write_bytes(bytes(data))
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = cli("sample", "-c", ckpt, "--prompt", "The ", "-n", "20", "--seed", "4")
+    assert r.exit_code == 1 and r.stdout == ""
+    assert_one_error_line(r.stderr, "damaged")

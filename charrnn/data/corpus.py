@@ -155,7 +155,8 @@ def load(
     ``Tokenizer.grown``'s vocabulary, the new tokens appended within ``max_vocab`` and
     ``min_count``, the rest <unk>; listed in ``Corpus.added``). Otherwise the vocabulary
     is built at ``level`` with ``max_vocab``/``min_count``. ``deadline`` (time.monotonic) stops a
-    build that would pass it (BudgetExceeded). ``message`` hears one line when a build starts.
+    build that would pass it (BudgetExceeded). ``message`` hears one line when a build starts. A
+    damaged cache entry is built again, with a line on stderr, --quiet or not: it is a warning.
     Raises UsageError for missing or non-UTF-8 inputs, CharrnnError for an empty corpus,
     UnknownTokenError for unseen tokens under 'error'."""
     t0 = time.monotonic()
@@ -170,7 +171,7 @@ def load(
         files = _Files(paths, name)
         given = [p if p == "-" else str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, str) else inputs or [])]
     fingerprint = _fingerprint(files.paths) if text is None else None
-    hit = cache.lookup(fingerprint, spec) if fingerprint else None
+    hit = cache.lookup(fingerprint, spec, _note) if fingerprint else None
     if hit:
         return _corpus(hit, files.name, given, True, t0)
     try:
@@ -229,6 +230,10 @@ def load_ranked(main: bool, world: int, **kwargs) -> Corpus:
             ranks.barrier()
         return c
     return load(**kwargs)
+
+
+def _note(text: str) -> None:
+    print(f"charrnn: note: {text}", file=sys.stderr)
 
 
 def _corpus(entry: dict, name: str, given: list[str], cached: bool, t0: float) -> Corpus:

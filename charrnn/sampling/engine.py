@@ -22,7 +22,7 @@ from charrnn.checkpoint import resolve
 from charrnn.config import SampleConfig
 from charrnn.sampling.native import build
 from charrnn.sampling.native.abi import make_sampler
-from charrnn.sampling.native.cache import load_pack, pack_path
+from charrnn.sampling.native.cache import contents_key, load_pack, pack_path
 from charrnn.sampling.native.kernel import Kernel
 from charrnn.sampling.batching import SharedSteps
 from charrnn.sampling.text import decode_streams
@@ -286,9 +286,10 @@ class Engine:
 def _pack_files(path: Path, precision: str) -> tuple[Path, Path] | None:
     """The cache files of a checkpoint's packs for one stream and for several, as it is now."""
     try:
-        return pack_path(path, precision), pack_path(path, precision + "+batch")
+        contents = contents_key(path)
     except OSError:
         return None
+    return pack_path(contents, precision), pack_path(contents, precision + "+batch")
 
 
 def _released(chunks: Iterator[list[list[int]]], release: Callable[[], None]) -> Iterator[list[list[int]]]:

@@ -1,7 +1,7 @@
 """The on-disk cache of packed weights, keyed by the checkpoint file, next to the compiled kernels.
 
 A second ``charrnn sample`` of the same checkpoint reads the blob and never imports torch, so
-text starts in a fraction of a second. A cache: every failure to read or write it is ignored,
+text starts in a fraction of a second. A pack is found by the checkpoint's contents (``pack_path``). A cache: every failure to read or write it is ignored,
 and a damaged entry is rebuilt from the checkpoint. Nothing in it is trusted: the path must be a
 regular file (a named pipe there must not hang us), every size is bounded by the file's own, a
 SHA-256 over the header and the blob must match, and the header must describe exactly the arrays
@@ -29,11 +29,21 @@ PACKS_KEPT = 8
 _DIGEST = 32
 
 
-def pack_path(checkpoint: Path, precision: str) -> Path:
-    """Where the pack of this checkpoint file (as it is now) and precision lives."""
-    st = checkpoint.stat()
+def contents_key(checkpoint: Path) -> str:
+    """The SHA-256 of a checkpoint file's bytes (about 1 ms a MB): a pack belongs to the very
+    contents it was packed from, which ``checkpoint.load`` verified. A flipped bit in the
+    checkpoint finds no pack, and the load that follows says the file is damaged."""
     key = hashlib.sha256()
-    for part in (os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, st.st_ino, precision, code_signature()):
+    with open(checkpoint, "rb") as f:
+        while chunk := f.read(8 << 20):
+            key.update(chunk)
+    return key.hexdigest()
+
+
+def pack_path(contents: str, precision: str) -> Path:
+    """Where the pack of a checkpoint's ``contents`` (``contents_key``) and precision lives."""
+    key = hashlib.sha256()
+    for part in (contents, precision, code_signature()):
         key.update(str(part).encode() + b"\0")
     return cache_dir() / "packs" / f"{key.hexdigest()[:24]}.pack"
 
