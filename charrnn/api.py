@@ -25,6 +25,7 @@ from charrnn.config import SampleConfig
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.sampling.engine import Engine
 from charrnn.data.records import encode_record, prompt_ids
+from charrnn.sampling.curate import Draw, Sample
 
 if TYPE_CHECKING:
     from charrnn.evaluate import LineScore, Score
@@ -95,43 +96,23 @@ class CharRNN:
         novel: bool = False, unique: bool = False, scores: bool = False, max_attempts: int | None = None,
         seed: int | None = None, **options: Any,
     ) -> Draw:
-        """``n`` samples at each temperature, curated: ``novel`` drops samples that copy the
-        training data (``novelty.py`` states the rule: whole records, or 24-character windows of
-        free text), ``unique`` drops repeats among the samples; sampling goes on, in rounds with
-        seeds derived from ``seed``, until ``n`` are kept or ``max_attempts`` (default 10 n + 100)
-        were drawn per temperature. ``scores``: give each sample its mean nats per character under
-        the model. Raises CharrnnError when ``novel`` cannot read the training corpus again."""
-        seed, temps = resolve_seed(seed), list(temperatures)
+        """``n`` samples at each temperature, curated (``sampling.curate.draw``): ``novel`` drops
+        samples that copy the training data (whole records, or 24-character windows of free
+        text), ``unique`` drops repeats among the samples, and on a records model an empty record
+        is never a sample; sampling goes on, in rounds with seeds derived from ``seed``, until
+        ``n`` are kept or ``max_attempts`` (default 10 n + 100, at least 1) were drawn per
+        temperature. ``scores``: give each sample its mean nats per character under the model.
+        Raises UsageError for ``max_attempts`` < 1, CharrnnError when ``novel`` cannot read the
+        training corpus again."""
+        from charrnn.sampling.curate import draw
+
         index = self._novelty_index() if novel else None
-        limit = max_attempts if max_attempts is not None else 10 * n + 100
-        out = Draw([], 0, 0, 0)
-        for temp in temps:
-            kept: list[Sample] = []
-            seen: set[str] = set()
-            drawn, rounds = 0, 0
-            while len(kept) < n and drawn < limit:
-                want = n - len(kept) if not (novel or unique) else min(limit - drawn, 2 * (n - len(kept)) + 8)
-                if novel or unique:
-                    want = min(want, ROUND)  # a round lasts as long as its longest sample: keep them small
-                round_seed = seed if rounds == 0 else _derive(seed, temp, rounds)
-                for i, text in enumerate(self.samples(want, prompt, length, temp, seed=round_seed, **options)):
-                    drawn += 1
-                    record = prompt + text
-                    if index is not None and index.is_copy(record if self.is_records else text):
-                        out.dropped_copies += 1
-                    elif unique and record.strip() in seen:
-                        out.dropped_repeats += 1
-                    else:
-                        seen.add(record.strip())
-                        kept.append(Sample(text, i, round_seed, temp))
-                        if len(kept) == n:
-                            break
-                rounds += 1
-            out.drawn += drawn
-            out.samples += kept
+        d = draw(lambda k, temp, round_seed: self._texts(k, prompt, length, temp, seed=round_seed, **options),
+                 n, prompt, list(temperatures), resolve_seed(seed), records=self.is_records, index=index, unique=unique,
+                 max_attempts=max_attempts)
         if scores:
-            self._score_samples(prompt, out.samples, options.get("label"), options.get("unknown", "error"))
-        return out
+            self._score_samples(prompt, d.samples, options.get("label"), options.get("unknown", "error"))
+        return d
 
     def _novelty_index(self):
         from charrnn.sampling.curate import load_or_build
@@ -156,7 +137,12 @@ class CharRNN:
             s.nats_per_char = round(loss / c, 6) if k and c else None
 
     def stream(self, prompt: str = "", length: int = 500, temperature: float = 0.8, **options: Any) -> Iterator[str]:
-        """One sample's text as it is generated, piece by piece (the prompt not included)."""
+        """One sample's text as it is generated, piece by piece (the prompt not included). On a
+        records model, the record whole, when it is drawn (it may take another draw: an empty
+        record is never a sample)."""
+        if self.is_records:
+            yield from filter(None, self.samples(1, prompt, length, temperature, **options))
+            return
         for pieces in self.generate(prompt, length, temperature, **options):
             if pieces[0]:
                 yield pieces[0]
@@ -171,10 +157,15 @@ class CharRNN:
     ) -> list[str]:
         """``n`` samples drawn side by side (the prompt not included); sample i of a seed is the
         same text whatever ``n`` on one engine (see the README for when engines differ).
-        ``novel``/``unique``: curated as ``draw`` does."""
-        if novel or unique:
+        ``novel``/``unique``, and every records model: curated as ``draw`` does (fewer than
+        ``n`` when the attempts run out)."""
+        if novel or unique or self.is_records:
             d = self.draw(n, prompt, length, (temperature,), novel=novel, unique=unique, **options)
             return [s.text for s in d.samples]
+        return self._texts(n, prompt, length, temperature, **options)
+
+    def _texts(self, n: int, prompt: str, length: int, temperature: float, **options: Any) -> list[str]:
+        """``n`` samples side by side, as generated."""
         texts = [""] * n
         for pieces in self.generate(prompt, length, temperature, n=n, **options):
             texts = [t + p for t, p in zip(texts, pieces)]
@@ -290,44 +281,9 @@ class CharRNN:
         return Env(dev, pick_precision(self.precision, dev)).autocast()
 
 
-ROUND = 256
-"""Samples drawn side by side in one round of ``CharRNN.draw``."""
-
-
-@dataclass
-class Sample:
-    """One curated sample: its text (without the prompt), where it came from (``seed`` and its
-    ``index`` among that seed's samples), its temperature, and its mean loss under the model in
-    nats per character (None unless asked for)."""
-
-    text: str
-    index: int
-    seed: int
-    temperature: float
-    nats_per_char: float | None = None
-
-
-@dataclass
-class Draw:
-    """What ``CharRNN.draw`` kept, and how many it drew and dropped."""
-
-    samples: list[Sample]
-    drawn: int
-    dropped_copies: int
-    dropped_repeats: int
-
-
 def resolve_seed(seed: int | None) -> int:
     """``seed``, or a fresh random one (below 2^31) when it is None: the seed a sample reports."""
     return seed if seed is not None else secrets.randbelow(2**31)
-
-
-def _derive(seed: int, temperature: float, round_: int) -> int:
-    """The seed of a further round of curated sampling: a pure function of its inputs."""
-    import hashlib
-
-    digest = hashlib.blake2b(f"{seed}|{temperature!r}|{round_}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 33
 
 
 def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto", step: int | None = None) -> CharRNN:

@@ -311,7 +311,7 @@ def sample(
                        stop=_unescape(stop), unknown=unknown.value, label=label)
         text = _read_arg(prompt)
         sep = _unescape(separator)
-        if novel or unique or as_json or len(temps) > 1:
+        if novel or unique or as_json or len(temps) > 1 or model.is_records:
             _write_drawn(model, sys.stdout, text, num_samples, temps, echo, sep, as_json, novel, unique, max_attempts, options)
         else:
             _write_samples(model, sys.stdout, prompt=text, echo=echo, separator=sep, temperature=temps[0], n=num_samples, **options)
@@ -369,8 +369,9 @@ def _write_samples(model, out, *, prompt: str, echo: bool, separator: str | None
 
 
 def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, unique, max_attempts, options) -> None:
-    """Curated samples (``CharRNN.draw``), written when all are drawn; with --novel/--unique a
-    line on stderr (and a last JSON object, "summary") says how many were drawn and dropped."""
+    """Curated samples (``CharRNN.draw``: copies, repeats and empty records dropped), written when
+    all are drawn; where any was dropped, or with --novel/--unique, a line on stderr (and a last
+    JSON object, "summary") says how many were drawn and dropped."""
     head = prompt if echo else ""
     seed = options.pop("seed")
     d = model.draw(n, prompt, temperatures=temps, novel=novel, unique=unique, scores=as_json,
@@ -383,14 +384,15 @@ def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, 
         texts = [head + s.text for s in d.samples]
         sep = _separator(model, separator, texts)
         out.write(sep.join(t + _end(t) for t in texts))
-    summary = {"kept": len(d.samples), "drawn": d.drawn, "dropped_copies": d.dropped_copies, "dropped_repeats": d.dropped_repeats}
-    if novel or unique:
+    short = len(d.samples) < n * len(temps)
+    if novel or unique or d.drawn > len(d.samples):
         if as_json:
-            out.write(_json({"summary": summary}) + "\n")
-        short = len(d.samples) < n * len(temps)
-        print(f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {d.dropped_copies} copies of the training data "
-              f"and {d.dropped_repeats} repeats dropped" + ("; the attempt limit was reached (raise --max-attempts)" if short else ""),
-              file=sys.stderr)
+            out.write(_json({"summary": d.summary}) + "\n")
+        dropped = ([f"{d.dropped_copies} copies of the training data"] if novel or d.dropped_copies else []) + (
+            [f"{d.dropped_repeats} repeats"] if unique or d.dropped_repeats else []) + (
+            [f"{d.dropped_empty} empty records"] if d.dropped_empty else [])
+        print(f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {' and '.join(dropped) or 'none'} dropped"
+              + ("; the attempt limit was reached (raise --max-attempts)" if short else ""), file=sys.stderr)
     out.flush()
 
 

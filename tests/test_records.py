@@ -62,7 +62,7 @@ def test_parse_modes(tmp_path):
 def test_batches_never_carry_a_record_into_the_next():
     """Every row of every batch holds one record: it begins at a chunk start with the state reset
     there, its targets are its own tokens then END, and padding is ignored."""
-    tok = Tokenizer("char", list("abcdefgh")).with_records()
+    tok = Tokenizer("char", list("abcdefgh")).with_records("lines")
     rng = random.Random(1)
     recs = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 30))) for _ in range(50)]
     seqs = [torch.tensor([tok.end_id] + tok.encode(r) + [tok.end_id]) for r in recs]
@@ -197,7 +197,7 @@ def test_novel_on_free_text_drops_copies(cli, tmp_path):
     r = cli("sample", "-c", out, "-N", "2", "--temp", "0", "--length", "120", "--novel", "--max-attempts", "4", "--json")
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])["summary"]
-    assert summary == {"kept": 0, "drawn": 4, "dropped_copies": 4, "dropped_repeats": 0}
+    assert summary == {"kept": 0, "drawn": 4, "dropped_copies": 4, "dropped_repeats": 0, "dropped_empty": 0}
     assert "attempt limit" in r.stderr
     # A changed corpus file cannot vouch for what the model was trained on.
     corpus.write_text("something else entirely\n" * 10, encoding="utf-8")
@@ -321,3 +321,28 @@ def test_validation_of_records_runs_without_dropout(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     losses = [json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and len(set(losses)) == 1, losses
+
+
+def test_one_record_per_line_whatever_the_temperature(cli, names_run):
+    """A model of one record per line never writes a newline inside a record (none of its
+    training records holds one), and an empty record is never a sample: -N 300 is 300 lines."""
+    _, run = names_run
+    r = cli("sample", "-c", run, "-N", "300", "--temp", "3", "--seed", "1", "--length", "40")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[-1] == "" and len(lines) == 301, r.stdout[:500]
+    assert all(line.strip() for line in lines[:-1])
+    curated = cli("sample", "-c", run, "-N", "50", "--temp", "3", "--seed", "2", "--novel", "--unique", "--json")
+    texts = [json.loads(line)["text"] for line in curated.stdout.splitlines() if "summary" not in line]
+    assert len(texts) == 50 and all(t.strip() and "\n" not in t for t in texts)
+
+
+def test_empty_records_are_drawn_again_and_counted(names_run):
+    """At a temperature that often ends a record at once, the empties are dropped, counted, and
+    replaced; the sample a seed gives is never empty."""
+    _, run = names_run
+    model = charrnn.load(run)
+    d = model.draw(200, length=3, temperatures=(50.0,), seed=3)
+    assert len(d.samples) == 200 and all(s.text.strip() for s in d.samples)
+    assert d.dropped_empty > 0 and d.drawn == 200 + d.dropped_empty
+    assert all(model.sample(length=3, temperature=50.0, seed=s).strip() for s in range(20))

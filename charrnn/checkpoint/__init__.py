@@ -4,8 +4,8 @@ verify.py (the checksum and the consistency checks every load runs), describe.py
 
 from charrnn.checkpoint.describe import describe, list_run
 from charrnn.checkpoint.io import (DEFAULT_ROOT, FORMAT, load, load_model, prune_steps, resolve, save, step_file,
-                                   step_files, write_text)
+                                   step_files, tokenizer, write_text)
 from charrnn.checkpoint.verify import digest
 
 __all__ = ["DEFAULT_ROOT", "FORMAT", "describe", "digest", "list_run", "load", "load_model", "prune_steps", "resolve", "save",
-           "step_file", "step_files", "write_text"]
+           "step_file", "step_files", "tokenizer", "write_text"]

@@ -143,9 +143,16 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
 def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint alone."""
     from charrnn.model.lm import ModelShape, RNNLM
-    from charrnn.data.tokenizer import Tokenizer
 
     ckpt = load(path, map_location=device)
     model = RNNLM(ModelShape(**ckpt["shape"]))
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), Tokenizer.from_dict(ckpt["tokenizer"]), ckpt
+    return model.to(device).eval(), tokenizer(ckpt), ckpt
+
+
+def tokenizer(ckpt: dict[str, Any]):
+    """A checkpoint's tokenizer, with the records kind its run was trained on."""
+    from charrnn.data.tokenizer import Tokenizer
+
+    records = ((ckpt.get("config") or {}).get("data") or {}).get("records")
+    return Tokenizer.from_dict(ckpt["tokenizer"], records.partition(":")[0] if isinstance(records, str) else None)

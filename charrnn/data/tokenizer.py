@@ -53,8 +53,10 @@ def show_tokens(tokens: Iterable[str], limit: int = 8) -> str:
 class Tokenizer:
     """A vocabulary of string tokens; ``level`` says how text is split into them."""
 
-    def __init__(self, level: str, vocab: list[str], rule: int = WORD_RULE):
-        self.level = level
+    def __init__(self, level: str, vocab: list[str], rule: int = WORD_RULE, records: str | None = None):
+        """``records``: the kind of records a records model was trained on (lines, paragraphs,
+        jsonl, csv), which says what a record may hold: a lines record never holds a newline."""
+        self.level, self.records = level, records
         if rule not in WORD_RES:
             raise CharrnnError(f"unknown word rule {rule!r}; this checkpoint needs a newer charrnn")
         self.rule = rule
@@ -97,7 +99,7 @@ class Tokenizer:
             new = [t for t, n in counts.most_common() if n >= min_count]
             if max_vocab is not None:
                 new = new[: max(0, max_vocab - len(self.vocab))]
-        return (Tokenizer(self.level, self.vocab + new, self.rule), new) if new else (self, [])
+        return (Tokenizer(self.level, self.vocab + new, self.rule, self.records), new) if new else (self, [])
 
     def split(self, text: str) -> list[str]:
         return list(text) if self.level == "char" else WORD_RES[self.rule].findall(text)
@@ -145,10 +147,11 @@ class Tokenizer:
         newline that would end a line), a label as none."""
         return [1 if t == END else 0 if i in self.labels.values() else len(t) for i, t in enumerate(self.vocab)]
 
-    def with_records(self, labels: list[str] | None = None) -> Tokenizer:
-        """This vocabulary with the boundary token and a start token per label appended."""
+    def with_records(self, kind: str, labels: list[str] | None = None) -> Tokenizer:
+        """This vocabulary for records of ``kind`` (lines, paragraphs, jsonl, csv), with the
+        boundary token and a start token per label appended where it lacks them."""
         extra = [END] + [label_token(l) for l in sorted(set(labels or []))]
-        return Tokenizer(self.level, self.vocab + [t for t in extra if t not in self.stoi], self.rule)
+        return Tokenizer(self.level, self.vocab + [t for t in extra if t not in self.stoi], self.rule, kind)
 
     def record_start(self, label: str | None = None) -> int:
         """The id a record starts from: its label's token, or the boundary. Raises UsageError for
@@ -167,11 +170,15 @@ class Tokenizer:
         d = {"level": self.level, "vocab": self.vocab}
         if self.level == "word":
             d["rule"] = self.rule
+        if self.records is not None:
+            d["records"] = self.records
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Tokenizer:
-        return cls(d["level"], d["vocab"], d.get("rule", 1))  # no rule: saved before rule 2
+    def from_dict(cls, d: dict[str, Any], records: str | None = None) -> Tokenizer:
+        """``records``: the records kind of a checkpoint whose tokenizer does not name it (its
+        run's config does)."""
+        return cls(d["level"], d["vocab"], d.get("rule", 1), d.get("records") or records)  # no rule: before rule 2
 
 
 def encode_prompt(tok: Tokenizer, prompt: str, unknown: str = "error") -> list[int]:
@@ -200,6 +207,9 @@ def describe_left_out(left_out: Counter, limit: int = 8) -> str:
 
 
 def banned_tokens(tok: Tokenizer) -> list[int]:
-    """Tokens sampling never emits: the word model's <unk>, and label tokens."""
+    """Tokens sampling never emits: the word model's <unk>, label tokens, and in a model of
+    one record per line every token that holds a newline (no training record holds one)."""
     banned = [tok.stoi[UNK]] if UNK in tok.stoi and tok.level == "word" else []
-    return banned + sorted(tok.labels.values())
+    if tok.records == "lines":
+        banned += [i for i, t in enumerate(tok.vocab) if "\n" in t and i != tok.end_id]
+    return sorted(set(banned + list(tok.labels.values())))

@@ -1,4 +1,7 @@
-"""Is a sample a copy of the training data? A membership index on disk, in bounded memory.
+"""Curated samples (``draw``): copies of the training data (``--novel``), repeats (``--unique``)
+and empty records dropped, and more drawn until enough are kept.
+
+Is a sample a copy of the training data? A membership index on disk, in bounded memory.
 
 Records models: a sample is a copy when, trimmed of surrounding whitespace, it equals a training
 record (trimmed likewise). Free text: a sample is a copy when it shares a window of ``WINDOW``
@@ -18,11 +21,13 @@ bounded by what the operating system pages in, whatever the corpus size.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, UsageError
 
 WINDOW, ANCHOR, EVERY = 24, 8, 16
 _P = np.uint64(0x100000001B3)  # FNV prime: multiplier of the polynomial rolling hashes
@@ -191,3 +196,89 @@ def _sorted_unique(parts: list[np.ndarray]) -> np.ndarray:
     keep[:1] = True
     np.not_equal(a[1:], a[:-1], out=keep[1:])
     return a[keep]
+
+
+# ---------------------------------------------------------------- drawing until enough are kept
+
+ROUND = 256
+"""Samples drawn side by side in one round of a draw that drops samples (a round lasts as long as
+its longest sample: kept small)."""
+
+
+@dataclass
+class Sample:
+    """One curated sample: its text (without the prompt), where it came from (``seed`` and its
+    ``index`` among that seed's samples), its temperature, and its mean loss under the model in
+    nats per character (None unless asked for)."""
+
+    text: str
+    index: int
+    seed: int
+    temperature: float
+    nats_per_char: float | None = None
+
+
+@dataclass
+class Draw:
+    """What ``draw`` kept, and how many it drew and dropped."""
+
+    samples: list[Sample]
+    drawn: int
+    dropped_copies: int
+    dropped_repeats: int
+    dropped_empty: int = 0
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return {"kept": len(self.samples), "drawn": self.drawn, "dropped_copies": self.dropped_copies,
+                "dropped_repeats": self.dropped_repeats, "dropped_empty": self.dropped_empty}
+
+
+def draw(texts: Callable[[int, float, int], list[str]], n: int, prompt: str, temperatures: list[float], seed: int, *,
+         records: bool, index: Index | None = None, unique: bool = False, max_attempts: int | None = None) -> Draw:
+    """``n`` samples at each of ``temperatures``, drawn with ``texts(k, temperature, seed)`` (k
+    samples of a seed, side by side) and kept unless: a copy of the training data under
+    ``index`` (a records model: the whole record, prompt included; free text: the sample),
+    a repeat of one kept (``unique``: records trimmed), or an empty record (a records model's
+    sample is never empty). Rounds go on with seeds derived from ``seed`` (the first round uses
+    ``seed`` itself, so with nothing dropped sample i is that seed's sample i) until ``n`` are
+    kept or ``max_attempts`` (default 10 n + 100) were drawn per temperature. Raises UsageError
+    for ``max_attempts`` below 1."""
+    if max_attempts is not None and max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, not {max_attempts}")
+    limit = max_attempts if max_attempts is not None else 10 * n + 100
+    dropping = index is not None or unique
+    out = Draw([], 0, 0, 0)
+    for temp in temperatures:
+        kept: list[Sample] = []
+        seen: set[str] = set()
+        drawn, rounds = 0, 0
+        while len(kept) < n and drawn < limit:
+            want = min(limit - drawn, n - len(kept))
+            if dropping:  # draw ahead: some will go
+                want = min(limit - drawn, 2 * (n - len(kept)) + 8, ROUND)
+            round_seed = seed if rounds == 0 else _derive(seed, temp, rounds)
+            for i, text in enumerate(texts(want, temp, round_seed)):
+                drawn += 1
+                record = prompt + text
+                if records and not record.strip():
+                    out.dropped_empty += 1
+                elif index is not None and index.is_copy(record if records else text):
+                    out.dropped_copies += 1
+                elif unique and record.strip() in seen:
+                    out.dropped_repeats += 1
+                else:
+                    seen.add(record.strip())
+                    kept.append(Sample(text, i, round_seed, temp))
+                    if len(kept) == n:
+                        break
+            rounds += 1
+        out.drawn += drawn
+        out.samples += kept
+    return out
+
+
+def _derive(seed: int, temperature: float, round_: int) -> int:
+    """The seed of a further round of curated sampling: a pure function of its inputs."""
+    digest = hashlib.blake2b(f"{seed}|{temperature!r}|{round_}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 33

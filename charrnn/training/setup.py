@@ -271,7 +271,7 @@ def read_tokens(cfg: RunConfig, inputs: list[str] | str | None, text: str | None
     ``source``: the checkpoint whose vocabulary the run keeps (resumed) or grows (``grow``:
     fine-tuning). Plain text goes through the token cache (rank 0 builds, the others wait);
     records are parsed from the whole text."""
-    tok = Tokenizer.from_dict(source["tokenizer"]) if source else None
+    tok = checkpoint.tokenizer(source) if source else None
     if cfg.data.records:
         return _read_records(cfg, inputs, text, corpus_name, tok, grow)
     data = corpus.load_ranked(
@@ -300,8 +300,7 @@ def _read_records(cfg: RunConfig, inputs, text: str | None, corpus_name: str, to
     del text
     if tok is None:
         tok = Tokenizer.build("\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
-    if tok.end_id is None:
-        tok = tok.with_records(recs.labels)
+    tok = tok.with_records(cfg.data.records.partition(":")[0], recs.labels)
     ids: list[int] = []
     lengths: list[int] = []
     for t, label in zip(recs.texts, recs.labels or [None] * len(recs.texts)):
