@@ -49,7 +49,7 @@ def sampling_plan(model, streams: int) -> str:
     from charrnn.sampling.engine import Engine, step_dtype
     from charrnn.sampling.native import build
 
-    dtype = "bf16" if "bfloat16" in str(step_dtype("auto", model, streams)) else "fp32"
+    dtype = "bf16" if "bfloat16" in str(step_dtype("auto", model)) else "fp32"
     if Engine(None, model=model).kernel(streams) is None:
         return f"torch products, {dtype} weights"
     lib = build.lib()

@@ -87,7 +87,7 @@ def charrnn_loop(model: RNNLM, streams: int = 1, use_native: bool = True):
 def weight_bytes(model: RNNLM) -> int:
     """Bytes the default one-stream step reads per token: every layer's matrices and biases (bf16
     matrices where sampling uses them), the head, one table row."""
-    dtype = step_dtype("auto", model, 1)
+    dtype = step_dtype("auto", model)
     s = Stepper(model, 1, dtype)
     lins = s.rec + [x for x in s.inp if x is not None] + [s.head]
     return sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None) + s.table[0].numel() * 4

@@ -89,6 +89,8 @@ class CharRNN:
         threads they take turns at the kernel.
         Raises UsageError for settings out of range or an unknown label."""
         cfg = SampleConfig(length, temperature, top_k, top_p, n, resolve_seed(seed), self.precision)
+        if stop == "":
+            raise UsageError("--stop must not be empty; give the text that ends a sample, such as '\\n\\n'")
         return self.engine.texts(prompt_ids(self.tokenizer, prompt, unknown, label), cfg, stop, shared)
 
     def draw(
@@ -290,7 +292,7 @@ def load(path: str | Path | None = None, device: str = "cpu", precision: str = "
     """A ``CharRNN`` from a checkpoint: a .pt file, a run folder (its best.pt, else last.pt), or
     None for the newest best.pt under ./checkpoints; ``step``: the run folder's checkpoint of the
     evaluation at that step (kept with ``keep``). ``device``: cpu, cuda, mps or auto.
-    ``precision``: the sampling step's weights, auto (bf16 where faster), fp32 or bf16; scoring
+    ``precision``: the sampling step's weights, auto (``sampling.engine.step_dtype``), fp32 or bf16; scoring
     autocasts as training did (auto), or as given. Raises CharrnnError when there is no readable
     checkpoint, UsageError for a device that is not there."""
     from charrnn.checkpoint import resolve

@@ -244,7 +244,8 @@ def train(
         _fail(e)
     except OSError as e:  # a run folder the disk refuses (metrics, config): checkpoints say so themselves
         where = f" {e.filename}" if e.filename else ""
-        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; free some space, then run it again "
+        fix = "free some space" if e.errno == errno.ENOSPC else "give --out a folder you can write"
+        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; {fix}, then run it again "
                            "(--resume continues from last.pt where the run saved one)"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -296,7 +297,7 @@ def sample(
     unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index, temperature, nats_per_char."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
-    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 where faster: LSTMs on CPUs with bf16, 8+ samples)."),
+    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 where one sample and many round alike: LSTMs on CPUs with AVX512-BF16; else fp32)."),
 ) -> None:
     """Write new text in the style of the training corpus to stdout.
 
@@ -305,7 +306,10 @@ def sample(
     try:
         from charrnn.api import load, resolve_seed
 
+        from charrnn.sampling.curate import check_max_attempts
+
         temps = [0.0] if greedy else _temperatures(temp)
+        check_max_attempts(max_attempts)
         model = load(checkpoint, device, precision, step=step)
         options = dict(length=length, top_k=top_k, top_p=top_p, seed=resolve_seed(seed),
                        stop=_unescape(stop), unknown=unknown.value, label=label)

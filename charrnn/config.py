@@ -468,7 +468,8 @@ class SampleConfig:
     seed: int | None = None
     precision: str = "auto"
     """Weights of the step: fp32, or bf16 (half the bytes read per token; next-token distributions
-    agree to a KL of about 1e-5 nats). auto: bf16 where it is faster and the device has it."""
+    agree to a KL of about 1e-5 nats). auto: one of them for any number of samples
+    (``sampling.engine.step_dtype``)."""
 
     def __post_init__(self) -> None:
         if self.length < 0:

@@ -89,7 +89,8 @@ def load_run(path: str | Path) -> Run:
         except ValueError:
             continue
         if isinstance(r, dict) and isinstance(r.get("step"), int):
-            records.append(r)
+            # A loss that is not a finite number (NaN, 1e999 read as infinity) is no point to draw.
+            records.append({k: v for k, v in r.items() if not (isinstance(v, float) and not math.isfinite(v))})
     if not records:
         raise CharrnnError(f"{metrics} holds no evaluation yet; plot it after the first one")
     config: dict[str, Any] = {}

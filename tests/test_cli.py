@@ -388,6 +388,36 @@ def _no_traceback(r):
     assert "Traceback" not in r.output
 
 
+def test_a_cache_folder_that_cannot_be_written_says_which_and_how(cli, tmp_path, corpus_file, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "a-file" / "cache"))  # below a file: no folder can be made
+    r = cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "3", "--out", tmp_path / "run")
+    assert r.exit_code == 1
+    line = assert_one_error_line(r.stderr, "token cache", "CHARRNN_CACHE")
+    assert "free some space" not in line
+
+
+def test_a_corpus_too_short_to_validate_is_told_what_helps(cli, tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("abcab")  # 4 tokens train, 1 would validate
+    r = cli("train", tiny, *TINY_FLAGS, "--seq-len", "1", "--batch-size", "1", "--max-steps", "2", "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.stderr
+    assert "reporting training loss only" in r.stderr and "longer corpus" in r.stderr
+    assert "raise --val-fraction" not in r.stderr
+
+
+def test_plot_skips_losses_that_are_not_numbers(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"step": 10, "tokens": 100, "train_loss": NaN, "seconds": 1, "val_loss": 1e999}\n'
+        '{"step": 20, "tokens": 200, "train_loss": 2.0, "seconds": 2, "val_loss": 2.5}\n'
+        '{"step": 30, "tokens": 300, "train_loss": -Infinity, "seconds": 3, "val_loss": NaN}\n')
+    r = cli("plot", run)
+    assert r.exit_code == 0, r.stderr
+    assert "best val 2.5000 at step 20" in r.stdout
+
+
 @pytest.fixture
 def files(tmp_path, corpus_file, run_dir):
     unseen = tmp_path / "unseen.txt"
@@ -425,9 +455,12 @@ MISTAKES = {
     "missing checkpoint (info)": (["info", "{missing}"], 1, ["checkpoint not found"]),
     "not a checkpoint": (["info", "{corpus}"], 1, ["not a readable charrnn checkpoint"]),
     "folder without checkpoint": (["sample", "-c", "{tmp}"], 1, ["no best.pt or last.pt"]),
-    "unseen prompt characters": (["sample", "-c", "{run}", "--prompt", "Zé€ the"], 1, ["'Z'", "'é'", "'€'", "--unknown skip"]),
-    "unseen characters in scored text": (["score", "{unseen}", "-c", "{run}", "--unknown", "error"], 1, ["'Ω'", "'∑'"]),
-    "unseen characters per line": (["score", "{unseen}", "-c", "{run}", "--per-line", "--unknown", "error"], 1, ["'Ω'"]),
+    "unseen prompt characters": (["sample", "-c", "{run}", "--prompt", "Zé€ the"], 2, ["'Z'", "'é'", "'€'", "--unknown skip"]),
+    "unseen characters in scored text": (["score", "{unseen}", "-c", "{run}", "--unknown", "error"], 2, ["'Ω'", "'∑'"]),
+    "unseen characters per line": (["score", "{unseen}", "-c", "{run}", "--per-line", "--unknown", "error"], 2, ["'Ω'"]),
+    "negative attempt limit": (["sample", "-c", "{run}", "--max-attempts", "-5"], 2, ["--max-attempts", "at least 1"]),
+    "negative attempt limit, curated": (["sample", "-c", "{run}", "--unique", "--max-attempts", "-5"], 2, ["--max-attempts"]),
+    "empty stop string": (["sample", "-c", "{run}", "--stop", ""], 2, ["--stop", "empty"]),
     "missing file to score": (["score", "{missing}", "-c", "{run}"], 2, ["not found"]),
     "bad top-p": (["sample", "-c", "{run}", "--top-p", "1.5"], 2, ["--top-p"]),
     "bad top-k": (["sample", "-c", "{run}", "--top-k", "0"], 2, ["--top-k"]),

@@ -81,7 +81,7 @@ def test_score_leaves_out_unseen_characters_and_says_which(cli, run_dir, corpus_
     # What is scored is exactly the text without them.
     assert d["loss"] == pytest.approx(charrnn.load(run_dir, precision="fp32").score(clean).loss, abs=1e-6)
     strict = cli("score", f, "-c", run_dir, "--unknown", "error")
-    assert strict.exit_code == 1
+    assert strict.exit_code == 2  # unseen tokens are the input's: a usage mistake
     assert_one_error_line(strict.stderr, "never saw", "'#'")
     plain = cli("score", f, "-c", run_dir)
     assert plain.exit_code == 0 and "nats/token" in plain.stdout and "left out 6 tokens" in plain.stderr
@@ -98,7 +98,7 @@ def test_score_lines_counts_left_out_tokens_per_line(cli, run_dir, tmp_path):
     assert "left out 4 tokens" in r.stderr
     lines = charrnn.load(run_dir).score_lines(["a (b)", "cd"])
     assert sum(lines[0].left_out.values()) == 2 and not lines[1].left_out
-    assert cli("score", f, "-c", run_dir, "--per-line", "--unknown", "error").exit_code == 1
+    assert cli("score", f, "-c", run_dir, "--per-line", "--unknown", "error").exit_code == 2
 
 
 def test_score_of_a_text_of_unseen_characters_only_is_one_line(cli, run_dir, tmp_path):
@@ -279,7 +279,7 @@ def test_a_corpus_too_small_at_the_minimum_settings_is_told_to_grow(cli, tmp_pat
 
 def test_a_character_model_asked_for_unk_is_told_what_works(cli, run_dir):
     r = cli("sample", "-c", run_dir, "--prompt", "Z#The", "--unknown", "unk")
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert_one_error_line(r.stderr, "--unknown skip")
     assert cli("sample", "-c", run_dir, "--prompt", "Z#The", "--unknown", "skip", "-n", "5").exit_code == 0
 

@@ -154,3 +154,17 @@ def test_empty_prompt_starts_after_a_newline(loaded):
 def test_sample_config_rejects_bad_values(kw):
     with pytest.raises(UsageError):
         SampleConfig(**kw)
+
+
+def test_the_default_precision_gives_sample_i_whatever_the_number_of_samples(tmp_path, corpus_file):
+    """With the default precision a GRU (the torch step) and an LSTM give sample 0 of -N 8 as the
+    text of -N 1, over thousands of tokens: one precision for every number of samples."""
+    import charrnn
+
+    for cell in ("gru", "lstm"):
+        out = tmp_path / cell
+        charrnn.train(corpus_file, out=out, cell=cell, hidden=48, layers=1, embed=16, max_steps=30, seq_len=16,
+                      batch_size=4, device="cpu", lr=0.02, warmup_steps=5)
+        model = charrnn.load(out)
+        one = model.sample(length=3000, temperature=1.0, seed=7)
+        assert model.samples(8, length=3000, temperature=1.0, seed=7)[0] == one, cell

@@ -18,6 +18,7 @@ so concurrent runs never see half an entry.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from charrnn.errors import CharrnnError
 from charrnn.files import atomic_write, cache_dir
 
 FORMAT = 2
@@ -94,13 +96,26 @@ def remember(fingerprint: str, sha: str) -> None:
 
 def work_folder() -> Path:
     """A new folder to build an entry in (``store`` moves it into place); stale ones of dead
-    processes are removed first."""
+    processes are removed first. Raises CharrnnError naming CHARRNN_CACHE when the cache folder
+    cannot be written."""
     base = root()
-    base.mkdir(parents=True, exist_ok=True)
-    clean_stale(base)
-    work = base / f".build-{os.getpid()}-{time.monotonic_ns()}"
-    work.mkdir()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        clean_stale(base)
+        work = base / f".build-{os.getpid()}-{time.monotonic_ns()}"
+        work.mkdir()
+    except OSError as e:
+        raise unwritable(base, e) from None
     return work
+
+
+def unwritable(base: Path, e: OSError) -> CharrnnError:
+    """The error for a cache folder the disk refuses: full, or not writable here."""
+    if e.errno == errno.ENOSPC:
+        fix = "free some space, or set CHARRNN_CACHE to a folder on another disk"
+    else:
+        fix = "set CHARRNN_CACHE to a folder you can write"
+    return CharrnnError(f"cannot write the token cache in {base}: {e.strerror or e}; {fix}")
 
 
 def store(work: Path, meta: dict) -> dict:

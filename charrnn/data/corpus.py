@@ -295,16 +295,20 @@ def _spool_special(files: _Files) -> None:
     for i, p in enumerate(files.paths):
         if _regular(p):
             continue
+        if str(p) == "-" and sys.stdin is None:
+            raise UsageError("the corpus comes from stdin (-), but stdin is closed; pipe something in or give a file")
         spool_root = cache.root()
-        spool_root.mkdir(parents=True, exist_ok=True)
         spool = spool_root / f".stdin-{os.getpid()}-{i}"
-        with open(spool, "wb") as f:
-            if str(p) == "-":
-                if sys.stdin is None:
-                    raise UsageError("the corpus comes from stdin (-), but stdin is closed; pipe something in or give a file")
-                shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
-            else:
-                f.write(read_bytes(str(p), "corpus"))
+        try:
+            spool_root.mkdir(parents=True, exist_ok=True)
+            with open(spool, "wb") as f:
+                if str(p) == "-":
+                    shutil.copyfileobj(sys.stdin.buffer, f, CHUNK_BYTES)
+                else:
+                    f.write(read_bytes(str(p), "corpus"))
+        except OSError as e:
+            spool.unlink(missing_ok=True)
+            raise cache.unwritable(spool_root, e) from None
         files.spooled[spool] = "-" if str(p) == "-" else str(p)
         files.paths[i] = spool
 

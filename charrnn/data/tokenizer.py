@@ -40,8 +40,9 @@ WORD_RES = {
 WORD_RE = WORD_RES[WORD_RULE]
 
 
-class UnknownTokenError(CharrnnError):
-    pass
+class UnknownTokenError(UsageError):
+    """Text holds tokens the model never saw (a prompt, a text to score): the message names them
+    and the --unknown setting that takes them."""
 
 
 def show_tokens(tokens: Iterable[str], limit: int = 8) -> str:

@@ -244,8 +244,7 @@ def draw(texts: Callable[[int, float, int], list[str]], n: int, prompt: str, tem
     ``seed`` itself, so with nothing dropped sample i is that seed's sample i) until ``n`` are
     kept or ``max_attempts`` (default 10 n + 100) were drawn per temperature. Raises UsageError
     for ``max_attempts`` below 1."""
-    if max_attempts is not None and max_attempts < 1:
-        raise UsageError(f"--max-attempts must be at least 1, not {max_attempts}")
+    check_max_attempts(max_attempts)
     limit = max_attempts if max_attempts is not None else 10 * n + 100
     dropping = index is not None or unique
     out = Draw([], 0, 0, 0)
@@ -276,6 +275,12 @@ def draw(texts: Callable[[int, float, int], list[str]], n: int, prompt: str, tem
         out.drawn += drawn
         out.samples += kept
     return out
+
+
+def check_max_attempts(max_attempts: int | None) -> None:
+    """UsageError for a limit of attempts below 1 (None: the default)."""
+    if max_attempts is not None and max_attempts < 1:
+        raise UsageError(f"--max-attempts must be at least 1, not {max_attempts}")
 
 
 def _derive(seed: int, temperature: float, round_: int) -> int:

@@ -113,25 +113,21 @@ def generate_chunks(streams: Streams, prompt_ids: list[int], length: int) -> Ite
         n = max(1, min(4 * n, 1024, int(0.02 * n / max(time.perf_counter() - t0, 1e-9))))
 
 
-def step_dtype(precision: str, model: RNNLM, streams: int) -> torch.dtype:
-    """The weights' dtype for ``streams`` streams. auto: bf16 where it is faster and the device has
-    it (training would autocast there): in the native kernel when it runs that many streams in
-    bf16, else fp32 when the kernel runs them in fp32 (its products beat torch's bf16 ones on CPUs
-    without bf16 dot products), else bf16 for 8+ streams of torch products; fp32 otherwise, as
-    exactness then costs nothing."""
+def step_dtype(precision: str, model: RNNLM) -> torch.dtype:
+    """The weights' dtype of the step: bf16 or fp32 as asked; auto, one dtype for any number of
+    streams, so that sample i of a seed is the same text whatever -N: bf16 where the native kernel
+    runs one stream and a batch in bf16 with the same rounding (an LSTM on a CPU with AVX512-BF16
+    dot products, where training autocasts to bf16; AMX tiles round otherwise and serve
+    --precision bf16 alone), fp32 elsewhere."""
     import torch
 
     from charrnn.runtime.device import pick_precision
     from charrnn.sampling.native.pack import NativeLSTM
 
     if precision == "auto":
-        if pick_precision("auto", model.emb.weight.device) == "fp32":
-            return torch.float32
-        if NativeLSTM.supports(model, streams, torch.bfloat16):
-            return torch.bfloat16
-        if NativeLSTM.supports(model, streams, torch.float32):
-            return torch.float32
-        return torch.bfloat16 if streams >= 8 else torch.float32
+        bf16 = torch.bfloat16
+        same = NativeLSTM.supports(model, 1, bf16) and NativeLSTM.supports(model, 2, bf16, amx=False)
+        return bf16 if same and pick_precision("auto", model.emb.weight.device) == "bf16" else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
@@ -239,7 +235,7 @@ class Engine:
                 first = self.kernel(B)
                 kernel = None if first is None else first.twin()
         if kernel is None:
-            dtype = step_dtype(self.precision, self.model, B)
+            dtype = step_dtype(self.precision, self.model)
             return TorchStreams(self.model, cfg, self.banned, dtype), lambda: None
 
         def release() -> None:
@@ -269,16 +265,17 @@ class Engine:
             return self._kernels[streams]
         lib = build.lib()
         kernel = None
+        amx = self.precision == "bf16"  # AMX tiles round otherwise than one stream: asked for, not auto
         if lib is not None and self.device == "cpu":
-            if self._pack is None or not Kernel.supports(lib, self._pack[0], streams):
+            if self._pack is None or not Kernel.supports(lib, self._pack[0], streams, amx):
                 from charrnn.sampling.native.pack import cache_pack
 
-                dtype = step_dtype(self.precision, self.model, streams)
+                dtype = step_dtype(self.precision, self.model)
                 pack_file = self._pack_files[0 if streams == 1 else 1] if self._pack_files else None
-                packed = cache_pack(pack_file, self.model, self.tokenizer, dtype, streams)
+                packed = cache_pack(pack_file, self.model, self.tokenizer, dtype, streams, amx)
                 self._pack = packed or self._pack
-            if self._pack is not None and Kernel.supports(lib, self._pack[0], streams):
-                kernel = Kernel(lib, *self._pack, streams)
+            if self._pack is not None and Kernel.supports(lib, self._pack[0], streams, amx):
+                kernel = Kernel(lib, *self._pack, streams, amx)
         self._kernels[streams] = kernel
         return kernel
 

@@ -171,7 +171,8 @@ def _set_up(cfg: RunConfig, seconds: float | None, saved_budget: bool, source: t
         raise UsageError(f"the corpus differs from the one {folder.path} was trained on; to fine-tune on it, "
                          f"drop --resume and add --init-from {folder.path} --out NEW_FOLDER")
     if len(tokens.val) < 2:
-        reporter.message("validation split is empty: reporting training loss only (raise --val-fraction)")
+        reporter.message(f"the corpus is too short to hold out a validation split ({len(tokens.val)} token(s) at "
+                         f"--val-fraction {cfg.data.val_fraction:g}): reporting training loss only; a longer corpus gives one")
     shape_from = dict((resumed or parent)["shape"], vocab_size=len(tokens.tokenizer)) if resumed or parent else None
     cfg, plan, notes = resolve_config(cfg, tokens, env, shape_from, deadline, reporter.message)
     if not resumed:

@@ -35,6 +35,7 @@ class Net(ctypes.Structure):
         ("H", i32),
         ("V", i32),
         ("bf16", i32),
+        ("amx", i32),
         ("nthreads", i32),
         ("rows", i32),
         ("head_rows", i32),

@@ -31,10 +31,14 @@ class Kernel:
     """``streams`` LSTM streams over packed weights: ``header`` says where each array lies in ``blob``
     (from ``offset`` on, 64-byte aligned)."""
 
-    def __init__(self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1):
-        if not self.supports(lib, header, streams):
+    def __init__(self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1,
+                 amx: bool = True):
+        """``amx``: several bf16 streams may run in AMX tiles where the CPU has them (faster; they
+        round otherwise than the lone stream's dot products, so a batch row then parts from the
+        lone stream's text)."""
+        if not self.supports(lib, header, streams, amx):
             raise ValueError(f"the kernel cannot run {streams} streams of this pack on this CPU")
-        self.lib, self.blob, self.B = lib, blob, streams  # blob: kept alive for the kernel's pointers
+        self.lib, self.blob, self.B, self.amx = lib, blob, streams, amx  # blob: kept alive for the kernel's pointers
         self._source = (header, blob, offset)
         L, H, V, rows, K = header["layers"], header["hidden"], header["vocab"], header["rows"], header["K"]
         check_sizes(header)
@@ -61,7 +65,7 @@ class Kernel:
         )
         w, Ka, bias, xh, c = self._arrays
         self.net = Net(
-            L, H, V, int(header["bf16"]), cpu_count(), rows, self.head_rows, streams, Bp,
+            L, H, V, int(header["bf16"]), int(amx and lib.amx), cpu_count(), rows, self.head_rows, streams, Bp,
             at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
             ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
         )
@@ -69,17 +73,18 @@ class Kernel:
         self.tuner = ThreadTuner(cpu_count())
 
     @staticmethod
-    def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int) -> bool:
-        """One stream always. Several in bf16 where AMX tiles or bf16 dot products run them, in fp32
-        where the CPU has vector multiply-adds (AVX2 or AVX-512); elsewhere torch's products win."""
+    def supports(lib: ctypes.CDLL, header: dict[str, Any], streams: int, amx: bool = True) -> bool:
+        """One stream always. Several in bf16 where bf16 dot products (or AMX tiles, ``amx``) run
+        them, in fp32 where the CPU has vector multiply-adds (AVX2 or AVX-512); elsewhere torch's
+        products win."""
         if streams == 1:
             return True
-        return bool(lib.amx or lib.bf16_dot) if header["bf16"] else bool(lib.fp32_vector)
+        return bool((amx and lib.amx) or lib.bf16_dot) if header["bf16"] else bool(lib.fp32_vector)
 
     def twin(self) -> Kernel:
         """A kernel over the same weights (shared, not copied) with a state of its own: two
         generations side by side each need one, as a kernel keeps its streams' state in its buffers."""
-        return Kernel(self.lib, *self._source, self.B)
+        return Kernel(self.lib, *self._source, self.B, self.amx)
 
     def shares_weights(self, other: Kernel) -> bool:
         """True when ``other`` computes over the very same packed weights (twins, or kernels made

@@ -441,7 +441,7 @@ int charrnn_amx_init(void) { return 0; }
 /* ---------------------------------------------------------------- the LSTM, B streams */
 
 typedef struct {
-    int32_t layers, H, V, bf16, nthreads, rows; /* rows: 4H padded to 16 */
+    int32_t layers, H, V, bf16, amx, nthreads, rows; /* amx: AMX tiles for several streams; rows: 4H padded to 16 */
     int32_t head_rows;                          /* V padded to 16 */
     int32_t B, Bp;                              /* streams; padded to 16 when B > 1 (AMX tiles) */
     const float *table;                         /* (V, rows): emb @ W_ih0.T + biases, gates i f o g */
@@ -467,7 +467,7 @@ static int tile_streams(const Net *n) { return n->B == 1 ? 1 : (n->B + 7) / 8 * 
 
 static void products(const Net *n, const void *w, int K, const float *x) {
 #if defined(HAVE_AMX)
-    if (n->B > 1 && n->bf16 && amx_ready) {
+    if (n->B > 1 && n->bf16 && n->amx && amx_ready) {
         uint16_t *a = n->scratch;
         for (size_t i = 0; i < (size_t)n->Bp * K; i++) a[i] = f32_to_bf16(x[i]);
         gemm_amx(w, n->rows, K, a, n->Bp, n->gates, n->nthreads);

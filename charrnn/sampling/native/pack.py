@@ -69,11 +69,11 @@ class NativeLSTM:
     """A ``Kernel`` over a model's packed weights, with torch views of its logits and state."""
 
     @staticmethod
-    def supports(model: RNNLM, streams: int, dtype: torch.dtype) -> bool:
+    def supports(model: RNNLM, streams: int, dtype: torch.dtype, amx: bool = True) -> bool:
         lib = build.lib()
         if lib is None or model.shape.cell != "lstm" or model.emb.weight.device.type != "cpu":
             return False
-        return Kernel.supports(lib, {"bf16": dtype == torch.bfloat16}, streams)
+        return Kernel.supports(lib, {"bf16": dtype == torch.bfloat16}, streams, amx)
 
     def __init__(self, model: RNNLM, dtype: torch.dtype = torch.float32, streams: int = 1, packed=None):
         if not self.supports(model, streams, dtype):
@@ -104,12 +104,12 @@ class NativeLSTM:
 
 
 def cache_pack(
-    pack_file: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, streams: int = 1
+    pack_file: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, streams: int = 1, amx: bool = True,
 ) -> tuple[dict[str, Any], bytearray, int] | None:
     """Pack ``model`` in ``dtype`` with its tokenizer, and cache the pack at ``pack_file`` (a
     ``cache.pack_path`` taken before the weights were read, so a checkpoint rewritten since is
     never paired with older weights); None where the kernel cannot run ``streams`` streams of it."""
-    if not NativeLSTM.supports(model, streams, dtype):
+    if not NativeLSTM.supports(model, streams, dtype, amx):
         return None
     header, blob, offset = pack_model(model, dtype)
     header["tokenizer"] = tok.to_dict() if tok is not None else None
