@@ -104,14 +104,13 @@ def corpus_file(tmp_path_factory, corpus_text) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, corpus_text):
-    """One char-level LSTM run trained through the library API, shared by the whole session.
+    """One char-level LSTM run trained through the public API, shared by the whole session.
     Returns (run folder, training summary)."""
-    from charrnn.training.loop import train
+    import charrnn
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     cfg = tiny_config(out, **{"train.max_steps": 60, "train.eval_every": 20})
-    summary = train(cfg, corpus_text, "corpus")
-    return out, summary
+    return out, charrnn.train(text=corpus_text, config=cfg.to_dict()).to_dict()
 
 
 @pytest.fixture(scope="session")

@@ -144,13 +144,16 @@ def test_train_from_text_in_memory(tmp_path):
     assert result.steps == 5 and Path(result.checkpoint).is_file()
 
 
-def test_the_readme_python_example_runs(tmp_path, monkeypatch):
-    """The README's Python example, run as written, on a small corpus with tiny settings slipped in."""
-    block = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    assert block, "README has a Python example"
+@pytest.mark.parametrize("doc", [README, README.parent / "docs" / "python.md"], ids=["README", "python.md"])
+def test_the_python_examples_run(tmp_path, monkeypatch, doc):
+    """The first Python example of the README and of docs/python.md, run as written, on a small
+    corpus with tiny settings slipped in."""
+    block = re.search(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    assert block, f"{doc.name} has a Python example"
     code = block.group(1)
     monkeypatch.chdir(tmp_path)
-    Path("shakespeare.txt").write_text(make_corpus(6000, seed=9) + "ROMEO:\nJULIET:\n" * 50, encoding="utf-8")
+    for name in ("input.txt", "shakespeare.txt"):
+        Path(name).write_text(make_corpus(6000, seed=9) + "ROMEO:\nJULIET:\n" * 50, encoding="utf-8")
     real_train = charrnn.train
 
     def tiny_train(*args, **kwargs):
