@@ -21,7 +21,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.server import require
@@ -45,6 +45,26 @@ from charrnn.server.worker import Busy, Worker  # noqa: E402
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+
+
+class JSON(JSONResponse):
+    """JSON that every client can decode: ASCII, with escapes (a lone surrogate in a prompt or a
+    field name goes out as its escape, never as bytes that UTF-8 cannot hold)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or name (127.0.0.0/8, ::1, localhost): a server there
+    answers only loopback Host names, so that a web page elsewhere cannot reach it through a
+    rebound DNS name."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -88,7 +108,7 @@ def app(
         return FileResponse(STATIC / "index.html")
 
     async def models_route(request: Request) -> Response:
-        return JSONResponse({
+        return JSON({
             "models": [{"name": s.name, "default": s.name == default, "records": s.model.is_records,
                         "labels": s.model.labels, **s.info} for s in served.values()],
             "limits": limits.to_dict(),
@@ -101,24 +121,28 @@ def app(
         seed = resolve_seed(req.seed)
         options = dict(top_k=req.top_k, top_p=req.top_p, seed=seed, stop=req.stop, unknown=req.unknown, label=req.label)
         head = {"model": s.name, "seed": seed}
-        if req.novel:
-            # Curated samples are drawn in rounds until enough are new: one call, answered whole.
-            job = _submit(worker, lambda: iter([_field_errors(s.model.samples, "novel", req.n, req.prompt, req.length,
-                                                              req.temperature, novel=True, **options)]))
+        if req.novel or s.model.is_records:
+            # Curated samples (copies, and empty records, dropped) are drawn in rounds until enough
+            # are kept: one call, answered whole, with how many were drawn and dropped.
+            def drawn() -> Iterator[list[str]]:
+                d = _field_errors(s.model.draw, "prompt", req.n, req.prompt, req.length, (req.temperature,),
+                                  novel=req.novel, **options)
+                head["summary"] = d.summary
+                yield [x.text for x in d.samples]
+
+            job = _submit(worker, drawn)
         else:
             job = _submit(worker, lambda: _field_errors(s.model.generate, "prompt", req.prompt, req.length,
                                                         req.temperature, n=req.n, shared=True, **options))
         pieces = job.__aiter__()
         first = await _first(pieces)  # a prompt the model cannot encode fails here, before any answer
-        if req.novel:
-            first = first + [""] * (req.n - len(first))  # fewer than n when too few new ones were found
         if req.stream:
             return StreamingResponse(_events(first, pieces, head), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         texts = list(first)
         async for chunk in pieces:
             texts = [t + p for t, p in zip(texts, chunk)]
-        return JSONResponse({**head, "samples": [{"index": i, "text": t} for i, t in enumerate(texts)]})
+        return JSON({**head, "samples": [{"index": i, "text": t} for i, t in enumerate(texts)]})
 
     async def score(request: Request) -> Response:
         req = parse_score(await _json(request, limits), limits)
@@ -131,7 +155,7 @@ def app(
                 return s.model.score(req.text, req.unknown).to_dict()
 
         result = await run_in_threadpool(_field_errors, run, "text")
-        return JSONResponse({"model": s.name, **result})
+        return JSON({"model": s.name, **result})
 
     async def next_tokens(request: Request) -> Response:
         req = parse_next(await _json(request, limits), limits)
@@ -142,7 +166,7 @@ def app(
                                                           req.temperature, req.unknown, req.label))
         except Busy as e:
             raise FieldError(None, str(e), 503) from None
-        return JSONResponse({"model": s.name, "tokens": [{"token": t, "p": p} for t, p in top]})
+        return JSON({"model": s.name, "tokens": [{"token": t, "p": p} for t, p in top]})
 
     routes = [
         Route("/", index),
@@ -181,9 +205,8 @@ def serve(
 
     import uvicorn
 
-    loopback = host in LOOPBACK_HOSTS
     web = app(models, limits, device=device, precision=precision,
-              allowed_hosts=LOOPBACK_HOSTS + ["[::1]"] if loopback else None)
+              allowed_hosts=LOOPBACK_HOSTS + ["[::1]", host] if is_loopback(host) else None)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -252,6 +275,10 @@ async def _json(request: Request, limits: Limits) -> Any:
         raise FieldError(None, "the body is not UTF-8", 400) from None
     except json.JSONDecodeError as e:
         raise FieldError(None, f"the body is not JSON: {e}", 400) from None
+    except RecursionError:
+        raise FieldError(None, "the body nests arrays or objects too deeply", 400) from None
+    except ValueError as e:  # Python's limit on the digits of an integer (4300)
+        raise FieldError(None, f"the body holds a number too long to read: {e}", 400) from None
 
 
 def _check_label(model: CharRNN, label: str | None) -> None:
@@ -309,8 +336,8 @@ async def _events(first: list[str], pieces, head: dict[str, Any]):
 
 async def _field_error(request: Request, e: FieldError) -> Response:
     headers = {"Retry-After": "1"} if e.status == 503 else None
-    return JSONResponse(e.to_dict(), status_code=e.status, headers=headers)
+    return JSON(e.to_dict(), status_code=e.status, headers=headers)
 
 
 async def _http_error(request: Request, e: HTTPException) -> Response:
-    return JSONResponse({"error": {"field": None, "message": e.detail}}, status_code=e.status_code, headers=e.headers)
+    return JSON({"error": {"field": None, "message": e.detail}}, status_code=e.status_code, headers=e.headers)
