@@ -716,7 +716,7 @@
     encode(text, unknown) { return this.tok.encode(text, unknown); }
   }
 
-  const api = { Model, fromBase64, uniform, uniformBig, readSafetensors, wasmModule };
+  const api = { Model, Tokenizer, fromBase64, uniform, uniformBig, readSafetensors, wasmModule };
 
   // ---------------------------------------------------------------- in a Web Worker
 
@@ -742,7 +742,6 @@
           cancelled.add(m.id);
         } else if (m.type === "stream") {
           const g = model.generation(m.options);
-          post({ type: "seed", id: m.id, seed: g.seed });
           for (;;) {
             if (cancelled.has(m.id)) break;
             const text = g.next();
@@ -815,9 +814,14 @@
     constructor(model) { this.model = model; this.info = model.info; }
 
     stream(o) {
-      const g = this.model.generation(o);
-      let stopped = false, first = true;
-      return new Pieces(g.seed, async () => {
+      let g = null, failed = null, stopped = false, first = true;
+      try {
+        g = this.model.generation(o);
+      } catch (e) {
+        failed = e; // thrown by the first next(), as from a worker
+      }
+      return new Pieces(g && g.seed, async () => {
+        if (failed) { const e = failed; failed = null; stopped = true; throw e; }
         for (;;) {
           if (!first) await pause();
           first = false;
@@ -876,11 +880,10 @@
 
     stream(o) {
       const id = ++this.ids, queue = [], wake = [];
-      let over = false, error = null, seed = null;
+      let over = false, error = null;
       const settle = () => { while (wake.length) wake.shift()(); };
       this.waiting.set(id, (m) => {
-        if (m.type === "seed") seed = m.seed;
-        else if (m.type === "piece") queue.push(m.text);
+        if (m.type === "piece") queue.push(m.text);
         else {
           if (m.type === "error") error = failure(m);
           over = true;
@@ -905,7 +908,6 @@
         queue.length = 0;
         settle();
       });
-      void seed;
       return pieces;
     }
 

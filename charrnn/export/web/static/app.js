@@ -157,10 +157,11 @@ function unescape(s) { // as the CLI reads --stop: \n a newline, \t a tab, \\ a 
 }
 
 function request() {
-  const body = {
-    model: ui.model.value || undefined, label: ui.label.value || undefined, prompt: ui.prompt.value,
-    temperature: Number(ui.temp.value), length: Number(ui.length.value),
-  };
+  // The form is not validated by the browser (a value off the inputs' steps would block Generate
+  // without a word): the model checks every field and the status line names the one it refuses.
+  const body = { model: ui.model.value || undefined, label: ui.label.value || undefined, prompt: ui.prompt.value };
+  if (ui.temp.value !== "") body.temperature = Number(ui.temp.value);
+  if (ui.length.value !== "") body.length = Number(ui.length.value);
   if (ui.topK.value !== "") body.top_k = Number(ui.topK.value);
   if (ui.topP.value !== "") body.top_p = Number(ui.topP.value);
   if (ui.stopAt.value !== "") body.stop = unescape(ui.stopAt.value);
