@@ -34,11 +34,12 @@
    * scope it also answers that worker's messages. */
   function engine(scope) {
   "use strict";
-  const WASM = "AGFzbQEAAAABCQFgBX9/f39/AAIPAQNlbnYGbWVtb3J5AgACAwIBAAQFAXABAQEGDwJ/AUGAiAQLfwBBgIgECwcYAgZtYXR2ZWMAAAtfX2hlYXBfYmFzZQMBCv0HAfoHBAN/AXsEfwh7IAFBEG0hBUEAIQYCQCABQSBIDQBBACEHAkAgAkEASg0AIAQhAQNAIAEgAf0AAAD9DAAAAAAAAAAAAAAAAAAAAAAiCP3kAf0LAAAgAUEQaiIJIAn9AAAAIAj95AH9CwAAIAFBIGoiCSAJ/QAAACAI/eQB/QsAACABQTBqIgkgCf0AAAAgCP3kAf0LAAAgAUHAAGoiCSAJ/QAAACAI/eQB/QsAACABQdAAaiIJIAn9AAAAIAj95AH9CwAAIAFB4ABqIgkgCf0AAAAgCP3kAf0LAAAgAUHwAGoiCSAJ/QAAACAI/eQB/QsAACABQYABaiEBIAdBA2ohCSAHQQJqIgYhByAJIAVIDQAMAgsLIAJBBnQhCkEAIQYDQCAAIAZBBHQiCyACbEECdGohASACIQwgAyEJ/QwAAAAAAAAAAAAAAAAAAAAAIg0hDiANIQ8gDSEQIA0hESANIRIgDSETIA0hFANAIA0gAf0AAAAgCf0JAgAiCP3mAf3kASENIBEgCCABIApqIgf9AAAA/eYB/eQBIREgEiAIIAFBMGr9AAAA/eYB/eQBIRIgEyAIIAFBIGr9AAAA/eYB/eQBIRMgFCABQRBq/QAAACAI/eYB/eQBIRQgDiAIIAdBMGr9AAAA/eYB/eQBIQ4gDyAIIAdBIGr9AAAA/eYB/eQBIQ8gECAIIAdBEGr9AAAA/eYB/eQBIRAgCUEEaiEJIAFBwABqIQEgDEF/aiIMDQALIAQgC0ECdGoiASANIAH9AAAA/eQB/QsAACABIBQgAf0AABD95AH9CwAQIAEgEyAB/QAAIP3kAf0LACAgASASIAH9AAAw/eQB/QsAMCABIBEgAf0AAED95AH9CwBAIAEgECAB/QAAUP3kAf0LAFAgASAPIAH9AABg/eQB/QsAYCABIA4gAf0AAHD95AH9CwBwIAZBAmoiBkEBciAFSA0ACwsCQCAGIAVODQAgBkEEdCEHAkACQCACQQFODQD9DAAAAAAAAAAAAAAAAAAAAAAiDiEPIA4hECAOIQ0MAQsgACAHIAJsQQJ0aiEB/QwAAAAAAAAAAAAAAAAAAAAAIg0hECANIQ8gDSEOA0AgDiAB/QAAACAD/QkCACII/eYB/eQBIQ4gDSAIIAFBMGr9AAAA/eYB/eQBIQ0gECAIIAFBIGr9AAAA/eYB/eQBIRAgDyABQRBq/QAAACAI/eYB/eQBIQ8gA0EEaiEDIAFBwABqIQEgAkF/aiICDQALCyAEIAdBAnRqIgEgDiAB/QAAAP3kAf0LAAAgASAPIAH9AAAQ/eQB/QsAECABIBAgAf0AACD95AH9CwAgIAEgDSAB/QAAMP3kAf0LADALCw=="; // built from kernel.c by Debian clang version 14.0.6
+  const WASM = "AGFzbQEAAAABGgNgBX9/f39/AGAEf39/fwBgB39/f39/f38AAg8BA2VudgZtZW1vcnkCAAIDBAMAAQIEBQFwAQEBBg8CfwFBgIgEC38AQYCIBAsHJwQGbWF0dmVjAAAFd2lkZW4AAQRwYWNrAAILX19oZWFwX2Jhc2UDAQqVFAP6BwQDfwF7BH8IeyABQRBtIQVBACEGAkAgAUEgSA0AQQAhBwJAIAJBAEoNACAEIQEDQCABIAH9AAAA/QwAAAAAAAAAAAAAAAAAAAAAIgj95AH9CwAAIAFBEGoiCSAJ/QAAACAI/eQB/QsAACABQSBqIgkgCf0AAAAgCP3kAf0LAAAgAUEwaiIJIAn9AAAAIAj95AH9CwAAIAFBwABqIgkgCf0AAAAgCP3kAf0LAAAgAUHQAGoiCSAJ/QAAACAI/eQB/QsAACABQeAAaiIJIAn9AAAAIAj95AH9CwAAIAFB8ABqIgkgCf0AAAAgCP3kAf0LAAAgAUGAAWohASAHQQNqIQkgB0ECaiIGIQcgCSAFSA0ADAILCyACQQZ0IQpBACEGA0AgACAGQQR0IgsgAmxBAnRqIQEgAiEMIAMhCf0MAAAAAAAAAAAAAAAAAAAAACINIQ4gDSEPIA0hECANIREgDSESIA0hEyANIRQDQCANIAH9AAAAIAn9CQIAIgj95gH95AEhDSARIAggASAKaiIH/QAAAP3mAf3kASERIBIgCCABQTBq/QAAAP3mAf3kASESIBMgCCABQSBq/QAAAP3mAf3kASETIBQgAUEQav0AAAAgCP3mAf3kASEUIA4gCCAHQTBq/QAAAP3mAf3kASEOIA8gCCAHQSBq/QAAAP3mAf3kASEPIBAgCCAHQRBq/QAAAP3mAf3kASEQIAlBBGohCSABQcAAaiEBIAxBf2oiDA0ACyAEIAtBAnRqIgEgDSAB/QAAAP3kAf0LAAAgASAUIAH9AAAQ/eQB/QsAECABIBMgAf0AACD95AH9CwAgIAEgEiAB/QAAMP3kAf0LADAgASARIAH9AABA/eQB/QsAQCABIBAgAf0AAFD95AH9CwBQIAEgDyAB/QAAYP3kAf0LAGAgASAOIAH9AABw/eQB/QsAcCAGQQJqIgZBAXIgBUgNAAsLAkAgBiAFTg0AIAZBBHQhBwJAAkAgAkEBTg0A/QwAAAAAAAAAAAAAAAAAAAAAIg4hDyAOIRAgDiENDAELIAAgByACbEECdGohAf0MAAAAAAAAAAAAAAAAAAAAACINIRAgDSEPIA0hDgNAIA4gAf0AAAAgA/0JAgAiCP3mAf3kASEOIA0gCCABQTBq/QAAAP3mAf3kASENIBAgCCABQSBq/QAAAP3mAf3kASEQIA8gAUEQav0AAAAgCP3mAf3kASEPIANBBGohAyABQcAAaiEBIAJBf2oiAg0ACwsgBCAHQQJ0aiIBIA4gAf0AAAD95AH9CwAAIAEgDyAB/QAAEP3kAf0LABAgASAQIAH9AAAg/eQB/QsAICABIA0gAf0AADD95AH9CwAwCwuRBQEGfwJAAkAgAUUNACACQQFIDQEDQCAALgEAIgFBgICAgHhxIQQCQAJAAkAgAUH//wNxIgVBCnZBH3EiBkEfRg0AIAFB/wdxIQEgBg0BIAQgAbNDAACAM5S8ciEBDAILIAQgBUENdHJBgICA/AdyIQEMAQsgBkEXdEGAgIDAA2ogBHIgAUENdHIhAQsgAyABNgIAIABBAmohACADQQRqIQMgAkF/aiICDQAMAgsLIAJBAUgNAEEAIQQCQCACQQRJDQACQCAAIAJBAnQiAWogA00NACADIAFqIABLDQELIAJBfHEiBEF8aiIBQQJ2QQFqIgZBA3EhB0EAIQgCQCABQQxJDQAgBkH8////B3EhCUEAIQFBACEIA0AgAyABaiIGIAAgAWoiBf0AAgD9CwIAIAZBEGogBUEQav0AAgD9CwIAIAZBIGogBUEgav0AAgD9CwIAIAZBMGogBUEwav0AAgD9CwIAIAFBwABqIQEgCEEQaiEIIAlBfGoiCQ0ACwsCQCAHRQ0AIAAgCEECdCIGaiEBIAMgBmohBgNAIAYgAf0AAgD9CwIAIAFBEGohASAGQRBqIQYgB0F/aiIHDQALCyAEIAJGDQELIARBf3MgAmohBwJAIAJBA3EiBUUNACAAIARBAnQiBmohASADIAZqIQYDQCAGIAEqAgA4AgAgAUEEaiEBIAZBBGohBiAEQQFqIQQgBUF/aiIFDQALCyAHQQNJDQAgBEECdCEGIAIgBGshBANAIAMgBmoiASAAIAZqIgIqAgA4AgAgAUEEaiACQQRqKgIAOAIAIAFBCGogAkEIaioCADgCACABQQxqIAJBDGoqAgA4AgAgAEEQaiEAIANBEGohAyAEQXxqIgQNAAsLC4MHAwt/A3sCfwJAIAJBAUgNACAGQQR0IQcCQCABDQAgA0EBSA0BIAVBBHQhCCADQQNxIQkgA0F8cSEKIANBAnQhCyAEIAdBAnRqIQwgBiADakEGdCAEakFEaiENQQAhDiAAIQ9BACEQA0AgCCAQQQR2bCERQQAhBAJAAkAgA0EESQ0AAkAgACALIAsgEGwiBmpqIAwgESAQQQ9xIgdyQQJ0IgFqTQ0AQQAhBCAAIAZqIA0gAWpJDQELIAwgEEHw////A3EgBWxBAnRqIAdBAnRqIQb9DAAAAAABAAAAAgAAAAMAAAAhEiAKIQQgDyEBA0AgBiASQQT9qwEiE/0bAEECdGogAf0AAgAiFP0fADgCACAGIBP9GwFBAnRqIBT9HwE4AgAgBiAT/RsCQQJ0aiAU/R8COAIAIAYgE/0bA0ECdGogFP0fAzgCACABQRBqIQEgEv0MBAAAAAQAAAAEAAAABAAAAP2uASESIARBfGoiBA0ACyAKIQQgCiADRg0BCyAOQQ9xIRUgBEF/cyADaiEWAkAgCUUNACAPIARBAnRqIQYgDCARIARBBHRqIBVqQQJ0aiEBIAkhBwNAIAEgBioCADgCACAGQQRqIQYgAUHAAGohASAEQQFqIQQgB0F/aiIHDQALCyAWQQNJDQAgAyAEayEHIA8gBEECdGohBiAMIBEgBEEEdGogFWpBAnRqIQEDQCABIAYqAgA4AgAgAUHAAGogBkEEaioCADgCACABQYABaiAGQQhqKgIAOAIAIAFBwAFqIAZBDGoqAgA4AgAgAUGAAmohASAGQRBqIQYgB0F8aiIHDQALCyAOQQFqIQ4gDyALaiEPIBBBAWoiECACRw0ADAILCyADQQFIDQAgA0EBdCEVIAVBBHQhDCAEIAdBAnRqIRZBACERQQAhCwNAIBYgDCALQQR2bCARQQ9xakECdGohBiAAIQEgAyEHA0AgAS4BACIEQf8HcSEPIARBgICAgHhxIRACQAJAAkAgBEH//wNxIg5BCnZBH3EiBEUNACAEQR9HDQEgECAOQQ10ckGAgID8B3IhBAwCCyAQIA+zQwAAgDOUvHIhBAwBCyAEQRd0QYCAgMADaiAQciAPQQ10ciEECyAGIAQ2AgAgAUECaiEBIAZBwABqIQYgB0F/aiIHDQALIAAgFWohACARQQFqIREgC0EBaiILIAJHDQALCws="; // built from kernel.c by Debian clang version 14.0.6
 
   // ---------------------------------------------------------------- bytes
 
   function fromBase64(s) {
+    if (typeof Uint8Array.fromBase64 === "function") return Uint8Array.fromBase64(s);
     if (typeof Buffer === "function") {
       const b = Buffer.from(s, "base64");
       return new Uint8Array(b.buffer, b.byteOffset, b.length);
@@ -48,18 +49,13 @@
     return out;
   }
 
-  let HALF = null; // fp16 bits -> float32, all 65536 of them
-  function halfTable() {
-    if (HALF) return HALF;
-    HALF = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) {
-      const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
-      HALF[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1024 + m) * 2 ** (e - 25);
-    }
-    return HALF;
-  }
+  const half = (h) => { // an fp16 number (its 16 bits) as a number, exactly
+    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
+    return e === 0 ? s * m * 5.960464477539063e-8 : e === 31 ? (m ? NaN : s * Infinity) : s * (1024 + m) * 2 ** (e - 25);
+  };
 
-  /* A safetensors file: { tensors: {name: {shape, data: Float32Array}}, metadata }. */
+  /* A safetensors file: { tensors: {name: {shape, dtype, raw}}, metadata }; raw: the tensor's
+   * bytes (a view, unconverted: the network widens them where it places them). */
   function readSafetensors(bytes) {
     const fail = (why) => { throw new Error(`not a charrnn model file: ${why}`); };
     if (bytes.length < 8) fail("too short");
@@ -73,26 +69,31 @@
       fail("its header is not JSON");
     }
     const metadata = header.__metadata__ || {};
-    const tensors = {};
+    const tensors = {}, size = { F32: 4, F16: 2, BF16: 2 };
     for (const [name, t] of Object.entries(header)) {
       if (name === "__metadata__") continue;
-      const [a, b] = t.data_offsets, raw = bytes.slice(8 + n + a, 8 + n + b); // a copy: aligned
-      let data;
-      if (t.dtype === "F32") data = new Float32Array(raw.buffer);
-      else if (t.dtype === "F16") {
-        const half = halfTable(), bits = new Uint16Array(raw.buffer);
-        data = new Float32Array(bits.length);
-        for (let i = 0; i < bits.length; i++) data[i] = half[bits[i]];
-      } else if (t.dtype === "BF16") {
-        const bits = new Uint16Array(raw.buffer), wide = new Uint32Array(bits.length);
-        for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
-        data = new Float32Array(wide.buffer);
-      } else fail(`tensor ${name} is ${t.dtype}`);
-      if (data.length !== t.shape.reduce((x, y) => x * y, 1)) fail(`tensor ${name} has the wrong size`);
-      tensors[name] = { shape: t.shape, data };
+      const [a, b] = t.data_offsets, count = t.shape.reduce((x, y) => x * y, 1);
+      if (!size[t.dtype]) fail(`tensor ${name} is ${t.dtype}`);
+      if (b - a !== count * size[t.dtype] || 8 + n + b > bytes.length) fail(`tensor ${name} has the wrong size`);
+      tensors[name] = { shape: t.shape, dtype: t.dtype, raw: bytes.subarray(8 + n + a, 8 + n + b), count };
     }
     if (metadata.format !== "charrnn") fail("its metadata does not say format charrnn (write it with charrnn export)");
     return { tensors, metadata };
+  }
+
+  /* A tensor's values as float32, in JavaScript. */
+  function floats(t) {
+    const raw = t.raw.slice(); // aligned
+    if (t.dtype === "F32") return new Float32Array(raw.buffer);
+    const bits = new Uint16Array(raw.buffer);
+    if (t.dtype === "F16") {
+      const out = new Float32Array(bits.length);
+      for (let i = 0; i < bits.length; i++) out[i] = half(bits[i]);
+      return out;
+    }
+    const wide = new Uint32Array(bits.length); // BF16
+    for (let i = 0; i < bits.length; i++) wide[i] = bits[i] << 16;
+    return new Float32Array(wide.buffer);
   }
 
   // ---------------------------------------------------------------- tokens
@@ -235,20 +236,26 @@
       const G = { lstm: 4, gru: 3, rnn: 1 }[cell];
       if (!G) throw new Error(`unknown cell ${cell}`);
       Object.assign(this, { cell, L, H, E, V, G });
-      const t = (name) => {
+      const tensor = (name) => {
         if (!tensors[name]) throw new Error(`not a charrnn model file: it has no ${name}`);
-        return tensors[name].data;
+        return tensors[name];
       };
-      const GH = G * H, R = round16(GH), Vp = round16(V), gru = cell === "gru";
+      const GH = G * H, gru = cell === "gru";
       const module = useWasm === false ? null : wasmModule();
       this.kind = module ? "wasm-simd" : "js";
-      // Fold layer 0's input into a table where it costs under ~0.2 s to build here.
+      // WebAssembly's product takes matrices packed in blocks of 16 rows (kernel.c), padded with
+      // zero rows; JavaScript's takes them row-major, as PyTorch keeps them.
+      const R = module ? round16(GH) : GH, Vp = module ? round16(V) : V;
+      // Layer 0's input as a table (V, G*H) where it takes under 64M multiply-adds to build (a few
+      // ms); a word model's large vocabulary keeps the product per token instead.
       const fold = V * E * GH <= 64e6;
-      const plan = [], at = {};
+      const at = {};
       let size = 0;
-      const take = (name, n) => { at[name] = size; plan.push(name); size += round16(n); };
-      if (fold) take("table", V * GH);
-      else { take("emb", V * E); take("wih0", R * E); take("b0", R); }
+      const take = (name, n) => { at[name] = size; size += round16(n); };
+      take("emb", V * E);
+      take("wih0", R * E);
+      take("b0", R);
+      if (fold) take("table", V * GH + R); // + R: the last row's product writes R values
       take("whh0", R * H);
       if (gru) take("bhh0", R);
       for (let l = 1; l < L; l++) {
@@ -264,75 +271,71 @@
       if (cell === "lstm") for (let l = 0; l < L; l++) take(`c${l}`, H);
       take("logits", Vp);
       this.stateEnd = size;
-      take("scratch", Math.max(E, H));
+      const staging = size; // the raw bytes of one tensor while it is put in place
+      size += Math.ceil(Math.max(...Object.values(tensors).map((t) => t.raw.length)) / 4) + 16;
 
-      let base = 0;
+      let base = 0, wasm = null;
       if (module) {
-        const heap = 1 << 16, bytes = heap + 4 * size;
-        const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
-        const inst = new WebAssembly.Instance(module, { env: { memory } });
-        base = Math.ceil((inst.exports.__heap_base ? inst.exports.__heap_base.value : heap) / 64) * 16; // in floats
+        const heap = 1 << 16, memory = new WebAssembly.Memory({ initial: Math.ceil((heap + 4 * size + 64) / 65536) });
+        wasm = new WebAssembly.Instance(module, { env: { memory } }).exports;
+        base = Math.ceil((wasm.__heap_base ? wasm.__heap_base.value : heap) / 64) * 16; // in floats
         if (4 * (base + size) > memory.buffer.byteLength) memory.grow(Math.ceil((4 * (base + size) - memory.buffer.byteLength) / 65536));
         this.F = new Float32Array(memory.buffer);
-        const mv = inst.exports.matvec;
+        const mv = wasm.matvec;
         this.mv = (w, rows, K, x, y) => mv(4 * w, rows, K, 4 * x, 4 * y);
       } else {
         this.F = new Float32Array(size);
         this.mv = (w, rows, K, x, y) => matvecJs(this.F, w, rows, K, x, y);
       }
-      for (const name of plan) at[name] += base;
+      for (const name of Object.keys(at)) at[name] += base;
       this.at = at;
       this.stateAt += base;
       this.stateEnd += base;
-      const F = this.F;
-      // Weights, packed for the product: blocks of 16 rows [R/16][K][16] (WebAssembly) or rows (JS).
-      const pack = (name, w, rows, K, rowsPadded, col0 = 0, Kw = K) => {
-        const o = at[name];
-        for (let r = 0; r < rows; r++) {
-          for (let k = 0; k < Kw; k++) {
-            const v = w[r * Kw + k], kk = col0 + k;
-            if (module) F[o + (r >> 4) * 16 * K + kk * 16 + (r & 15)] = v;
-            else F[o + r * K + kk] = v;
-          }
+      const F = this.F, stage = 4 * (base + staging);
+      // A tensor (rows, cols) into place: as rows (a table), or into columns col0.. of a matrix
+      // of K columns for the product. In WebAssembly where it can (no cold JavaScript loops).
+      const put = (name, dst, K, col0 = 0, table = false) => {
+        const t = tensor(name), cols = t.shape[t.shape.length - 1], rows = t.count / cols;
+        if (wasm && t.dtype !== "BF16") {
+          new Uint8Array(F.buffer).set(t.raw, stage);
+          const f16 = t.dtype === "F16" ? 1 : 0;
+          if (table) wasm.widen(stage, f16, t.count, 4 * dst);
+          else wasm.pack(stage, f16, rows, cols, 4 * dst, K, col0);
+          return;
         }
-        return rowsPadded;
+        const f = floats(t);
+        for (let r = 0; r < rows; r++) F.set(f.subarray(r * cols, (r + 1) * cols), dst + r * (table ? cols : K) + col0);
       };
+      const vec = (name) => floats(tensor(name));
       const addInto = (name, ...vs) => { const o = at[name]; for (const v of vs) for (let i = 0; i < v.length; i++) F[o + i] += v[i]; };
-      const bih = (l) => t(`rnn.bias_ih_l${l}`), bhh = (l) => t(`rnn.bias_hh_l${l}`);
-      pack("whh0", t("rnn.weight_hh_l0"), GH, H, R);
+      const bih = (l) => vec(`rnn.bias_ih_l${l}`), bhh = (l) => vec(`rnn.bias_hh_l${l}`);
+      put("emb.weight", at.emb, E, 0, true);
+      put("rnn.weight_ih_l0", at.wih0, E);
+      addInto("b0", ...(gru ? [bih(0)] : [bih(0), bhh(0)])); // GRU's hidden bias sits inside r * (...)
+      put("rnn.weight_hh_l0", at.whh0, H);
       if (gru) addInto("bhh0", bhh(0));
-      const b0 = gru ? [bih(0)] : [bih(0), bhh(0)]; // GRU's hidden bias sits inside r * (...): not in the table
-      if (fold) {
-        // table[v] = emb[v] W_ih0^T + biases, rounded where torch's fp32 table is (torch_step.py)
-        const emb = t("emb.weight"), wih = t("rnn.weight_ih_l0"), bias = new Float32Array(GH);
-        for (let j = 0; j < GH; j++) for (const b of b0) bias[j] += b[j];
+      if (fold) { // table[v] = b0 + W_ih0 emb[v], by the step's own product, row after row
         for (let v = 0; v < V; v++) {
-          for (let j = 0; j < GH; j++) {
-            let s = 0;
-            for (let k = 0; k < E; k++) s += emb[v * E + k] * wih[j * E + k];
-            F[at.table + v * GH + j] = Math.fround(s) + bias[j];
-          }
+          const row = at.table + v * GH;
+          F.copyWithin(row, at.b0, at.b0 + GH);
+          this.mv(at.wih0, R, E, at.emb + v * E, row);
         }
         this.table = at.table;
-      } else {
-        F.set(t("emb.weight"), at.emb);
-        pack("wih0", t("rnn.weight_ih_l0"), GH, E, R);
-        addInto("b0", ...b0);
       }
       for (let l = 1; l < L; l++) {
         if (gru) {
-          pack(`wih${l}`, t(`rnn.weight_ih_l${l}`), GH, H, R);
-          pack(`whh${l}`, t(`rnn.weight_hh_l${l}`), GH, H, R);
+          put(`rnn.weight_ih_l${l}`, at[`wih${l}`], H);
+          put(`rnn.weight_hh_l${l}`, at[`whh${l}`], H);
           addInto(`bih${l}`, bih(l));
           addInto(`bhh${l}`, bhh(l));
-        } else {
-          pack(`w${l}`, t(`rnn.weight_ih_l${l}`), GH, 2 * H, R, 0, H);
-          pack(`w${l}`, t(`rnn.weight_hh_l${l}`), GH, 2 * H, R, H, H);
+        } else { // [W_ih | W_hh], against [x | h]
+          put(`rnn.weight_ih_l${l}`, at[`w${l}`], 2 * H, 0);
+          put(`rnn.weight_hh_l${l}`, at[`w${l}`], 2 * H, H);
           addInto(`b${l}`, bih(l), bhh(l));
         }
       }
-      pack("head", t("head.weight"), V, H, Vp);
-      addInto("headb", t("head.bias"));
+      put("head.weight", at.head, H);
+      addInto("headb", vec("head.bias"));
       this.R = R;
       this.Vp = Vp;
       this.h = [];
@@ -790,10 +793,18 @@
   /* The model: { info, sample(o), stream(o), nextTokenProbs(prompt, k, o), close() }. */
   async function load(source, opts) {
     opts = opts || {};
-    const bytes = await bytesOf(source);
     const worker = opts.worker !== undefined ? opts.worker : typeof Worker === "function" && typeof document === "object";
     const engineOptions = { wasm: opts.wasm };
-    return worker ? WorkerModel.open(bytes, engineOptions) : new LocalModel(new E.Model(bytes, engineOptions));
+    if (!worker) return new LocalModel(new E.Model(await bytesOf(source), engineOptions));
+    const model = WorkerModel.start(); // the worker starts up while the bytes are read
+    let bytes;
+    try {
+      bytes = await bytesOf(source);
+    } catch (e) {
+      model.close();
+      throw e;
+    }
+    return model.open(bytes, engineOptions);
   }
 
   function failure(m) {
@@ -843,16 +854,20 @@
   }
 
   class WorkerModel {
-    static open(bytes, engineOptions) {
+    static start() {
       const url = URL.createObjectURL(new Blob([`(${engine.toString()})(self);`], { type: "text/javascript" }));
-      const worker = new Worker(url);
-      const model = new WorkerModel(worker);
+      const model = new WorkerModel(new Worker(url));
+      model.url = url;
+      return model;
+    }
+
+    open(bytes, engineOptions) {
       const owned = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
-      return model._ask({ type: "open", bytes: owned, options: engineOptions }, [owned.buffer]).then((m) => {
-        URL.revokeObjectURL(url);
-        model.info = m.info;
-        return model;
-      }, (e) => { URL.revokeObjectURL(url); worker.terminate(); throw e; });
+      return this._ask({ type: "open", bytes: owned, options: engineOptions }, [owned.buffer]).then((m) => {
+        URL.revokeObjectURL(this.url);
+        this.info = m.info;
+        return this;
+      }, (e) => { URL.revokeObjectURL(this.url); this.close(); throw e; });
     }
 
     constructor(worker) {
