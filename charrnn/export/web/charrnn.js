@@ -459,14 +459,19 @@
     LO = (l ^ ((l >>> 31) | (h << 1))) >>> 0; HI = (h ^ (h >>> 31)) >>> 0;
   }
 
+  // The stream's part, mix(mix(seed + C) ^ index * C'), is the same at every step: kept.
+  let keyHi = -1, keyLo = -1, keyIndex = -1, streamHi = 0, streamLo = 0;
+
   function uniform(seedHi, seedLo, index, step) {
-    add64(seedHi, seedLo, 0x9e3779b9, 0x7f4a7c15); mix64(HI, LO);
-    let h = HI, l = LO;
-    mul64(Math.floor(index / 4294967296) >>> 0, index >>> 0, 0xd1b54a32, 0xd192ed03);
-    mix64((h ^ HI) >>> 0, (l ^ LO) >>> 0);
-    h = HI; l = LO;
+    if (seedHi !== keyHi || seedLo !== keyLo || index !== keyIndex) {
+      add64(seedHi, seedLo, 0x9e3779b9, 0x7f4a7c15); mix64(HI, LO);
+      const h = HI, l = LO;
+      mul64(Math.floor(index / 4294967296) >>> 0, index >>> 0, 0xd1b54a32, 0xd192ed03);
+      mix64((h ^ HI) >>> 0, (l ^ LO) >>> 0);
+      keyHi = seedHi; keyLo = seedLo; keyIndex = index; streamHi = HI; streamLo = LO;
+    }
     mul64(Math.floor(step / 4294967296) >>> 0, step >>> 0, 0x9e3779b9, 0x7f4a7c15);
-    add64(h, l, HI, LO); mix64(HI, LO);
+    add64(streamHi, streamLo, HI, LO); mix64(HI, LO);
     return (HI * 2097152 + (LO >>> 11)) * 2 ** -53; // (z >> 11) * 2^-53
   }
 
