@@ -413,3 +413,62 @@ def test_the_page_streams_stops_copies_and_reuses_the_seed(browser, exports, cli
     expect(page.locator("#status")).to_contain_text("prompt")
     assert page.errors == []
     page.close()
+
+
+def test_the_page_works_from_a_static_web_server_and_loads_a_safetensors_url(browser, exports, cli, tmp_path):
+    """Any static host (here Python's http.server): the page as from disk, and charrnn.load(url)
+    of a model.safetensors beside it (fetch works over http, not from file://)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "site"
+    shutil.copytree(exports["gru-word"], folder)
+    charrnn.load(tiny_run("lstm-char")).export(folder, "safetensors", "fp32")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        page.wait_for_function("document.getElementById('status').dataset.state === 'done'")
+        case = PAGE_CASES["gru-word"]
+        assert as_cli(generate(page, **case)) == cli_text(cli, tiny_run("gru-word"), **case)
+        text = page.evaluate("""async () => {
+            const m = await charrnn.load("model.safetensors");
+            const text = await m.sample({ prompt: "The quick", length: 200, seed: 3 });
+            m.close();
+            return text;
+        }""")
+        assert as_cli(text) == cli_text(cli, tiny_run("lstm-char"), prompt="The quick", length=200, seed=3)
+        page.close()
+    finally:
+        server.shutdown()
+
+
+def test_node_loads_a_safetensors_file_by_path_and_bytes(node, tmp_path, cli):
+    run = tiny_run("lstm-char")
+    charrnn.load(run).export(tmp_path / "st", "safetensors", "fp32")
+    charrnn.load(run).export(tmp_path / "web", "web", "fp32")
+    script = tmp_path / "load.js"
+    script.write_text(r"""
+const charrnn = require(process.argv[2]);
+const fs = require("fs");
+(async () => {
+  const byPath = await charrnn.load(process.argv[3]);
+  const byBytes = await charrnn.load(fs.readFileSync(process.argv[3]));
+  const o = { prompt: "Birds", length: 150, seed: 9, temperature: 1.0 };
+  const out = [await byPath.sample(o), await byBytes.sample(o)];
+  try { await charrnn.load(process.argv[2]); } catch (e) { out.push(e.message); }
+  process.stdout.write(JSON.stringify(out));
+})();
+""", encoding="utf-8")
+    r = subprocess.run([node, str(script), str(tmp_path / "web" / "charrnn.js"), str(tmp_path / "st" / "model.safetensors")],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    by_path, by_bytes, refused = json.loads(r.stdout)
+    want = cli_text(cli, run, prompt="Birds", length=150, seed=9, temp=1.0)
+    assert as_cli(by_path) == as_cli(by_bytes) == want
+    assert "not a charrnn model file" in refused  # charrnn.js itself is no model

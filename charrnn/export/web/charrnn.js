@@ -83,7 +83,7 @@
 
   /* A tensor's values as float32, in JavaScript. */
   function floats(t) {
-    const raw = t.raw.slice(); // aligned
+    const raw = Uint8Array.prototype.slice.call(t.raw); // a copy, aligned
     if (t.dtype === "F32") return new Float32Array(raw.buffer);
     const bits = new Uint16Array(raw.buffer);
     if (t.dtype === "F16") {
@@ -642,7 +642,7 @@
 
   class Model {
     constructor(bytes, opts) {
-      const { tensors, metadata } = readSafetensors(bytes);
+      const { tensors, metadata } = readSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       const json = (key, fallback) => {
         if (metadata[key] === undefined) return fallback;
         try { return JSON.parse(metadata[key]); } catch (e) { throw new Error(`not a charrnn model file: its ${key} is not JSON`); }
@@ -775,7 +775,7 @@
   const pause = () => new Promise((resolve) => (typeof setImmediate === "function" ? setImmediate(resolve) : setTimeout(resolve, 0)));
 
   async function bytesOf(source) {
-    if (source instanceof Uint8Array) return source;
+    // Any view (a Node Buffer included, whose slice() does not copy) as a plain Uint8Array.
     if (source instanceof ArrayBuffer) return new Uint8Array(source);
     if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     if (source === undefined || source === null) {
@@ -786,7 +786,11 @@
     source = String(source);
     if (inNode && !/^https?:\/\//i.test(source)) {
       const path = require("path"), file = path.resolve(source);
-      if (/\.js$/i.test(file)) return E.fromBase64(require(file));
+      if (/\.js$/i.test(file)) {
+        const b64 = require(file);
+        if (typeof b64 !== "string") throw new Error(`not a charrnn model file: ${file} is no weights.js`);
+        return E.fromBase64(b64);
+      }
       return new Uint8Array(require("fs").readFileSync(file));
     }
     if (/\.js(\?.*)?$/i.test(source)) throw new Error("load a weights .js file with a <script> tag before charrnn.js; charrnn.load() takes the URL of a .safetensors file");

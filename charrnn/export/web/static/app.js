@@ -114,7 +114,7 @@ function current() {
 }
 
 function describe(m) {
-  const parts = [m.name];
+  const parts = [];
   if (m.corpus) parts.push(`trained on ${m.corpus}`);
   if (m.parameters) {
     const p = m.parameters;
@@ -123,15 +123,15 @@ function describe(m) {
   if (m.cell) parts.push(`${m.level || "char"}-level ${m.cell.toUpperCase()} ${m.layers}×${m.hidden}`);
   if (typeof m.best_val_loss === "number") {
     const per = m.level === "word" ? "token" : "char";
-    parts.push(`validation loss ${m.best_val_loss.toFixed(3)} nats/${per} (${(m.best_val_loss / Math.LN2).toFixed(3)} bits)`);
+    parts.push(`validation loss ${m.best_val_loss.toFixed(3)} nats/${per} (${(m.best_val_loss / Math.LN2).toFixed(2)} bits/${per})`);
   }
-  parts.push(backend.local ? "running in this browser" : "served by charrnn serve");
+  parts.push(backend.local ? "runs in this browser" : "served by charrnn serve");
   return parts.join(" · ");
 }
 
 function showModel() {
   const m = current();
-  ui.info.textContent = describe(m);
+  ui.info.replaceChildren(Object.assign(document.createElement("strong"), { textContent: m.name }), ` · ${describe(m)}`);
   document.title = `${m.name} · charrnn`;
   ui.nextTitle.textContent = m.level === "word" ? "Next word at the cursor" : "Next character at the cursor";
   // A labelled records model writes a record of the chosen label.
