@@ -1,7 +1,7 @@
 """The ONNX export: ``model.onnx``, the network's step, and ``tokenizer.json`` beside it.
 
-The graph (opset 17, IR version 8: onnxruntime 1.14 and later), built with ``onnx.helper``
-from the weights, so nothing of torch's exporters is involved:
+The graph (opset 17, IR version 8: older than the onnx package's defaults, so that older runtimes
+read it), built with ``onnx.helper`` from the weights, so nothing of torch's exporters is involved:
 
     inputs   tokens (batch, steps) int64    token ids; steps = 1 for one step
              h      (layers, batch, hidden) the state to start from (zeros at first)

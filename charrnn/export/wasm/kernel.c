@@ -1,5 +1,6 @@
-/* charrnn.js's hot loops in WebAssembly SIMD: the matrix-vector product (13-15x its plain
- * JavaScript loop on an AMD EPYC in Node 20, bench/export_speed.py) and the placing of the
+/* charrnn.js's hot loops in WebAssembly SIMD: the matrix-vector product (10-15x its plain
+ * JavaScript loop alone on an AMD EPYC in Node 20, about 6x for a whole token: docs/export.md,
+ * bench/export_speed.py) and the placing of the
  * weights on loading (widened from fp16 and packed), which runs in a fresh Web Worker where
  * JavaScript is still cold: these loops cost 30-40 ms there in JavaScript, about 1 ms here.
  *
