@@ -66,9 +66,18 @@ const charrnn = require(process.argv[2] + "/charrnn.js");
   // The random numbers: charrnn.js's 32-bit halves (the stream's part kept between steps), against
   // BigInt, whole and with the stream's part kept too (one mix per step, as the halves).
   const E = charrnn._engine, calls = 1000000, M = (1n << 64n) - 1n;
-  const mix = (z) => { z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M; z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M; return z ^ (z >> 31n); };
+  const mix = (z) => {
+    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+    return z ^ (z >> 31n);
+  };
   const prefix = mix(mix(12345n + 0x9e3779b97f4a7c15n) ^ 0n);
-  const time = (f) => { let s = 0; const t0 = performance.now(); for (let i = 0; i < calls; i++) s += f(i); return [(performance.now() - t0) * 1e6 / calls, s]; };
+  const time = (f) => {
+    let s = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < calls; i++) s += f(i);
+    return [(performance.now() - t0) * 1e6 / calls, s];
+  };
   const [halves, a] = time((i) => E.uniform(0, 12345, 0, i));
   const [big, b] = time((i) => E.uniformBig(12345n, 0, i));
   const [bigStep, c] = time((i) => Number(mix((prefix + BigInt(i) * 0x9e3779b97f4a7c15n) & M) >> 11n) * 2 ** -53);

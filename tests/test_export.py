@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -76,7 +75,8 @@ def _read_without_torch(path: Path) -> dict:
         "from safetensors.numpy import load_file\nfrom safetensors import safe_open\n"
         f"t = load_file({str(path)!r})\n"
         f"with safe_open({str(path)!r}, framework='numpy') as f: meta = f.metadata()\n"
-        "print(json.dumps({'meta': meta, 't': {k: [str(v.dtype), list(v.shape), v.astype('float64').ravel().tolist()] for k, v in t.items()}}))\n"
+        "rows = {k: [str(v.dtype), list(v.shape), v.astype('float64').ravel().tolist()] for k, v in t.items()}\n"
+        "print(json.dumps({'meta': meta, 't': rows}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60)
     assert r.returncode == 0, r.stderr

@@ -55,7 +55,8 @@ def test_onnxruntime_logits_are_torchs_over_200_steps(exports, kind):
         state = dict(zip(names, out[1:]))
         worst = max(worst, float(np.abs(out[0] - want[:, t].numpy()).max()))
     scale = float(want.abs().max())
-    print(f"\n{kind}: onnxruntime vs torch, largest absolute logit difference over {T} steps: {worst:.2e} (logits up to {scale:.1f})")
+    print(f"\n{kind}: onnxruntime vs torch, largest absolute logit difference over {T} steps: {worst:.2e}"
+          f" (logits up to {scale:.1f})")
     assert worst < 1e-4
     # The whole sequence in one call gives the last step's logits and state.
     zeros = {n: np.zeros((L, B, H), np.float32) for n in names}

@@ -102,7 +102,8 @@ def build(src: Source, precision: str = "fp32"):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="charrnn")
     model.ir_version = IR_VERSION
     meta = src.metadata(precision)
-    helper.set_model_props(model, {k: meta[k] for k in ("format", "format_version", "charrnn_version", "precision", "shape", "info")})
+    keys = ("format", "format_version", "charrnn_version", "precision", "shape", "info")
+    helper.set_model_props(model, {k: meta[k] for k in keys})
     onnx.checker.check_model(model)
     return model
 
