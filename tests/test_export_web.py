@@ -65,7 +65,7 @@ const E = charrnn._engine;
   if (job.weights) {
     out.samples = {};
     for (const kernel of job.kernels) {
-      const m = await charrnn.load(job.weights, { wasm: kernel === "wasm-simd" });
+      const m = await charrnn.load(job.weights, { wasm: kernel === "wasm-simd", table: job.table });
       if (m.info.kernel !== kernel) throw new Error(`asked for ${kernel}, got ${m.info.kernel}`);
       out.info = m.info;
       out.samples[kernel] = [];
@@ -167,6 +167,16 @@ def test_node_writes_the_clis_text_for_each_seed_and_option(node, exports, kind,
     assert len(set(texts)) == len(texts)  # the cases differ: every option changed the text
     if kind == "lstm-char":
         assert any(len(t) > 250 for t in texts)  # several hundred characters agree, not a few
+
+
+def test_without_the_layer_0_table_the_text_is_the_same(node, exports, cli, tmp_path):
+    """A large word vocabulary keeps layer 0's input product per token instead of the table."""
+    cases = CASES["gru-word"][:4]
+    got = run_node(node, {"weights": str(exports["gru-word"] / "weights.js"), "kernels": ["wasm-simd", "js"], "table": False,
+                          "cases": [js_options(c) for c in cases]}, tmp_path, exports["gru-word"] / "charrnn.js")
+    for i, case in enumerate(cases):
+        want = cli_text(cli, tiny_run("gru-word"), **case)
+        assert [as_cli(got["samples"][k][i]["text"]) for k in ("wasm-simd", "js")] == [want, want], case
 
 
 def test_stop_strings_are_never_shown_in_part_while_streaming(node, exports, tmp_path):

@@ -231,7 +231,7 @@
    * [x | h] against [W_ih | W_hh] in one product; GRU keeps its two products (the reset gate
    * acts on the hidden one). Gates in PyTorch's order: LSTM i f g o, GRU r z n. */
   class Net {
-    constructor(tensors, shape, useWasm) {
+    constructor(tensors, shape, useWasm, useTable) {
       const cell = shape.cell, L = shape.layers, H = shape.hidden, E = shape.embed, V = shape.vocab_size;
       const G = { lstm: 4, gru: 3, rnn: 1 }[cell];
       if (!G) throw new Error(`unknown cell ${cell}`);
@@ -248,7 +248,7 @@
       const R = module ? round16(GH) : GH, Vp = module ? round16(V) : V;
       // Layer 0's input as a table (V, G*H) where it takes under 64M multiply-adds to build (a few
       // ms); a word model's large vocabulary keeps the product per token instead.
-      const fold = V * E * GH <= 64e6;
+      const fold = useTable !== false && V * E * GH <= 64e6;
       const at = {};
       let size = 0;
       const take = (name, n) => { at[name] = size; size += round16(n); };
@@ -650,7 +650,7 @@
       const shape = json("shape"), tok = json("tokenizer");
       if (!shape || !tok) throw new Error("not a charrnn model file: it has no shape or tokenizer");
       this.tok = new Tokenizer(tok, json("unicode", null));
-      this.net = new Net(tensors, shape, opts && opts.wasm);
+      this.net = new Net(tensors, shape, opts && opts.wasm, opts && opts.table);
       this.sampler = new Sampler(shape.vocab_size, this.tok.banned);
       const info = json("info", {});
       this.info = Object.assign({}, info, {
@@ -803,7 +803,7 @@
   async function load(source, opts) {
     opts = opts || {};
     const worker = opts.worker !== undefined ? opts.worker : typeof Worker === "function" && typeof document === "object";
-    const engineOptions = { wasm: opts.wasm };
+    const engineOptions = { wasm: opts.wasm, table: opts.table };
     if (!worker) return new LocalModel(new E.Model(await bytesOf(source), engineOptions));
     const model = WorkerModel.start(); // the worker starts up while the bytes are read
     let bytes;
