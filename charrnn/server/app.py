@@ -42,9 +42,10 @@ from charrnn.api import CharRNN, load, resolve_seed  # noqa: E402
 from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
 from charrnn.server.worker import Busy, Worker  # noqa: E402
 
-WEB = Path(__file__).parent.parent / "export" / "web"
-"""The page, shared with ``charrnn export --format web``: with no weights.js of its own here, it
-talks to this API; an export's weights.js makes it run the model in the browser instead."""
+# The page is the web export's: with no model in its weights.js (NO_WEIGHTS, here) it talks to
+# this API; an export's weights.js makes it run the model in the browser instead.
+from charrnn.export.web import WEB  # noqa: E402
+
 NO_WEIGHTS = b"// charrnn serve: no weights here; the page samples through the HTTP API (/v1).\n"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
