@@ -273,6 +273,19 @@ class CharRNN:
 
         return score_lines(self._model(), self.tokenizer, list(lines), unknown, self._autocast())
 
+    def export(self, out: str | Path, format: str = "web", precision: str = "fp16") -> list[Path]:
+        """Write this model as files that sample without charrnn, into the folder ``out``:
+        ``web`` (a page and charrnn.js, for a browser or Node), ``onnx`` (model.onnx and
+        tokenizer.json) or ``safetensors`` (model.safetensors). ``precision``: the stored weights,
+        fp16 or fp32 (the same text as ``sample`` with ``precision="fp32"`` for a seed). Returns
+        the files written. Needs the export extra. Raises UsageError for an unknown format or
+        precision or an ``out`` that is a file, CharrnnError for a failed write. See docs/export.md."""
+        from charrnn.export import export
+
+        if self.path is None:
+            raise CharrnnError("this model has no checkpoint file to export; save it with charrnn train first")
+        return export(self.path, out, format, precision)
+
     def _model(self):
         return self.engine.model
 

@@ -582,6 +582,42 @@ def serve(
         raise typer.Exit(130)
 
 
+class ExportFormat(str, Enum):
+    web = "web"
+    onnx = "onnx"
+    safetensors = "safetensors"
+
+
+class ExportPrecision(str, Enum):
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+@app.command()
+def export(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
+    format: ExportFormat = typer.Option(ExportFormat.web, "--format", "-f", help="web: a page and charrnn.js that sample in a browser or Node, from disk or any static host; onnx: model.onnx (one step) and tokenizer.json; safetensors: model.safetensors (weights and metadata)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (made if missing; files of the same names are replaced).  [default: RUN-FORMAT, e.g. shakespeare-web]"),
+    precision: ExportPrecision = typer.Option(ExportPrecision.fp16, "--precision", help="Stored weights: fp16 (half the size) or fp32 (the same text as `charrnn sample --precision fp32` for a seed)."),
+    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep)."),
+) -> None:
+    """Write a model as files that sample without charrnn: a web page, ONNX, or safetensors.
+
+    Example: charrnn export -c checkpoints/shakespeare --format web --out shakespeare-web
+    """
+    try:
+        from charrnn.export import default_out, export as write
+
+        folder = out if out is not None else default_out(checkpoint, format.value, step)
+        files = write(checkpoint, folder, format.value, precision.value, step=step)
+    except CharrnnError as e:
+        _fail(e)
+    size = sum(f.stat().st_size for f in files)
+    print(f"charrnn: wrote {len(files)} files to {folder} ({size / 1e6:.2f} MB)", file=sys.stderr)
+    if format == ExportFormat.web:
+        print(f"charrnn: open {os.path.join(str(folder), 'index.html')} in a browser (no server needed)", file=sys.stderr)
+
+
 def main() -> None:
     import warnings
 

@@ -95,6 +95,10 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     model = charrnn.load(run_dir)
     prompt = "The quick"
 
+    # The page names the model it runs, its size and validation loss.
+    info = page.text_content("#model-info")
+    assert info.startswith(run_dir.name) and "parameters" in info and "validation loss" in info
+
     # Typing shows the likeliest next characters at the cursor; choosing one inserts it.
     page.fill("#prompt", prompt)
     page.press("#prompt", "End")
@@ -139,6 +143,22 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     hot = page.text_content("#output")
     assert hot == model.sample(prompt, length=300, temperature=1.5, seed=7)
     assert hot != greedy
+
+    # Every decoding option, and the seed that made the text, shown and reusable in one click.
+    page.fill("#top-k", "12")
+    page.fill("#top-p", "0.9")
+    page.fill("#stop-at", "\\n\\n")
+    page.fill("#seed", "")
+    page.click("#generate")
+    expect(page.locator("#status")).to_have_attribute("data-state", "done")
+    seed = int(page.text_content("#seed-value"))
+    page.click("#reuse-seed")
+    assert page.input_value("#seed") == str(seed)
+    assert page.text_content("#output") == model.sample(prompt, length=300, temperature=1.5, top_k=12, top_p=0.9,
+                                                        stop="\n\n", seed=seed)
+    page.fill("#top-k", "")
+    page.fill("#top-p", "")
+    page.fill("#stop-at", "")
 
     # A field the server refuses is shown as its error, naming the field.
     page.fill("#prompt", "\u4e2d\u6587")  # characters the model never saw

@@ -1,6 +1,7 @@
 """``charrnn serve``: an HTTP API and a web page over loaded models (the ``serve`` extra:
 Starlette and uvicorn). ``app.py`` builds the app, ``requests.py`` checks what a request asks,
-``worker.py`` runs every generation on one thread, in turns; ``static/`` is the page."""
+``worker.py`` runs every generation on one thread, in turns; the page is the web export's
+(``charrnn/export/web/``), which works against this API when no model comes with it."""
 
 from __future__ import annotations
 

@@ -43,7 +43,11 @@ from charrnn.evaluate import split_lines  # noqa: E402
 from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
 from charrnn.server.worker import Busy, Worker  # noqa: E402
 
-STATIC = Path(__file__).parent / "static"
+# The page is the web export's: with no model in its weights.js (NO_WEIGHTS, here) it talks to
+# this API; an export's weights.js makes it run the model in the browser instead.
+from charrnn.export.web import WEB  # noqa: E402
+
+NO_WEIGHTS = b"// charrnn serve: no weights here; the page samples through the HTTP API (/v1).\n"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 
@@ -105,7 +109,13 @@ def app(
         return served[name]
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(WEB / "index.html")
+
+    async def library(request: Request) -> Response:
+        return FileResponse(WEB / "charrnn.js", media_type="text/javascript")
+
+    async def no_weights(request: Request) -> Response:
+        return Response(NO_WEIGHTS, media_type="text/javascript")
 
     async def models_route(request: Request) -> Response:
         return JSON({
@@ -174,7 +184,9 @@ def app(
         Route("/v1/sample", sample, methods=["POST"]),
         Route("/v1/score", score, methods=["POST"]),
         Route("/v1/next", next_tokens, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route("/charrnn.js", library),
+        Route("/weights.js", no_weights),
+        Mount("/static", StaticFiles(directory=WEB / "static"), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     web = Starlette(routes=routes, middleware=middleware, exception_handlers={
