@@ -161,7 +161,7 @@ def test_user_mistake_in_a_process(tmp_path, run_dir):
     assert p.returncode == 2 and p.stdout == b""
     assert_one_error_line(p.stderr.decode(), "corpus not found")
     p = run_charrnn("sample", "-c", run_dir, "--prompt", "¿Qué?")
-    assert p.returncode == 1 and p.stdout == b""
+    assert p.returncode == 2 and p.stdout == b""  # a prompt the model cannot read: a usage mistake
     assert_one_error_line(p.stderr.decode(), "'¿'", "'é'")
 
 

@@ -481,3 +481,19 @@ const fs = require("fs");
     want = cli_text(cli, run, prompt="Birds", length=150, seed=9, temp=1.0)
     assert as_cli(by_path) == as_cli(by_bytes) == want
     assert "not a charrnn model file" in refused  # charrnn.js itself is no model
+
+
+def test_a_model_of_one_record_per_line_never_writes_a_newline(node, tmp_path):
+    """As in Python: no training record of a --records lines model holds a newline, so none is
+    sampled, however hot the temperature."""
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(f"{a}{b}-{c}" for a in "kmt" for b in ("ala", "obo", "ire") for c in "xyz") + "\n")
+    run = tmp_path / "run"
+    charrnn.train(corpus, out=run, records="lines", hidden=32, layers=1, embed=16, max_steps=20, batch_size=4,
+                  device="cpu", precision="fp32", lr=0.02, warmup_steps=2)
+    charrnn.load(run).export(tmp_path / "web", "web", "fp32")
+    cases = [dict(seed=str(s), temperature=4.0, length=30) for s in range(60)]
+    got = run_node(node, {"weights": str(tmp_path / "web" / "weights.js"), "kernels": ["wasm-simd"], "cases": cases},
+                   tmp_path, tmp_path / "web" / "charrnn.js")
+    texts = [out["text"] for out in got["samples"]["wasm-simd"]]
+    assert len(texts) == 60 and not any("\n" in t for t in texts)

@@ -28,8 +28,9 @@ LAYERS = [
     ["charrnn.sampling"],
     ["charrnn.evaluate"],
     ["charrnn.training"],
+    ["charrnn.export"],  # the formats a model is written in, which CharRNN.export offers
     ["charrnn.api", "charrnn.console", "charrnn.plot"],
-    ["charrnn.cli", "charrnn.server", "charrnn.export", "charrnn.__main__"],
+    ["charrnn.cli", "charrnn.server", "charrnn.__main__"],
 ]
 
 

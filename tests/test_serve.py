@@ -232,8 +232,9 @@ def test_records_models_take_label_and_novel(records_model, client):
         d = c.post("/v1/sample", json={"label": "up", "n": 3, "seed": 5, "length": 20}).json()
         assert [x["text"] for x in d["samples"]] == records_model.samples(3, label="up", seed=5, length=20)
         d = c.post("/v1/sample", json={"novel": True, "n": 4, "seed": 6, "length": 20, "label": "low"}).json()
-        want = records_model.samples(4, novel=True, seed=6, length=20, label="low")
-        assert [x["text"] for x in d["samples"]] == want + [""] * (4 - len(want))
+        want = records_model.draw(4, novel=True, seed=6, length=20, label="low")
+        assert [x["text"] for x in d["samples"]] == [x.text for x in want.samples]  # the new ones, no padding
+        assert d["summary"] == want.summary  # and how many were drawn and dropped
         with c.stream("POST", "/v1/sample", json={"novel": True, "n": 2, "seed": 6, "length": 20, "stream": True}) as r:
             got = events(r.read().decode())
         texts = ["", ""]
@@ -518,3 +519,66 @@ def test_serve_answers_on_localhost_only_by_name(model):
     with TestClient(charrnn.app(model, allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1") as c:
         assert c.get("/v1/models").status_code == 200
         assert c.get("/v1/models", headers={"host": "evil.example"}).status_code == 400
+
+
+# ---------------------------------------------------------------- malformed bodies
+
+
+MALFORMED = {
+    "nested 2000 deep": ("/v1/sample", b"[" * 2000 + b"]" * 2000, 400, None),
+    "an integer of 5000 digits": ("/v1/sample", b'{"length": ' + b"9" * 5000 + b"}", 400, None),
+    "a field name that is a lone surrogate": ("/v1/sample", b'{"\\ud800": 1}', 422, "\ud800"),
+    "a prompt with a lone surrogate": ("/v1/sample", b'{"prompt": "To be\\ud800"}', 422, "prompt"),
+    "a text with a lone surrogate, per line": ("/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true}', 422, "text"),
+    "the same, unknown skip": ("/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true, "unknown": "skip"}', 422, "text"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_every_malformed_body_is_a_4xx_json_error(client, name):
+    path, body, status, field = MALFORMED[name]
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = json.loads(r.content.decode("ascii"))["error"]  # plain ASCII JSON, whatever the body held
+    assert err["field"] == field and err["message"]
+
+
+def test_a_records_model_with_nothing_new_to_say_says_how_many_it_dropped(tmp_path):
+    """Novel records where none can be found (a model that learned its one name by heart, sampled
+    greedily): no empty texts, and the counts of what was drawn and dropped."""
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("kato\n" * 200)
+    charrnn.train(corpus, out=tmp_path / "run", records="lines", hidden=32, layers=1, embed=16, max_steps=60,
+                  batch_size=8, device="cpu", precision="fp32", lr=0.03, warmup_steps=2)
+    with TestClient(charrnn.app({"one": charrnn.load(tmp_path / "run")})) as c:
+        body = {"novel": True, "n": 3, "seed": 1, "length": 10, "temperature": 0.0}
+        d = c.post("/v1/sample", json=body).json()
+        assert d["samples"] == [] and d["summary"]["kept"] == 0
+        assert d["summary"]["drawn"] == d["summary"]["dropped_copies"] > 0
+        with c.stream("POST", "/v1/sample", json={**body, "stream": True}) as r:
+            got = events(r.read().decode())
+        assert got[-1][0] == "done" and got[-1][1]["summary"] == d["summary"]
+
+
+@pytest.mark.slow
+def test_any_loopback_address_answers_only_loopback_names(run_dir):
+    """Bound to 127.0.0.2 (any address of 127.0.0.0/8), the server refuses a rebound DNS name."""
+    import http.client
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir), "--host", "127.0.0.2",
+                             "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=subprocess_env(),
+                            text=True)
+    try:
+        line = ""
+        while "serving at" not in line:
+            line = proc.stderr.readline()
+            assert line, "charrnn serve did not start"
+        port = int(line.split("serving at ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
+        for host, status in (("127.0.0.2", 200), ("evil.example", 400)):
+            conn = http.client.HTTPConnection("127.0.0.2", port, timeout=30)
+            conn.request("GET", "/v1/models", headers={"Host": host})
+            assert conn.getresponse().status == status, host
+            conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)

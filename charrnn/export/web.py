@@ -16,8 +16,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from charrnn.export import weights
-from charrnn.export.weights import Source
+from charrnn.export.weights import Source, to_bytes
 
 WEB = Path(__file__).parent / "web"
 """The page and charrnn.js, as ``charrnn serve`` and the export both use them."""
@@ -49,6 +48,6 @@ def write(src: Source, out: Path, precision: str) -> list[Path]:
         data = (WEB / name).read_bytes()
         atomic_write(out / name, lambda f: f.write(data), sync=False)
         files.append(out / name)
-    script = weights_script(weights.to_bytes(src, precision), src.info.get("name") or "a model", precision)
+    script = weights_script(to_bytes(src, precision), src.info.get("name") or "a model", precision)
     atomic_write(out / "weights.js", lambda f: f.write(script), sync=False)
     return files + [out / "weights.js"]

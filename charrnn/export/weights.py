@@ -53,10 +53,10 @@ class Source:
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> Source:
         """From a loaded checkpoint dict (``charrnn.checkpoint.load``)."""
-        from charrnn.data.tokenizer import Tokenizer
+        from charrnn.checkpoint import tokenizer
 
         tensors = {name: t.detach().float().cpu().numpy() for name, t in ckpt["model"].items()}
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        tok = tokenizer(ckpt)  # with the records kind, which says what sampling may never emit
         data = (ckpt.get("config") or {}).get("data") or {}
         path = Path(ckpt.get("path") or "model.pt")
         best = ckpt.get("best_val_loss")

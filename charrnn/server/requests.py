@@ -98,6 +98,11 @@ class _Fields:
             return None
         if not isinstance(v, str):
             raise FieldError(name, f"{name} must be a string")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate, sent as a JSON escape: no character
+            raise FieldError(name, f"{name} holds {v[e.start]!r} at character {e.start}, half of a surrogate pair and "
+                                   "no character; send text") from None
         if not empty and not v:
             raise FieldError(name, f"{name} must not be empty")
         if max_chars is not None and len(v) > max_chars:

@@ -140,7 +140,10 @@
       this.labels = {};
       this.vocab.forEach((t, i) => { const m = LABEL.exec(t); if (m) this.labels[m[1]] = i; });
       const labelIds = Object.values(this.labels).sort((a, b) => a - b);
-      this.banned = (this.unk !== null ? [this.unk] : []).concat(labelIds);
+      // As banned_tokens in data/tokenizer.py: <unk>, label tokens, and in a model of one record
+      // per line every token holding a newline (no training record holds one).
+      const newlines = d.records === "lines" ? this.vocab.flatMap((t, i) => (t.includes("\n") && i !== this.end ? [i] : [])) : [];
+      this.banned = [...new Set((this.unk !== null ? [this.unk] : []).concat(labelIds, newlines))].sort((a, b) => a - b);
       this.start = this.stoi.has("\n") ? this.stoi.get("\n") : 0;
       if (this.level === "word") {
         this.isWord = charClass(unicode && unicode.word, /[\p{L}\p{N}_]/u);
