@@ -32,7 +32,6 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
-from starlette.middleware.trustedhost import TrustedHostMiddleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Mount, Route  # noqa: E402
@@ -57,6 +56,24 @@ class JSON(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class HostCheck:
+    """Answer only requests whose Host header names one of ``allowed`` (any port); others get a
+    400 JSON error, as every other refusal."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
+            name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            if name not in self.allowed:
+                message = f"this server answers only {', '.join(sorted(self.allowed))} in the Host header, not {host!r}"
+                await JSON(FieldError(None, message, 400).to_dict(), status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def is_loopback(host: str) -> bool:
@@ -188,7 +205,7 @@ def app(
         Route("/weights.js", no_weights),
         Mount("/static", StaticFiles(directory=WEB / "static"), name="static"),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = [Middleware(HostCheck, allowed=allowed_hosts)] if allowed_hosts else []
     web = Starlette(routes=routes, middleware=middleware, exception_handlers={
         FieldError: _field_error, HTTPException: _http_error,
     }, lifespan=_closing(worker))
