@@ -157,3 +157,40 @@ def test_cli_resume_without_a_run_is_one_error_line(tmp_path, corpus_file, cli):
     r = cli("train", corpus_file, "--out", tmp_path / "none", "--resume", "--max-steps", "5")
     assert r.exit_code == 2
     assert_one_error_line(r.stderr, "nothing to resume")
+
+
+@pytest.mark.slow
+def test_same_seed_same_model_with_default_threads_and_precision(tmp_path, corpus_file):
+    """Real processes as a user runs them: all of the machine's threads, the default precision
+    (bf16 on CPUs that have it). Two identical runs give the same model, and a run killed
+    (SIGKILL) and resumed gives the one that ran through."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import subprocess_env
+
+    env = {k: v for k, v in subprocess_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    steps = 200
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus_file), "--hidden", "64", "--layers", "2",
+            "--dropout", "0.1", "--seq-len", "16", "--batch-size", "8", "--eval-every", "10", "--device", "cpu",
+            "--max-steps", str(steps), "-q"]
+    for name in ("a", "b"):
+        r = subprocess.run([*args, "--out", str(tmp_path / name)], capture_output=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not ((killed / "metrics.jsonl").exists() and len((killed / "metrics.jsonl").read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert 0 < checkpoint.load(killed / "last.pt")["step"] < steps
+    r = subprocess.run([sys.executable, "-m", "charrnn", "train", "--resume", "--out", str(killed), "-q"],
+                       capture_output=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    for other in ("b", "killed"):
+        assert _history(tmp_path / other) == _history(tmp_path / "a"), other
+        _assert_same_weights(tmp_path / other / "last.pt", tmp_path / "a" / "last.pt")

@@ -354,11 +354,12 @@ def _threads(run: Run) -> Iterator[Callable[[], Any]]:
 
 def thread_count_changes_nothing(run: Run, most: int) -> bool:
     """Whether a training step computes the same numbers with one thread as with ``most``: the
-    loss and every gradient, bit for bit, of a forward and backward pass on the run's next batch.
-    Reductions split across threads can round differently (bf16 products on some CPUs), and then a
-    run that switches between counts would not repeat. The run's weights, gradients and random
-    state are left as they were."""
-    model, st, env = run.model, run.state, run.env
+    loss, the gradient norm and every gradient after clipping, bit for bit, of the step's forward
+    and backward on the run's next batch. Reductions split across threads round differently
+    (the gradient norm of a large layer, bf16 products on some CPUs), and then a run that
+    switched between counts would not repeat. The run's weights, gradients and random state are
+    left as they were."""
+    model, st, env, clip = run.model, run.state, run.env, run.cfg.train.grad_clip
     x, y, _ = run.batches.get(st.step)
     x, y = x.to(env.device), y.to(env.device)
     results = []
@@ -370,7 +371,8 @@ def thread_count_changes_nothing(run: Run, most: int) -> bool:
             with env.autocast():
                 _, loss, _ = model(x, st.carried, y)
             loss.backward()
-            results.append([loss.detach()] + [p.grad for p in model.parameters()])
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
+            results.append([loss.detach(), norm] + [p.grad for p in model.parameters()])
     model.zero_grad(set_to_none=True)
     torch.set_num_threads(most)
     return all(torch.equal(a, b) for a, b in zip(*results))
