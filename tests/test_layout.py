@@ -28,7 +28,7 @@ LAYERS = [
     ["charrnn.sampling"],
     ["charrnn.evaluate"],
     ["charrnn.training"],
-    ["charrnn.api", "charrnn.console", "charrnn.plot"],
+    ["charrnn.api", "charrnn.console", "charrnn.plot", "charrnn.notebook"],
     ["charrnn.cli", "charrnn.server", "charrnn.export", "charrnn.__main__"],
 ]
 
