@@ -414,8 +414,8 @@ class TrainResult:
         rows.append(("model", f"{model}, {self.parameters:,} parameters" if model else f"{self.parameters:,} parameters"))
         plan = x.get("plan")
         if plan:
-            rows.append(("plan", f"measured: {plan['layers']}x{plan['hidden']} {plan['precision']}, lr {plan['lr']:g}, "
-                                 f"{plan['tokens_per_second']:,} tokens/s, predicted val loss {plan['predicted_loss']:.3f}"))
+            rows.append(("plan", (f"measured: {plan['layers']}x{plan['hidden']} {plan['precision']}, lr {plan['lr']:g}, "
+                                  f"{plan['tokens_per_second']:,} tokens/s, predicted val loss {plan['predicted_loss']:.3f}")))
         first = x.get("resumed_from_step") or 0
         rows.append(("steps", (f"{first:,} to {self.steps:,}" if first else f"{self.steps:,}") + f", {self.tokens:,} tokens"))
         setup = x.get("setup_seconds")

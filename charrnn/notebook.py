@@ -22,7 +22,8 @@ import html
 import math
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from charrnn.training.report import Reporter
 
@@ -49,7 +50,7 @@ def in_notebook() -> bool:
 
 def clock(seconds: float) -> str:
     """0:07, 1:58, 1:02:03."""
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     h, m = divmod(s // 60, 60)
     return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 

@@ -212,7 +212,8 @@ def test_progress_false_and_a_reporter_of_ones_own_show_nothing(monkeypatch, tmp
     assert shown.views == []
 
     class Mine(Reporter):
-        steps: list[int] = []
+        def __init__(self):
+            self.steps = []
 
         def step(self, step, loss, tokens_per_second, elapsed):
             self.steps.append(step)
@@ -438,7 +439,6 @@ def test_a_pipe_gets_nothing(tmp_path):
 def test_the_tutorial_renders_in_chromium(tmp_path):
     """The committed notebook through nbconvert into Chromium: the training cell's display and the
     loss curves draw. CHARRNN_UPDATE_SCREENSHOT=1 writes docs/tutorial.png from the same page."""
-    import nbformat
     from nbconvert import HTMLExporter
 
     try:
