@@ -79,12 +79,15 @@ class TrainingView:
         """(headline, bar line, figures line)."""
         s = self.s
         frac, left = s["fraction"], s["left"]
-        if s["result"] is not None:
+        if s["result"] is not None and s["result"].interrupted:
             r = s["result"]
-            how = "interrupted" if r.interrupted else "stopped early" if r.extra.get("stopped_early") else "trained"
+            head = f"interrupted at step {r.steps:,} after {clock(r.seconds)}; saved {r.checkpoint}: resume=True continues it"
+        elif s["result"] is not None:
+            r = s["result"]
+            how = "stopped early" if r.extra.get("stopped_early") else "trained"
             best = "n/a" if r.best_val_loss is None else f"{r.best_val_loss:.4f}"
             head = f"{how}: {r.steps:,} steps in {clock(r.seconds)}, best val loss {best}; saved {r.checkpoint}"
-            frac = 1.0 if not r.interrupted else frac
+            frac = 1.0
         elif s["ended"]:
             head = f"stopped at step {s['step']:,} after {clock(s['elapsed'])}"
         else:

@@ -388,6 +388,45 @@ def test_the_tutorial_runs_in_a_kernel(tmp_path, monkeypatch):
     assert (work / "checkpoints" / "stdlib" / "best.pt").is_file()
 
 
+@pytest.mark.slow
+def test_interrupting_the_kernel_saves_the_run_and_says_so(tmp_path, monkeypatch):
+    """The notebook's Ctrl-C: the run stops at a step, saves last.pt and returns its result."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=kernel(tmp_path, monkeypatch), cwd=str(tmp_path))
+    try:
+        code = (f"import charrnn\nr = charrnn.train(text={make_corpus(20000, seed=1)!r}, out='run', time_budget='60s', "
+                + ", ".join(f"{k}={v!r}" for k, v in TINY.items()) + ")\nprint(r.interrupted, r.steps)")
+        msg_id = kc.execute(code)
+        last, printed, interrupted = "", "", False
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            msg = kc.get_iopub_msg(timeout=90)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind in ("display_data", "update_display_data"):
+                last = content["data"]["text/plain"]
+                if not interrupted and last.startswith("training: step ") and not last.startswith("training: step 0"):
+                    km.interrupt_kernel()
+                    interrupted = True
+            elif kind == "stream":
+                printed += content["text"]
+            elif kind == "error":
+                pytest.fail(f"{content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert interrupted, last
+    done, steps = printed.split()
+    assert done == "True" and 0 < int(steps)
+    assert last.startswith(f"interrupted at step {int(steps):,} after 0:"), last
+    assert "saved run/last.pt: resume=True continues it" in last.splitlines()[0]
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
 def run_train(progress: bool, tmp_path: Path, tty: bool) -> tuple[bytes, bytes]:
     """charrnn.train in a fresh process; (stdout, stderr) with stderr a terminal (a pty) or a pipe."""
     code = (f"import charrnn\ncharrnn.train(text={make_corpus(3000, seed=2)!r}, out={str(tmp_path / 'r')!r}, "
