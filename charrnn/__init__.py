@@ -3,6 +3,7 @@
     import charrnn
     model = charrnn.load("checkpoints/shakespeare")
     print(model.sample("ROMEO:", length=200, temperature=0.7, seed=1))
+    charrnn.plot("checkpoints/shakespeare")               # loss curves, a matplotlib Figure (the plot extra)
     charrnn.serve("checkpoints/shakespeare", port=8000)   # the web page and API (the serve extra)
 
 The public names are imported on first use (PEP 562), so ``import charrnn`` and
@@ -22,6 +23,7 @@ _PUBLIC = {
     "train": "charrnn.api",
     "CharRNN": "charrnn.api",
     "TrainResult": "charrnn.api",
+    "plot": "charrnn.plot",
     "Sample": "charrnn.sampling.curate",
     "Draw": "charrnn.sampling.curate",
     "Score": "charrnn.evaluate",
@@ -40,7 +42,10 @@ def __getattr__(name: str):
     if name in _PUBLIC:
         import importlib
 
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        module = importlib.import_module(_PUBLIC[name])
+        # charrnn.plot is a function and a submodule at once: importing the submodule binds the
+        # name to it, and plot.py makes that module callable as the function. Give it every time.
+        return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
     raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
 
 

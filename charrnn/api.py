@@ -1,7 +1,8 @@
 """The Python API: ``load`` a checkpoint into a ``CharRNN`` that samples and scores, and ``train``.
 
     import charrnn
-    result = charrnn.train("shakespeare.txt", time_budget="90s")
+    result = charrnn.train("shakespeare.txt", time_budget="90s")   # progress shows where you watch
+    result.plot()                               # its loss curves: a Figure, inline in a notebook
     model = result.load()                       # or charrnn.load("checkpoints/shakespeare")
     print(model.sample("ROMEO:", length=200, temperature=0.7, seed=1))
     for piece in model.stream("JULIET:", length=200):
@@ -15,7 +16,9 @@ and from the shell. Errors a user can fix are ``CharrnnError`` (exit code 1) or 
 from __future__ import annotations
 
 import math
+import os
 import secrets
+import sys
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,6 +47,52 @@ class CharRNN:
     def __init__(self, engine: Engine, device: str = "cpu", precision: str = "auto"):
         self.engine, self.device, self.precision = engine, device, precision
         self._info: dict[str, Any] | None = None
+        self._card: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        f = self._facts()
+        shape = ", ".join(f[k] for k in ("model", "parameters", "vocabulary") if k in f)
+        trained = f"trained on {f['corpus']}, {f['trained']}" if "corpus" in f else ""
+        best = f"best val loss {f['best val loss']}" if "best val loss" in f else ""
+        return "CharRNN(" + "; ".join(p for p in (shape, trained, best, str(self.path)) if p) + ")"
+
+    def _repr_html_(self) -> str:
+        from charrnn.notebook import card_html
+
+        return card_html("CharRNN", [*self._facts().items(), ("checkpoint", str(self.path))],
+                         "model.sample(prompt, length, temperature) writes; model.score(text) scores; "
+                         "model.info has the rest")
+
+    def _facts(self) -> dict[str, str]:
+        """What the model shows itself as, read once from its checkpoint."""
+        if self._card is None:
+            tok = self.tokenizer
+            facts = {}
+            try:
+                from charrnn.checkpoint import load
+
+                ckpt = load(self.path, mmap=True)  # checked as every load is; the tensors are mapped
+            except CharrnnError:  # the file went away since it was loaded: what is in memory
+                ckpt = None
+            if ckpt is not None:
+                shape = ckpt["shape"]
+                facts["model"] = f"{shape['cell'].upper()} {shape['layers']}x{shape['hidden']}"
+                facts["parameters"] = f"{sum(t.numel() for t in ckpt['model'].values()):,} parameters"
+            unit = "characters" if tok.level == "char" else "words"
+            facts["vocabulary"] = f"{len(tok):,} {unit}" + (f" (records: {tok.records})" if self.is_records else "")
+            if tok.labels:
+                facts["labels"] = ", ".join(self.labels)
+            if ckpt is not None:
+                facts["corpus"] = str(ckpt.get("corpus"))
+                facts["trained"] = f"{ckpt.get('step') or 0:,} steps, {ckpt.get('tokens_seen') or 0:,} tokens"
+                best = ckpt.get("best_val_loss")
+                if best is not None and math.isfinite(best):
+                    scored = [r for r in ckpt.get("history") or [] if isinstance(r.get("val_loss"), (int, float))]
+                    bits = min(scored, key=lambda r: r["val_loss"]).get("val_bits_per_char") if scored else None
+                    facts["best val loss"] = (f"{best:.4f} nats/token"
+                                              + (f" ({bits:.3f} bits/char)" if isinstance(bits, (int, float)) else ""))
+            self._card = facts
+        return self._card
 
     @property
     def path(self) -> Path | None:
@@ -343,9 +392,74 @@ class TrainResult:
     def load(self, device: str = "cpu", precision: str = "auto") -> CharRNN:
         return load(self.checkpoint, device, precision)
 
+    def plot(self, x: str = "steps", width: int = 800, height: int = 500):
+        """The run's loss curves as a matplotlib Figure, which a notebook shows inline: what
+        ``charrnn plot OUT -o`` draws (``charrnn.plot(self)``; the plot extra)."""
+        from charrnn.plot import plot
+
+        return plot(self, x=x, width=width, height=height)
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         return {**d, **self.extra}
+
+    def __repr__(self) -> str:
+        ended = "interrupted, " if self.interrupted else "stopped early, " if self.extra.get("stopped_early") else ""
+        return (f"TrainResult({ended}{self.steps:,} steps in {self.seconds:.1f}s, {self.tokens_per_second:,.0f} tokens/s; "
+                f"{self._losses()}; {self.checkpoint})")
+
+    def _repr_html_(self) -> str:
+        from charrnn.notebook import card_html
+
+        return card_html("TrainResult", self._facts(), "result.load() samples from it; result.plot() draws its loss curves")
+
+    def _losses(self) -> str:
+        named = [(k, v) for k, v in (("best val loss", self.best_val_loss), ("final", self.final_val_loss),
+                                     ("train", self.train_loss)) if v is not None]
+        return ", ".join(f"{k} {v:.4f}" for k, v in named) + " nats/token" if named else "no loss measured"
+
+    def _facts(self) -> list[tuple[str, str]]:
+        """The run at a glance (label, text), from these figures and the run folder's files."""
+        x = self.extra
+        rows = [("ended", "interrupted: resume=True continues it" if self.interrupted
+                 else "stopped early (patience)" if x.get("stopped_early") else "finished")]
+        model = self._model_shape()
+        rows.append(("model", f"{model}, {self.parameters:,} parameters" if model else f"{self.parameters:,} parameters"))
+        plan = x.get("plan")
+        if plan:
+            rows.append(("plan", (f"measured: {plan['layers']}x{plan['hidden']} {plan['precision']}, lr {plan['lr']:g}, "
+                                  f"{plan['tokens_per_second']:,} tokens/s, predicted val loss {plan['predicted_loss']:.3f}")))
+        first = x.get("resumed_from_step") or 0
+        rows.append(("steps", (f"{first:,} to {self.steps:,}" if first else f"{self.steps:,}") + f", {self.tokens:,} tokens"))
+        setup = x.get("setup_seconds")
+        rows.append(("time", f"{self.seconds:.1f}s" + (f" ({setup:.1f}s setting up, {self.train_seconds:.1f}s training)"
+                                                        if setup is not None else "") + f", {self.tokens_per_second:,.0f} tokens/s"))
+        loss = self._losses()
+        bits = self._bits_per_nat()
+        if bits and self.best_val_loss is not None:
+            loss += f"; best {self.best_val_loss * bits:.3f} bits/char"
+        rows.append(("loss", loss))
+        rows.append(("checkpoint", self.checkpoint))
+        return rows
+
+    def _model_shape(self) -> str | None:
+        """LSTM 2x512, from the run folder's config.yaml (None when it cannot be read)."""
+        from charrnn.config import load_yaml
+
+        try:
+            m = load_yaml(Path(self.out) / "config.yaml").get("model") or {}
+            return f"{str(m['cell']).upper()} {m['layers']}x{m['hidden']}"
+        except (UsageError, OSError, KeyError, AttributeError):
+            return None
+
+    def _bits_per_nat(self) -> float | None:
+        """Bits per character for one nat per token on this run's validation split."""
+        from charrnn.plot import load_run
+
+        try:
+            return load_run(self.out).bits_per_nat
+        except CharrnnError:
+            return None
 
 
 def train(
@@ -358,6 +472,7 @@ def train(
     resume: bool = False,
     init_from: str | Path | None = None,
     overwrite: bool = False,
+    progress: bool = True,
     reporter: Reporter | None = None,
     started: float | None = None,
     **settings: Any,
@@ -372,10 +487,12 @@ def train(
     call, tokenizing included. ``config``: a YAML file or a dict of sections, under ``settings``, which take any field
     of the run configuration by name (``hidden=512, lr=2e-3, max_steps=1000``; see config.py).
     ``resume`` continues the run in ``out`` (on the inputs it remembers unless given others);
-    ``init_from`` fine-tunes a checkpoint. Progress
-    goes to ``reporter`` (silent by default). Raises UsageError for wrong settings, CharrnnError
-    for failures (including a budget too short for one training step); a Ctrl-C saves last.pt
-    and returns with ``interrupted`` set."""
+    ``init_from`` fine-tunes a checkpoint. ``progress``: show the run where a person watches
+    (``watching_reporter``): a live display in a notebook, a bar on a terminal's stderr, nothing
+    when stderr is not a terminal; False: nothing. A ``reporter`` given wins over both. Raises
+    UsageError for wrong settings, CharrnnError for failures (including a budget too short for
+    one training step); a Ctrl-C (in a notebook: interrupting the kernel) saves last.pt and
+    returns with ``interrupted`` set."""
     import time
 
     from charrnn.config import build_run_config, check_out
@@ -397,8 +514,29 @@ def train(
         from charrnn.training.run_folder import saved_corpus
 
         cfg.data.corpus = saved_corpus(cfg.train.out)
+    shown = watching_reporter() if reporter is None and progress else None
     summary = fit(cfg, text, "corpus", inputs=cfg.data.corpus, resume=resume, overwrite=overwrite,
-                  init_from=None if init_from is None else str(init_from), reporter=reporter, started=started)
+                  init_from=None if init_from is None else str(init_from), reporter=reporter or shown, started=started)
     known = {f.name for f in fields(TrainResult)}
-    return TrainResult(**{k: v for k, v in summary.items() if k in known},
-                       extra={k: v for k, v in summary.items() if k not in known})
+    result = TrainResult(**{k: v for k, v in summary.items() if k in known},
+                         extra={k: v for k, v in summary.items() if k not in known})
+    if hasattr(shown, "done"):  # the notebook display ends on the run's summary
+        shown.done(result)
+    return result
+
+
+def watching_reporter() -> Reporter | None:
+    """Progress for whoever watches ``train``: the notebook display (notebook.py) in a Jupyter
+    kernel, the CLI's bar (console.RichReporter) when stderr is a terminal, else None (nothing
+    printed: a script's log, a pipe, a test). Under torchrun only rank 0 shows it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    from charrnn.notebook import NotebookReporter, in_notebook
+
+    if in_notebook():
+        return NotebookReporter()
+    if sys.stderr is not None and sys.stderr.isatty():
+        from charrnn.console import RichReporter
+
+        return RichReporter()
+    return None

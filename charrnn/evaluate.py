@@ -57,6 +57,12 @@ class Score:
     def perplexity(self) -> float:
         return math.exp(min(self.loss, 700.0))
 
+    def __repr__(self) -> str:
+        gone = sum(self.left_out.values())
+        left_out = f", {gone:,} unseen left out" if gone else ""
+        return (f"Score({self.loss:.4f} nats/token, {self.bits_per_char:.4f} bits/char, perplexity {self.perplexity:.2f}; "
+                f"{self.tokens:,} tokens, {self.chars:,} chars{left_out})")
+
     def to_dict(self) -> dict:
         """Plain numbers for JSON: a loss that is not finite (nothing scored, or a model that
         overflows) is None, never NaN or Infinity, which are not JSON."""

@@ -6,15 +6,20 @@ was set up with, which labels runs apart when several are compared. No torch her
 run that is still training costs nothing.
 
     runs = [load_run("checkpoints/a"), load_run("checkpoints/b")]
-    write_image(runs, "curves.png", x="tokens")
+    write_image(runs, "curves.png", x="tokens")        # `charrnn plot -o`: the same figure() as
+    fig = plot("checkpoints/a", "checkpoints/b")       # charrnn.plot, a Figure a notebook shows
     print(render_text(runs))
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import json
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from charrnn.errors import CharrnnError, UsageError
 
 X_AXES = {"steps": "steps", "tokens": "tokens", "time": "wall time (s)"}
 HINT = "plotting to a file needs matplotlib: pip install 'charrnn[plot]' (or leave out -o for a text chart)"
+PYTHON_HINT = "plotting needs matplotlib: pip install 'charrnn[plot]' (in a notebook: %pip install matplotlib)"
 LN2 = math.log(2)
 
 
@@ -134,27 +140,22 @@ def _bits_scale(runs: list[Run]) -> float | None:
     return scales.pop() if len(scales) == 1 else None
 
 
-def write_image(runs: list[Run], out: str | Path, x: str = "steps", width: int = 800, height: int = 500, dpi: int = 100) -> None:
-    """Draw train (dashed) and validation (solid) loss against ``x`` (steps, tokens or time),
-    one colour per run, the best evaluation of each marked, bits/char on the right axis; write
-    ``out`` (its suffix picks PNG, SVG or PDF) of ``width`` x ``height`` pixels, atomically.
-    Raises CharrnnError with the install hint when matplotlib is missing."""
+def figure(runs: list[Run], x: str = "steps", width: int = 800, height: int = 500, dpi: int = 100) -> Any:
+    """A matplotlib ``Figure`` of ``width`` x ``height`` pixels: train (dashed) and validation
+    (solid) loss against ``x`` (steps, tokens or time), one colour per run, the best evaluation of
+    each marked, bits/char on the right axis. It belongs to no pyplot state (nothing to close), and
+    a notebook shows it inline (``LossCurves._repr_png_``). Raises CharrnnError with the install
+    hint when matplotlib is missing, UsageError for a bad ``x`` or size."""
     _check_x(x)
     if width < 100 or height < 100:
         raise UsageError(f"--size must be at least 100x100 pixels, not {width}x{height}")
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
     except ImportError:
-        raise CharrnnError(HINT) from None
-    from charrnn.files import atomic_write
-
-    fmt = Path(out).suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasAgg(Figure()).get_supported_filetypes():
-        raise UsageError(f"cannot write .{fmt} images; name the output .png, .svg or .pdf")
+        raise CharrnnError(PYTHON_HINT) from None
     scale = _bits_scale(runs)
     per_token = scale is not None  # else every curve is drawn in bits/char
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig = _loss_curves_class()(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, run in enumerate(runs):
@@ -179,6 +180,39 @@ def write_image(runs: list[Run], out: str | Path, x: str = "steps", width: int =
     ax.legend(fontsize=8, loc="best")
     ax.set_title("validation (solid) and training (dashed) loss; \u2605 best checkpoint", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+@functools.cache
+def _loss_curves_class() -> type:
+    """``Figure`` with a ``_repr_png_``, so that IPython shows it inline even where pyplot was
+    never imported (IPython's own figure formatter is registered only once pyplot loads the
+    inline backend; where it is, it takes precedence and draws the same PNG)."""
+    from matplotlib.figure import Figure
+
+    class LossCurves(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=self.dpi)
+            return buf.getvalue()
+
+    return LossCurves
+
+
+def write_image(runs: list[Run], out: str | Path, x: str = "steps", width: int = 800, height: int = 500, dpi: int = 100) -> None:
+    """``figure(runs, x, width, height)`` written to ``out`` (its suffix picks PNG, SVG or PDF),
+    atomically. Raises CharrnnError with the install hint when matplotlib is missing, UsageError
+    for a suffix matplotlib cannot write."""
+    try:
+        import matplotlib  # noqa: F401  (the command line's own hint)
+    except ImportError:
+        raise CharrnnError(HINT) from None
+    fig = figure(runs, x, width, height, dpi)
+    from charrnn.files import atomic_write
+
+    fmt = Path(out).suffix.lstrip(".").lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise UsageError(f"cannot write .{fmt} images; name the output .png, .svg or .pdf")
 
     def save(f) -> None:
         buf = io.BytesIO()
@@ -243,3 +277,30 @@ def _num(v: float, x: str) -> str:
     if v >= 1e4:
         return f"{v / 1e3:.0f}k"
     return f"{v:.0f}"
+
+
+def plot(*runs: Any, x: str = "steps", width: int = 800, height: int = 500) -> Any:
+    """The loss curves of one or more runs, overlaid, as a matplotlib ``Figure`` (what ``charrnn
+    plot -o`` writes; a notebook shows it inline; ``.savefig(path)`` keeps it). ``runs``: run
+    folders (or files in them), ``TrainResult``s of ``charrnn.train``, or a list of these. ``x``:
+    steps, tokens or time. Raises CharrnnError for a folder with no evaluation yet, and with the
+    install hint when matplotlib is missing; UsageError for no run or a bad ``x`` or size."""
+    flat = [r for item in runs for r in (item if isinstance(item, (list, tuple)) else [item])]
+    if not flat:
+        raise UsageError("give plot() a run folder (such as checkpoints/<corpus name>) or a TrainResult")
+    loaded = [load_run(getattr(r, "out", r)) for r in flat]
+    label_runs(loaded)
+    return figure(loaded, x, width, height)
+
+
+class _CallablePlotModule(types.ModuleType):
+    """This module, callable as its ``plot``. ``charrnn.plot`` names both the public function and
+    this submodule, and Python binds the submodule to that name on the package as soon as anything
+    imports it (the CLI does): so the module answers ``charrnn.plot(run)`` itself."""
+
+    def __call__(self, *runs: Any, **options: Any) -> Any:
+        return plot(*runs, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePlotModule
+__signature__ = inspect.signature(plot)  # what help() and a notebook's call tips show for charrnn.plot(...)

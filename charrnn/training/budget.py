@@ -7,8 +7,31 @@ the command ends on time; the schedule's progress then follows the clock rather 
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections import deque
+
+from charrnn.errors import UsageError
+
+BUDGET_SCALE = "CHARRNN_BUDGET_SCALE"
+
+
+def budget_scale() -> float:
+    """What every time budget is multiplied by: the environment variable CHARRNN_BUDGET_SCALE, 1
+    when unset. It runs a notebook or script written for real budgets in seconds, unchanged (CI
+    executes docs/tutorial.ipynb this way); the CLI and the library both obey it. Raises
+    UsageError unless it is a number above 0."""
+    raw = os.environ.get(BUDGET_SCALE, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not 0 < scale < math.inf:
+        raise UsageError(f"{BUDGET_SCALE} must be a number above 0 (0.1 makes every time budget a tenth), not {raw!r}")
+    return scale
 
 
 def lr_at(step: int, progress: float, peak: float, warmup: int, min_ratio: float) -> float:

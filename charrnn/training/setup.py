@@ -1,9 +1,9 @@
 """Setting a run up, in small named steps that each return what they make and change nothing
 they are given:
 
-1. ``starting_config``: the settings as given, with a time budget where no limit was; a resumed
-   run's saved settings with what may change (``config.resumed_config``); a fine-tuned run's
-   level and records mode from its parent.
+1. ``starting_config``: the settings as given, with a time budget where no limit was (each
+   budget times CHARRNN_BUDGET_SCALE); a resumed run's saved settings with what may change
+   (``config.resumed_config``); a fine-tuned run's level and records mode from its parent.
 2. ``read_tokens``: the corpus as token ids (the token cache, or records parsed whole), split
    into training and validation.
 3. ``resolve_config``: every setting left to charrnn settled (the probe times candidate shapes
@@ -39,7 +39,7 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import chunk_seconds, chunks, default_eval_tokens, spaced_records
 from charrnn.model.lm import RNNLM, ModelShape
 from charrnn.runtime.device import Env, setup_env
-from charrnn.training.budget import Budget, warmup_steps
+from charrnn.training.budget import BUDGET_SCALE, Budget, budget_scale, warmup_steps
 from charrnn.training.plan import probe
 from charrnn.training.plan.autosize import Plan, autosize, corpus_hidden
 from charrnn.training.report import Reporter
@@ -228,13 +228,19 @@ def starting_config(cfg: RunConfig, resumed: dict | None, parent: dict | None,
     no time limit). A new run without a limit gets DEFAULT_BUDGET seconds; a resumed one takes its
     saved settings with what ``RESUMABLE`` lets change, and what is left of its saved budget
     unless it is given one of its own (UsageError when none is left); a fine-tuned one keeps its
-    parent's token level and records mode."""
+    parent's token level and records mode. A budget given or defaulted here is multiplied by
+    ``budget_scale()`` (CHARRNN_BUDGET_SCALE), and said so."""
     given = cfg.train.time_budget
     if resumed:
         cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
     elif not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget):
         cfg = replace(cfg, train=replace(cfg.train, time_budget=DEFAULT_BUDGET))
         message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
+    scale = budget_scale()
+    if scale != 1 and cfg.train.time_budget and (given is not None or not resumed):  # a saved one was scaled when given
+        scaled = cfg.train.time_budget * scale
+        message(f"{BUDGET_SCALE}={scale:g}: the time budget of {cfg.train.time_budget:g}s becomes {scaled:.3g}s")
+        cfg = replace(cfg, train=replace(cfg.train, time_budget=scaled))
     seconds = cfg.train.time_budget
     if resumed and seconds and given is None:
         # The saved budget covered the whole run: what is left of it is this command's.
@@ -433,7 +439,9 @@ def no_time(run: Run) -> str:
     b = run.budget
     left = b.deadline - time.monotonic()
     need = b.median_step() + 2 * b.eval_chunk_seconds + 1.5 * b.save_seconds + 0.6
-    enough = math.ceil((run.cfg.train.time_budget or 0) + need - left + b.reserve(run.val_tokens_scored, run.state.tokens_per_step) + 5)
+    enough = (run.cfg.train.time_budget or 0) + need - left + b.reserve(run.val_tokens_scored, run.state.tokens_per_step) + 5
+    scale = budget_scale()  # the budget given is multiplied by it
+    scaled = f" ({BUDGET_SCALE} is {scale:g})" if scale != 1 else ""
     return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
             f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
-            f"--time-budget {enough}s or more")
+            f"--time-budget {math.ceil(enough / scale)}s or more{scaled}")
