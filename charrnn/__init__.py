@@ -23,7 +23,7 @@ _PUBLIC = {
     "train": "charrnn.api",
     "CharRNN": "charrnn.api",
     "TrainResult": "charrnn.api",
-    "plot": "charrnn.plot",
+    "plot": "charrnn.curves",
     "Sample": "charrnn.sampling.curate",
     "Draw": "charrnn.sampling.curate",
     "Score": "charrnn.evaluate",
@@ -42,10 +42,7 @@ def __getattr__(name: str):
     if name in _PUBLIC:
         import importlib
 
-        module = importlib.import_module(_PUBLIC[name])
-        # charrnn.plot is a function and a submodule at once: importing the submodule binds the
-        # name to it, and plot.py makes that module callable as the function. Give it every time.
-        return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
 
 

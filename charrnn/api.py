@@ -395,7 +395,7 @@ class TrainResult:
     def plot(self, x: str = "steps", width: int = 800, height: int = 500):
         """The run's loss curves as a matplotlib Figure, which a notebook shows inline: what
         ``charrnn plot OUT -o`` draws (``charrnn.plot(self)``; the plot extra)."""
-        from charrnn.plot import plot
+        from charrnn.curves import plot
 
         return plot(self, x=x, width=width, height=height)
 
@@ -454,7 +454,7 @@ class TrainResult:
 
     def _bits_per_nat(self) -> float | None:
         """Bits per character for one nat per token on this run's validation split."""
-        from charrnn.plot import load_run
+        from charrnn.curves import load_run
 
         try:
             return load_run(self.out).bits_per_nat

@@ -521,7 +521,7 @@ def plot(
     Example: charrnn plot checkpoints/a checkpoints/b -o curves.png --x tokens
     """
     try:
-        from charrnn.plot import label_runs, load_run, render_text, write_image
+        from charrnn.curves import label_runs, load_run, render_text, write_image
 
         loaded = [load_run(r) for r in runs]
         label_runs(loaded)

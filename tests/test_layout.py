@@ -29,7 +29,7 @@ LAYERS = [
     ["charrnn.evaluate"],
     ["charrnn.training"],
     ["charrnn.export"],  # the formats a model is written in, which CharRNN.export offers
-    ["charrnn.api", "charrnn.console", "charrnn.plot", "charrnn.notebook"],
+    ["charrnn.api", "charrnn.console", "charrnn.curves", "charrnn.notebook"],
     ["charrnn.cli", "charrnn.server", "charrnn.__main__"],
 ]
 

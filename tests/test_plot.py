@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from charrnn.plot import load_run, render_text
+from charrnn.curves import load_run, render_text
 
 from conftest import assert_one_error_line
 
@@ -59,7 +59,7 @@ def test_several_runs_overlaid_in_one_png(cli, tmp_path, axis):
 
 
 def test_legend_labels_name_the_settings_that_differ(tmp_path):
-    from charrnn.plot import label_runs
+    from charrnn.curves import label_runs
 
     runs = [load_run(fake_run(tmp_path / "a", [(2, 2)], hidden=32)), load_run(fake_run(tmp_path / "b", [(2, 2)], hidden=64))]
     label_runs(runs)

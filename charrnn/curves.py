@@ -14,12 +14,9 @@ run that is still training costs nothing.
 from __future__ import annotations
 
 import functools
-import inspect
 import io
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,16 +288,3 @@ def plot(*runs: Any, x: str = "steps", width: int = 800, height: int = 500) -> A
     loaded = [load_run(getattr(r, "out", r)) for r in flat]
     label_runs(loaded)
     return figure(loaded, x, width, height)
-
-
-class _CallablePlotModule(types.ModuleType):
-    """This module, callable as its ``plot``. ``charrnn.plot`` names both the public function and
-    this submodule, and Python binds the submodule to that name on the package as soon as anything
-    imports it (the CLI does): so the module answers ``charrnn.plot(run)`` itself."""
-
-    def __call__(self, *runs: Any, **options: Any) -> Any:
-        return plot(*runs, **options)
-
-
-sys.modules[__name__].__class__ = _CallablePlotModule
-__signature__ = inspect.signature(plot)  # what help() and a notebook's call tips show for charrnn.plot(...)
