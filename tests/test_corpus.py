@@ -346,3 +346,13 @@ def test_a_budget_that_cannot_buy_a_step_is_refused(tmp_path, cli, corpus_file):
     assert_one_error_line(r.stderr, "no training step fits", "--time-budget")
     assert r.stdout == ""  # no summary, nothing "saved"
     assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
+
+
+def test_a_folder_of_python_source_skips_its_bytecode(tmp_path):
+    """`charrnn train some_package/`: the .pyc files of __pycache__ are not text, and not the corpus."""
+    pkg = tmp_path / "pkg"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "a.py").write_text("def a():\n    return 1\n")
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\x00\x00\xff\xfe")
+    text, _ = corpus.read_text(str(pkg))
+    assert text == "def a():\n    return 1\n"

@@ -1,7 +1,7 @@
 """Inputs -> token ids, streamed into a cache that later runs reuse.
 
 Inputs: text files, folders (read recursively: files sorted by path, names starting with '.'
-skipped), ``-`` for stdin, or nothing for the built-in default corpus. Several inputs are read
+and ``__pycache__`` folders skipped), ``-`` for stdin, or nothing for the built-in default corpus. Several inputs are read
 in the order given and joined with ``SEPARATOR`` (one newline) between files; a single file is
 its bytes exactly. Files must be UTF-8.
 
@@ -112,7 +112,7 @@ def resolve(inputs: list[str] | str | None) -> tuple[list[Path], str]:
 def _walk(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]  # Python's bytecode
         found += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
