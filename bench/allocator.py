@@ -64,8 +64,13 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     for _ in range(args.repeats):
         for setting in ("glibc", "charrnn"):
-            out = subprocess.run([sys.executable, "-c", CHILD, setting, str(args.steps)], capture_output=True,
-                                 text=True, check=True, env=env)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, setting, str(args.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
             print(out.stdout.strip().splitlines()[-1], flush=True)
 
 

@@ -13,8 +13,8 @@ import argparse
 
 import torch
 
-from charrnn.sampling.native import build as native
 from charrnn.checkpoint import load_model
+from charrnn.sampling.native import build as native
 from charrnn.sampling.native.pack import NativeLSTM
 
 

@@ -49,16 +49,40 @@ def env_for(checkout: Path | None) -> dict:
 
 
 def train_cmd(out: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--max-steps", str(steps), "--eval-every", "100000",
-            "--layers", "1", "--hidden", "320", "--lr", "0.012", "--out", str(out), "--overwrite", "--json", "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(CORPUS),
+        "--max-steps",
+        str(steps),
+        "--eval-every",
+        "100000",
+        "--layers",
+        "1",
+        "--hidden",
+        "320",
+        "--lr",
+        "0.012",
+        "--out",
+        str(out),
+        "--overwrite",
+        "--json",
+        "--quiet",
+    ]
 
 
 def train_rates(tmp: Path, env: dict, copies: int, busy: int, steps: int) -> list[float]:
     """tokens/s of ``copies`` trainings run at once, beside ``busy`` busy loops."""
     loops = [subprocess.Popen(BUSY) for _ in range(busy)]
     try:
-        procs = [subprocess.Popen(train_cmd(tmp / f"run{i}", steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env) for i in range(copies)]
+        procs = [
+            subprocess.Popen(
+                train_cmd(tmp / f"run{i}", steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+            for i in range(copies)
+        ]
         rates = []
         for p in procs:
             out, err = p.communicate()
@@ -74,7 +98,20 @@ def train_rates(tmp: Path, env: dict, copies: int, busy: int, steps: int) -> lis
 
 def sample_seconds(run: Path, env: dict, copies: int, streams: int) -> list[float]:
     """Wall seconds of ``copies`` `charrnn sample` processes started at once."""
-    cmd = [sys.executable, "-m", "charrnn", "sample", "-c", str(run), "--length", "2000", "--seed", "1", "-N", str(streams)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "sample",
+        "-c",
+        str(run),
+        "--length",
+        "2000",
+        "--seed",
+        "1",
+        "-N",
+        str(streams),
+    ]
     t0 = time.monotonic()
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for _ in range(copies)]
     took = []
@@ -91,8 +128,20 @@ def budgeted(tmp: Path, env: dict, budget: str, busy: int) -> dict:
     busy loops: the plan, the tokens/s it timed for its shape and trained at, the best val loss."""
     loops = [subprocess.Popen(BUSY) for _ in range(busy)]
     try:
-        cmd = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--time-budget", budget, "--out", str(tmp / "budgeted"),
-               "--overwrite", "--json", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(CORPUS),
+            "--time-budget",
+            budget,
+            "--out",
+            str(tmp / "budgeted"),
+            "--overwrite",
+            "--json",
+            "--quiet",
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             sys.exit(f"charrnn train failed:\n{p.stderr}")
@@ -102,19 +151,29 @@ def budgeted(tmp: Path, env: dict, budget: str, busy: int) -> dict:
             loop.kill()
             loop.wait()
     plan = s.get("plan") or {}
-    return {"plan": f"{plan.get('layers')}x{plan.get('hidden')} {plan.get('precision')}" if plan else None,
-            "timed_tokens_per_s": plan.get("tokens_per_second"), "trained_tokens_per_s": round(s["tokens_per_second"]),
-            "best_val_loss": round(s["best_val_loss"], 4)}
+    return {
+        "plan": f"{plan.get('layers')}x{plan.get('hidden')} {plan.get('precision')}" if plan else None,
+        "timed_tokens_per_s": plan.get("tokens_per_second"),
+        "trained_tokens_per_s": round(s["tokens_per_second"]),
+        "best_val_loss": round(s["best_val_loss"], 4),
+    }
 
 
 def measure(tmp: Path, checkout: Path | None, steps: int, budget: str | None = None) -> dict:
     env = env_for(checkout)
     if budget:
-        return {f"--time-budget {budget}": {name: budgeted(tmp, env, budget, busy)
-                                            for name, busy in [("alone", 0), ("beside 1 busy loop", 1)]}}
+        return {
+            f"--time-budget {budget}": {
+                name: budgeted(tmp, env, budget, busy) for name, busy in [("alone", 0), ("beside 1 busy loop", 1)]
+            }
+        }
     alone = train_rates(tmp, env, 1, 0, steps)[0]
     res = {"train_tokens_per_s": {"alone": round(alone)}}
-    for name, copies, busy in [("beside 1 busy loop", 1, 1), ("beside 2 busy loops", 1, 2), ("two trainings at once", 2, 0)]:
+    for name, copies, busy in [
+        ("beside 1 busy loop", 1, 1),
+        ("beside 2 busy loops", 1, 2),
+        ("two trainings at once", 2, 0),
+    ]:
         rates = train_rates(tmp, env, copies, busy, steps)
         res["train_tokens_per_s"][name] = [round(r) for r in rates]
         res["train_tokens_per_s"][name + ", slowdown"] = round(alone / min(rates), 2)
@@ -122,15 +181,37 @@ def measure(tmp: Path, checkout: Path | None, steps: int, budget: str | None = N
     text = tmp / "t.txt"
     text.write_text("".join(chr(32 + (i * 7) % 65) for i in range(20000)))
     run = tmp / "lstm512"
-    subprocess.run([sys.executable, "-m", "charrnn", "train", str(text), "--max-steps", "1", "--layers", "2", "--hidden", "512",
-                    "--out", str(run), "--overwrite", "--quiet"], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(text),
+            "--max-steps",
+            "1",
+            "--layers",
+            "2",
+            "--hidden",
+            "512",
+            "--out",
+            str(run),
+            "--overwrite",
+            "--quiet",
+        ],
+        check=True,
+        env=env,
+    )
     res["sample_2000_chars_seconds"] = {}
     for streams in (1, 32):
         sample_seconds(run, env, 1, streams)  # packs the weights for this stream count once
         alone = statistics.median(sample_seconds(run, env, 1, streams)[0] for _ in range(3))
         both = sample_seconds(run, env, 2, streams)
-        res["sample_2000_chars_seconds"][f"-N {streams}"] = {"alone": round(alone, 2), "two at once": [round(t, 2) for t in both],
-                                                             "slowdown": round(max(both) / alone, 2)}
+        res["sample_2000_chars_seconds"][f"-N {streams}"] = {
+            "alone": round(alone, 2),
+            "two at once": [round(t, 2) for t in both],
+            "slowdown": round(max(both) / alone, 2),
+        }
     return res
 
 
@@ -138,8 +219,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="training steps per run (32 x 64 tokens each)")
     ap.add_argument("--before", type=Path, help="another checkout whose charrnn runs the same cases")
-    ap.add_argument("--budgeted", metavar="DURATION",
-                    help="instead: a budgeted default run (the probe picks its shape), alone and beside a busy loop")
+    ap.add_argument(
+        "--budgeted",
+        metavar="DURATION",
+        help="instead: a budgeted default run (the probe picks its shape), alone and beside a busy loop",
+    )
     a = ap.parse_args()
     result = {"machine": describe()}
     with tempfile.TemporaryDirectory() as d:

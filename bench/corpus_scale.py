@@ -43,7 +43,7 @@ def make_corpus(path: Path, size: int, seed: int = 0) -> None:
     p = 1 / ranks**1.07
     p /= p.sum()
     blocks = []
-    for b in range(8):
+    for _ in range(8):
         idx = rng.choice(len(words), 700_000, p=p)
         ws = words[idx]
         ends = rng.random(len(ws))
@@ -120,9 +120,11 @@ def main() -> None:
             cold = measured([sys.executable, "-c", TOKENIZE, str(big), level, mv], env)
             info = json.loads(cold["out"])
             hit = json.loads(measured([sys.executable, "-c", TOKENIZE, str(big), level, mv], env)["out"])
-            print(f"[{level}] tokenize cold: {info['seconds']:.1f}s = {size / 1e6 / info['seconds']:.1f} MB/s, "
-                  f"peak RSS {cold['rss_mb']:.0f} MB, {info['tokens']:,} tokens, vocab {info['vocab']:,} ({info['dtype']}); "
-                  f"cache hit: {hit['seconds']:.2f}s")
+            print(
+                f"[{level}] tokenize cold: {info['seconds']:.1f}s = {size / 1e6 / info['seconds']:.1f} MB/s, "
+                f"peak RSS {cold['rss_mb']:.0f} MB, {info['tokens']:,} tokens, vocab {info['vocab']:,} ({info['dtype']}); "
+                f"cache hit: {hit['seconds']:.2f}s"
+            )
             if args.no_train:
                 continue
             flags = ["--level", level, "--quiet", "--json"] + (["--max-vocab", mv] if level == "word" else [])
@@ -132,16 +134,20 @@ def main() -> None:
                 out = work / f"run-{level}-{label.replace(' ', '-')}"
                 r = measured([*charrnn, "train", str(big), "--time-budget", budget, "--out", str(out), *flags], env)
                 if r["rc"] != 0:
-                    print(f"[{level}] train --time-budget {budget} ({label}): exit {r['rc']} in {r['wall']:.1f}s: {r['err'].strip()[-300:]}")
+                    print(
+                        f"[{level}] train --time-budget {budget} ({label}): exit {r['rc']} in {r['wall']:.1f}s: {r['err'].strip()[-300:]}"
+                    )
                     continue
                 s = json.loads(r["out"].strip().splitlines()[-1])
-                print(f"[{level}] train --time-budget {budget} ({label}): exit 0, wall {r['wall']:.1f}s "
-                      f"(the command's own clock: {s['seconds']:.1f}s), "
-                      f"first step after {s['setup_seconds']:.1f}s (tokenizing {s['tokenize_seconds']:.1f}s), "
-                      f"{s['steps']} steps, {s['tokens_per_second']:,.0f} tok/s, evaluation {s['eval_seconds']}s, "
-                      f"best val {s['best_val_loss']}, peak RSS {r['rss_mb']:.0f} MB; at its end the run had "
-                      f"{s['budget_left_seconds']}s of the budget left (save {s['save_seconds']}s, "
-                      f"samples {s['sample_seconds']}s)")
+                print(
+                    f"[{level}] train --time-budget {budget} ({label}): exit 0, wall {r['wall']:.1f}s "
+                    f"(the command's own clock: {s['seconds']:.1f}s), "
+                    f"first step after {s['setup_seconds']:.1f}s (tokenizing {s['tokenize_seconds']:.1f}s), "
+                    f"{s['steps']} steps, {s['tokens_per_second']:,.0f} tok/s, evaluation {s['eval_seconds']}s, "
+                    f"best val {s['best_val_loss']}, peak RSS {r['rss_mb']:.0f} MB; at its end the run had "
+                    f"{s['budget_left_seconds']}s of the budget left (save {s['save_seconds']}s, "
+                    f"samples {s['sample_seconds']}s)"
+                )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

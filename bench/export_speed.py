@@ -33,9 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import numpy as np
 import torch
+
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe  # noqa: E402
@@ -126,7 +127,8 @@ def chromium(folder: Path, n: int) -> dict:
         page = browser.new_page()
         page.goto((folder / "index.html").as_uri())
         page.wait_for_function("document.getElementById('status').dataset.state === 'done'", timeout=120_000)
-        rates = page.evaluate("""async (n) => {
+        rates = page.evaluate(
+            """async (n) => {
             const m = await charrnn.load();            // in a Web Worker, as the page runs it
             await m.sample({ length: 200, seed: "99" });
             const rates = [];
@@ -137,11 +139,17 @@ def chromium(folder: Path, n: int) -> dict:
             }
             m.close();
             return rates.sort((a, b) => a - b);
-        }""", n)
+        }""",
+            n,
+        )
         version = browser.version
         browser.close()
-    return {"version": version, "chars_per_s": round(rates[1]), "first_char_ms": round(statistics.median(firsts), 1),
-            "first_char_ms_all": [round(f, 1) for f in firsts]}
+    return {
+        "version": version,
+        "chars_per_s": round(rates[1]),
+        "first_char_ms": round(statistics.median(firsts), 1),
+        "first_char_ms_all": [round(f, 1) for f in firsts],
+    }
 
 
 def validation_ids(path: Path, n: int) -> torch.Tensor:
@@ -149,7 +157,7 @@ def validation_ids(path: Path, n: int) -> torch.Tensor:
     data = ckpt["config"]["data"]
     text = Path(data["corpus"]).read_text(encoding="utf-8")
     _, tok, _ = load_model(path)
-    val = text[int(len(text) * (1 - data["val_fraction"])):]
+    val = text[int(len(text) * (1 - data["val_fraction"])) :]
     return torch.tensor(tok.encode(val[: 2 * n], unknown="skip")[:n])
 
 
@@ -175,7 +183,7 @@ def onnx_diff(path: Path, ids: torch.Tensor, tmp: Path) -> float:
     want = model(ids[None, :200])[0][0].numpy()
     state, worst = {k: np.zeros((L, 1, H), np.float32) for k in names}, 0.0
     for t in range(200):
-        out = sess.run(None, {"tokens": ids[None, t:t + 1].numpy(), **state})
+        out = sess.run(None, {"tokens": ids[None, t : t + 1].numpy(), **state})
         state = dict(zip(names, out[1:]))
         worst = max(worst, float(np.abs(out[0][0] - want[t]).max()))
     return worst

@@ -35,12 +35,44 @@ from pathlib import Path
 
 EXPECTED = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}
 STEPS, EVAL_EVERY = 60, 10
-FLAGS = ["--hidden", "32", "--layers", "1", "--embed", "16", "--seq-len", "16", "--batch-size", "4",
-         "--device", "cpu", "--precision", "fp32", "--lr", "0.01", "--warmup-steps", "5",
-         "--max-steps", str(STEPS), "--eval-every", str(EVAL_EVERY), "-q"]
+FLAGS = [
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--embed",
+    "16",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--lr",
+    "0.01",
+    "--warmup-steps",
+    "5",
+    "--max-steps",
+    str(STEPS),
+    "--eval-every",
+    str(EVAL_EVERY),
+    "-q",
+]
 # The moments of the 10 default trials; later trials draw from the same kinds at random.
-MOMENTS = ["step:3", "step:17", "step:44", "write:1", "write:4", "fsync:2", "fsync:7", "renamed:3",
-           "outside", "outside"]
+MOMENTS = [
+    "step:3",
+    "step:17",
+    "step:44",
+    "write:1",
+    "write:4",
+    "fsync:2",
+    "fsync:7",
+    "renamed:3",
+    "outside",
+    "outside",
+]
 
 
 def _child() -> None:
@@ -55,6 +87,7 @@ def _child() -> None:
     counts = {"step": 0, "save": 0}
 
     if kind == "step":
+
         def hook(opt, args, kwargs):
             counts["step"] += 1
             if counts["step"] == n:
@@ -195,15 +228,20 @@ def main() -> None:
         stray = sorted(p.name for p in out.iterdir() if p.name not in EXPECTED) if out.exists() else []
         stray_files += [f"trial{i}/{s} ({(out / s).stat().st_size} B)" for s in stray]
         label = f"{moment}{f' after {delay:.1f}s' if delay else ''}"
-        print(f"trial {i:2d}  kill at {label:<22} {'killed' if killed else f'exit {code}':<8} "
-              f"intact: {'yes' if ok else 'NO'} ({what})  resumed: {'yes' if resumed else 'NO'}  "
-              f"{why}  metrics once: {'yes' if once else 'NO'}  temporaries after the kill: {len(left_by_kill)}  "
-              f"stray after the resume: {', '.join(stray) or 'none'}", flush=True)
+        print(
+            f"trial {i:2d}  kill at {label:<22} {'killed' if killed else f'exit {code}':<8} "
+            f"intact: {'yes' if ok else 'NO'} ({what})  resumed: {'yes' if resumed else 'NO'}  "
+            f"{why}  metrics once: {'yes' if once else 'NO'}  temporaries after the kill: {len(left_by_kill)}  "
+            f"stray after the resume: {', '.join(stray) or 'none'}",
+            flush=True,
+        )
     n = args.trials
-    print(f"\n{tally['intact']}/{n} intact, {tally['resumed']}/{n} resumed, {tally['identical']}/{n} bit-identical, "
-          f"{tally['metrics once']}/{n} metrics.jsonl with each step once; {tally['tmp after kill']}/{n} kills left a "
-          f"temporary file, which the resumed run removed; stray files left after the resume: {len(stray_files)}"
-          + (f" ({'; '.join(stray_files)})" if stray_files else ""))
+    print(
+        f"\n{tally['intact']}/{n} intact, {tally['resumed']}/{n} resumed, {tally['identical']}/{n} bit-identical, "
+        f"{tally['metrics once']}/{n} metrics.jsonl with each step once; {tally['tmp after kill']}/{n} kills left a "
+        f"temporary file, which the resumed run removed; stray files left after the resume: {len(stray_files)}"
+        + (f" ({'; '.join(stray_files)})" if stray_files else "")
+    )
     print(f"(reference run {ref_run:.1f}s; {time.monotonic() - t0:.0f}s in all; work folder {work})")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -36,19 +36,54 @@ def run(layers: int, hidden: int, steps: int, tmp: Path) -> dict:
     from charrnn.training.plan.autosize import lr_for, non_embedding_params
 
     lr = lr_for(hidden)
-    cmd = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--max-steps", str(steps), "--layers", str(layers),
-           "--hidden", str(hidden), "--lr", str(lr), "--dropout", "0", "--batch-size", "32", "--seq-len", "64",
-           "--eval-every", "1000000", "--out", str(tmp / "run"), "--overwrite", "--json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(CORPUS),
+        "--max-steps",
+        str(steps),
+        "--layers",
+        str(layers),
+        "--hidden",
+        str(hidden),
+        "--lr",
+        str(lr),
+        "--dropout",
+        "0",
+        "--batch-size",
+        "32",
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "1000000",
+        "--out",
+        str(tmp / "run"),
+        "--overwrite",
+        "--json",
+        "--quiet",
+    ]
     t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr)
     s = json.loads(out.stdout.strip().splitlines()[-1])
     train_chars = len(split(CORPUS.read_text(encoding="utf-8"), 0.1)[0])  # characters are the tokens
-    return {"layers": layers, "hidden": hidden, "params": non_embedding_params(layers, hidden, 65, 64),
-            "tokens": s["tokens"], "unique_tokens": train_chars, "val_loss": round(s["final_val_loss"], 4), "lr": lr,
-            "steps": steps, "tokens_per_second": s["tokens_per_second"], "wall_seconds": round(time.monotonic() - t0, 1),
-            "source": "bench/loss_sweep.py", "cpu": describe()["cpu"]}
+    return {
+        "layers": layers,
+        "hidden": hidden,
+        "params": non_embedding_params(layers, hidden, 65, 64),
+        "tokens": s["tokens"],
+        "unique_tokens": train_chars,
+        "val_loss": round(s["final_val_loss"], 4),
+        "lr": lr,
+        "steps": steps,
+        "tokens_per_second": s["tokens_per_second"],
+        "wall_seconds": round(time.monotonic() - t0, 1),
+        "source": "bench/loss_sweep.py",
+        "cpu": describe()["cpu"],
+    }
 
 
 def main() -> None:
@@ -69,8 +104,9 @@ def main() -> None:
 
         rows = [json.loads(l) for l in ROWS.read_text().splitlines() if l.strip()]
         one = [r for r in rows if r["layers"] == 1]  # see WIDTHS in autosize.py for two layers
-        model, rms = fit_loss_model([(r["params"], effective_tokens(r["tokens"], r["unique_tokens"]), r["val_loss"])
-                                     for r in one])
+        model, rms = fit_loss_model(
+            [(r["params"], effective_tokens(r["tokens"], r["unique_tokens"]), r["val_loss"]) for r in one]
+        )
         print(json.dumps({"rows": len(one), "model": model, "rms_error": round(rms, 4)}))
 
 

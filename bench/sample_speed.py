@@ -21,17 +21,17 @@ import sys
 import tempfile
 import time
 
-import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
+
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe, sampling_plan  # noqa: E402
 
-from charrnn.sampling.native import build as native
-from charrnn.model.lm import RNNLM, ModelShape
-from charrnn.sampling.engine import step_dtype
 from charrnn.config import SampleConfig
-from charrnn.sampling.engine import generate
+from charrnn.model.lm import RNNLM, ModelShape
+from charrnn.sampling.engine import generate, step_dtype
+from charrnn.sampling.native import build as native
 from charrnn.sampling.torch_step import Stepper
 
 V = 65
@@ -90,7 +90,10 @@ def weight_bytes(model: RNNLM) -> int:
     dtype = step_dtype("auto", model)
     s = Stepper(model, 1, dtype)
     lins = s.rec + [x for x in s.inp if x is not None] + [s.head]
-    return sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None) + s.table[0].numel() * 4
+    return (
+        sum(t.numel() * t.element_size() for lin in lins for t in (lin.w, lin.b) if t is not None)
+        + s.table[0].numel() * 4
+    )
 
 
 def bandwidth(nbytes: int, repeats: int) -> float:
@@ -118,16 +121,35 @@ def startup(tmp: str) -> dict[str, float]:
     with open(text_file, "w") as f:
         f.write("".join(chr(32 + (i * 7) % V) for i in range(20000)))
     run = os.path.join(tmp, "run")
-    subprocess.run([sys.executable, "-m", "charrnn", "train", text_file, "--max-steps", "1", "--layers", "2",
-                    "--hidden", "512", "--out", run, "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            text_file,
+            "--max-steps",
+            "1",
+            "--layers",
+            "2",
+            "--hidden",
+            "512",
+            "--out",
+            run,
+            "--quiet",
+        ],
+        check=True,
+    )
     firsts: dict[str, list[float]] = {"unpacked": [], "cached": []}
     for i in range(10):
         kind = "unpacked" if i % 2 == 0 else "cached"
         if kind == "unpacked":  # a new checkpoint file as far as the cache can tell
             os.utime(os.path.join(run, "best.pt"), ns=(time.time_ns(), time.time_ns()))
         t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "-c", run, "--length", "200", "--seed", "1"],
-                             stdout=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "sample", "-c", run, "--length", "200", "--seed", "1"],
+            stdout=subprocess.PIPE,
+        )
         p.stdout.read(1)
         firsts[kind].append(time.perf_counter() - t0)
         p.communicate()
@@ -164,7 +186,9 @@ def main() -> None:
         if (layers, hidden) == (2, 512):
             results[name]["plan_32_streams"] = sampling_plan(m, 32)
             results[name]["batch32_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32), 1000, 3))
-            results[name]["batch32_torch_path_chars_per_s"] = round(32 * median_rate(charrnn_loop(m, 32, False), 500, 3))
+            results[name]["batch32_torch_path_chars_per_s"] = round(
+                32 * median_rate(charrnn_loop(m, 32, False), 500, 3)
+            )
     with tempfile.TemporaryDirectory() as tmp:
         results.update(startup(tmp))
     print(json.dumps(results, indent=2))

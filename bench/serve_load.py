@@ -38,8 +38,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshake
 def make_checkpoint(folder: str) -> str:
     """A 2x512 LSTM trained for a few steps: the speed of sampling does not depend on the weights."""
     text = CORPUS.read_text()[:300_000] if CORPUS.exists() else "".join(chr(32 + i % 90) for i in range(300_000))
-    r = charrnn.train(text=text, out=f"{folder}/lstm512", layers=2, hidden=512, max_steps=5, eval_every=5,
-                      device="cpu")
+    r = charrnn.train(text=text, out=f"{folder}/lstm512", layers=2, hidden=512, max_steps=5, eval_every=5, device="cpu")
     return r.checkpoint
 
 
@@ -54,8 +53,13 @@ def cpu_name() -> str:
 def start_server(checkpoint: str, source: str | None = None) -> tuple[subprocess.Popen, int]:
     """`charrnn serve` on a free port; ``source``: the charrnn source tree to run (default: this one)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", checkpoint, "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, env=env if source else None, cwd=source)  # -m looks in cwd first
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", "-c", checkpoint, "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env if source else None,
+        cwd=source,
+    )  # -m looks in cwd first
     for line in proc.stderr:
         if "serving at" in line:
             return proc, int(line.split("serving at ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
@@ -106,8 +110,12 @@ def reference(checkpoint: str, n: int, length: int, seed: int) -> float:
     Timed on the main thread (as the CLI runs) and on another thread (as the server runs): on
     this loaded 2-core machine the kernel's two OpenMP threads ran several times faster when
     called from a thread other than the main one. The faster of the two is the reference."""
-    out = subprocess.run([sys.executable, "-c", REFERENCE, checkpoint, str(n), str(length), str(seed)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", REFERENCE, checkpoint, str(n), str(length), str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return max(float(x) for x in out.stdout.split())
 
 
@@ -135,18 +143,26 @@ def load_round(port: int, want: dict[int, str], seed0: int) -> dict:
     wall = time.perf_counter() - t0
     served = sum(r["status"] == 200 and r["text"] == want[s] for s, r in results.items())
     totals, firsts = [r["total"] for r in results.values()], [r["first"] for r in results.values()]
-    return {"served": served, "p50": pct(totals, 50), "p99": pct(totals, 99), "first_p50": pct(firsts, 50),
-            "first_p99": pct(firsts, 99), "chars_per_s": sum(len(r["text"]) for r in results.values()) / wall}
+    return {
+        "served": served,
+        "p50": pct(totals, 50),
+        "p99": pct(totals, 99),
+        "first_p50": pct(firsts, 50),
+        "first_p99": pct(firsts, 99),
+        "chars_per_s": sum(len(r["text"]) for r in results.values()) / wall,
+    }
 
 
 def report(name: str, rounds: list[dict]) -> None:
     med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    print(f"{name}: {CLIENTS} clients x {LENGTH} chars, medians of {len(rounds)} rounds: served "
-          f"{min(r['served'] for r in rounds)}/{CLIENTS} in every round; p50/p99 latency {med['p50'] * 1e3:.0f}/"
-          f"{med['p99'] * 1e3:.0f} ms; first character p50/p99 {med['first_p50'] * 1e3:.1f}/{med['first_p99'] * 1e3:.1f} ms; "
-          f"{med['chars_per_s']:,.0f} chars/s against {med['batch']:,.0f} for `charrnn sample -N {CLIENTS}`: ratio "
-          f"{med['ratio']:.2f} (goal: >= 0.5; rounds {min(r['ratio'] for r in rounds):.2f}-"
-          f"{max(r['ratio'] for r in rounds):.2f}); one stream {med['single']:,.0f} chars/s")
+    print(
+        f"{name}: {CLIENTS} clients x {LENGTH} chars, medians of {len(rounds)} rounds: served "
+        f"{min(r['served'] for r in rounds)}/{CLIENTS} in every round; p50/p99 latency {med['p50'] * 1e3:.0f}/"
+        f"{med['p99'] * 1e3:.0f} ms; first character p50/p99 {med['first_p50'] * 1e3:.1f}/{med['first_p99'] * 1e3:.1f} ms; "
+        f"{med['chars_per_s']:,.0f} chars/s against {med['batch']:,.0f} for `charrnn sample -N {CLIENTS}`: ratio "
+        f"{med['ratio']:.2f} (goal: >= 0.5; rounds {min(r['ratio'] for r in rounds):.2f}-"
+        f"{max(r['ratio'] for r in rounds):.2f}); one stream {med['single']:,.0f} chars/s"
+    )
 
 
 def main() -> None:
@@ -158,7 +174,9 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     checkpoint = args.checkpoint or make_checkpoint(tmp.name)
     model = charrnn.load(checkpoint)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; model: {model.info['layers']}x{model.info['hidden']} {model.info['cell']}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; model: {model.info['layers']}x{model.info['hidden']} {model.info['cell']}"
+    )
 
     servers = {"this": start_server(checkpoint)}
     if args.before:
@@ -179,18 +197,22 @@ def main() -> None:
                 r = load_round(servers[name][1], want, seeds[0])
                 r["ratio"], r["batch"], r["single"] = r["chars_per_s"] / batch, batch, single
                 rounds[name].append(r)
-                print(f"round {i + 1}, {name}: {r['served']}/{CLIENTS} served with the API's text; latency p50 "
-                      f"{r['p50'] * 1e3:.0f} ms, p99 {r['p99'] * 1e3:.0f} ms; first character p50 {r['first_p50'] * 1e3:.1f} ms, "
-                      f"p99 {r['first_p99'] * 1e3:.1f} ms; {r['chars_per_s']:,.0f} chars/s; "
-                      f"sample -N {CLIENTS}: {batch:,.0f} chars/s (ratio {r['ratio']:.2f}); one stream: {single:,.0f}",
-                      flush=True)
+                print(
+                    f"round {i + 1}, {name}: {r['served']}/{CLIENTS} served with the API's text; latency p50 "
+                    f"{r['p50'] * 1e3:.0f} ms, p99 {r['p99'] * 1e3:.0f} ms; first character p50 {r['first_p50'] * 1e3:.1f} ms, "
+                    f"p99 {r['first_p99'] * 1e3:.1f} ms; {r['chars_per_s']:,.0f} chars/s; "
+                    f"sample -N {CLIENTS}: {batch:,.0f} chars/s (ratio {r['ratio']:.2f}); one stream: {single:,.0f}",
+                    flush=True,
+                )
         for name in servers:
             report(name, rounds[name])
         for name, (_, port) in servers.items():
             idle = [stream(port, 5000 + i)["first"] for i in range(30)]
-            print(f"{name}: first streamed character, one request on a warm idle server: median "
-                  f"{statistics.median(idle) * 1e3:.1f} ms, p90 {pct(idle, 90) * 1e3:.1f} ms, max {max(idle) * 1e3:.1f} ms "
-                  f"(goal: <= 50 ms)")
+            print(
+                f"{name}: first streamed character, one request on a warm idle server: median "
+                f"{statistics.median(idle) * 1e3:.1f} ms, p90 {pct(idle, 90) * 1e3:.1f} ms, max {max(idle) * 1e3:.1f} ms "
+                f"(goal: <= 50 ms)"
+            )
     finally:
         for proc, _ in servers.values():
             proc.terminate()

@@ -31,8 +31,20 @@ CASES: list[tuple[str, str, str, bytes, dict]] = [
     ("Infinity", "POST", "/v1/sample", b'{"temperature": Infinity}', J),
     ("a lone surrogate as a field name", "POST", "/v1/sample", b'{"\\ud800": 1}', J),
     ("a lone surrogate in a prompt", "POST", "/v1/sample", b'{"prompt": "To be\\ud800"}', J),
-    ("a lone surrogate in a text to score, per line", "POST", "/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true}', J),
-    ("the same, unknown skip", "POST", "/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true, "unknown": "skip"}', J),
+    (
+        "a lone surrogate in a text to score, per line",
+        "POST",
+        "/v1/score",
+        b'{"text": "To be\\ud800\\nor not", "per_line": true}',
+        J,
+    ),
+    (
+        "the same, unknown skip",
+        "POST",
+        "/v1/score",
+        b'{"text": "To be\\ud800\\nor not", "per_line": true, "unknown": "skip"}',
+        J,
+    ),
     ("a lone surrogate in a stop string", "POST", "/v1/sample", b'{"stop": "\\udfff"}', J),
     ("a lone surrogate in a model name", "POST", "/v1/next", b'{"model": "\\ud800"}', J),
     ("an unknown field", "POST", "/v1/sample", b'{"promt": "x"}', J),
@@ -60,8 +72,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-c", "--checkpoint", required=True)
     args = ap.parse_args()
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", args.checkpoint, "--port", "0"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", "-c", args.checkpoint, "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     bad = 0
     try:
         line = ""

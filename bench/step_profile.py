@@ -20,17 +20,18 @@ import sys
 import time
 from pathlib import Path
 
-import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 from train_budget import matmul_peak  # noqa: E402
 
+from charrnn.model.lm import RNNLM, ModelShape, detach  # noqa: E402
 from charrnn.runtime.allocator import keep_freed_memory  # noqa: E402
 from charrnn.runtime.device import Env  # noqa: E402
-from charrnn.model.lm import RNNLM, ModelShape, detach  # noqa: E402
 
 VOCAB = 65
 

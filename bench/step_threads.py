@@ -72,9 +72,16 @@ def main() -> None:
 def _run(a, result) -> None:
     for _ in range(a.repeats):
         for name, (extra, threads) in SETTINGS.items():
-            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")} | extra
-            out = subprocess.run([sys.executable, "-c", CHILD, threads, str(a.steps)], capture_output=True, text=True,
-                                 env=env, check=True)
+            env = {
+                k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+            } | extra
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, threads, str(a.steps)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             result["median_step_ms"][name].append(round(1000 * float(out.stdout.strip()), 1))
 
 

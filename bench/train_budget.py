@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import torch
+
+import charrnn  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
@@ -50,7 +51,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     return best
 
 
-def charrnn(args: list[str]) -> dict:
+def cli(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"charrnn {' '.join(args)} failed:\n{out.stderr}")
@@ -63,14 +64,20 @@ def run_charrnn(text: str, budget: str, tmp: Path, extra: list[str]) -> dict:
     val.write_text(text[n_train:], encoding="utf-8")
     run = tmp / "run"
     t0 = time.monotonic()
-    summary = charrnn(["train", str(CORPUS), "--time-budget", budget, "--out", str(run), "--json", "--quiet", *extra])
+    summary = cli(["train", str(CORPUS), "--time-budget", budget, "--out", str(run), "--json", "--quiet", *extra])
     wall = time.monotonic() - t0
-    score = charrnn(["score", str(val), "-c", str(run), "--json"])
-    score32 = charrnn(["score", str(val), "-c", str(run), "--json", "--precision", "fp32"])
-    info = charrnn(["info", str(run), "--json"])
+    score = cli(["score", str(val), "-c", str(run), "--json"])
+    score32 = cli(["score", str(val), "-c", str(run), "--json", "--precision", "fp32"])
+    info = cli(["info", str(run), "--json"])
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"summary": summary, "wall_seconds": round(wall, 1), "score": score, "score_fp32": score32, "info": info,
-            "history": history}
+    return {
+        "summary": summary,
+        "wall_seconds": round(wall, 1),
+        "score": score,
+        "score_fp32": score32,
+        "info": info,
+        "history": history,
+    }
 
 
 def run_nanogpt(path: Path, text: str, tmp: Path) -> dict:
@@ -88,10 +95,25 @@ def run_nanogpt(path: Path, text: str, tmp: Path) -> dict:
         pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
     out_dir = tmp / "nanogpt_out"
     (tmp / "configurator.py").symlink_to(path / "configurator.py")  # train.py reads it from the cwd
-    cmd = [sys.executable, str(path / "train.py"), str(path / "config" / "train_shakespeare_char.py"),
-           "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
-           "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
-           "--lr_decay_iters=2000", "--dropout=0.0", "--dataset=tinyshakespeare_char", f"--out_dir={out_dir}"]
+    cmd = [
+        sys.executable,
+        str(path / "train.py"),
+        str(path / "config" / "train_shakespeare_char.py"),
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=20",
+        "--log_interval=1",
+        "--block_size=64",
+        "--batch_size=12",
+        "--n_layer=4",
+        "--n_head=4",
+        "--n_embd=128",
+        "--max_iters=2000",
+        "--lr_decay_iters=2000",
+        "--dropout=0.0",
+        "--dataset=tinyshakespeare_char",
+        f"--out_dir={out_dir}",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -133,8 +155,12 @@ def main() -> None:
     ap.add_argument("extra", nargs="*", help="extra flags for charrnn train (after --)")
     a = ap.parse_args()
     text = CORPUS.read_text(encoding="utf-8")
-    result = {"machine": describe(), "budget": a.budget, "bf16_peak_GFLOPs": round(matmul_peak(torch.bfloat16) / 1e9),
-              "fp32_peak_GFLOPs": round(matmul_peak(torch.float32) / 1e9)}
+    result = {
+        "machine": describe(),
+        "budget": a.budget,
+        "bf16_peak_GFLOPs": round(matmul_peak(torch.bfloat16) / 1e9),
+        "fp32_peak_GFLOPs": round(matmul_peak(torch.float32) / 1e9),
+    }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if a.nanogpt:
@@ -150,7 +176,8 @@ def main() -> None:
             "val_loss_fp32_eval": r["score_fp32"]["loss"],
             "wall_seconds": r["wall_seconds"],
             "model": f"{info['layers']}x{info['hidden']} {info['cell']}, {info['non_embedding_parameters']:,} non-embedding params",
-            "config": {k: info["config"][k] for k in ("data", "model")} | {k: info["config"]["train"].get(k) for k in ("lr", "weight_decay")},
+            "config": {k: info["config"][k] for k in ("data", "model")}
+            | {k: info["config"]["train"].get(k) for k in ("lr", "weight_decay")},
             "plan": s.get("plan") or "no probe (a budget under 20 s, a GRU or RNN, or torchrun)",
             "steps": s["steps"],
             "tokens_per_second": s["tokens_per_second"],

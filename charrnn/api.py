@@ -20,15 +20,16 @@ import os
 import secrets
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from charrnn.config import SampleConfig
-from charrnn.errors import CharrnnError, UsageError
-from charrnn.sampling.engine import Engine
 from charrnn.data.records import encode_record, prompt_ids
+from charrnn.errors import CharrnnError, UsageError
 from charrnn.sampling.curate import Draw, Sample
+from charrnn.sampling.engine import Engine
 
 if TYPE_CHECKING:
     from charrnn.evaluate import LineScore, Score
@@ -59,9 +60,11 @@ class CharRNN:
     def _repr_html_(self) -> str:
         from charrnn.notebook import card_html
 
-        return card_html("CharRNN", [*self._facts().items(), ("checkpoint", str(self.path))],
-                         "model.sample(prompt, length, temperature) writes; model.score(text) scores; "
-                         "model.info has the rest")
+        return card_html(
+            "CharRNN",
+            [*self._facts().items(), ("checkpoint", str(self.path))],
+            "model.sample(prompt, length, temperature) writes; model.score(text) scores; model.info has the rest",
+        )
 
     def _facts(self) -> dict[str, str]:
         """What the model shows itself as, read once from its checkpoint."""
@@ -89,8 +92,9 @@ class CharRNN:
                 if best is not None and math.isfinite(best):
                     scored = [r for r in ckpt.get("history") or [] if isinstance(r.get("val_loss"), (int, float))]
                     bits = min(scored, key=lambda r: r["val_loss"]).get("val_bits_per_char") if scored else None
-                    facts["best val loss"] = (f"{best:.4f} nats/token"
-                                              + (f" ({bits:.3f} bits/char)" if isinstance(bits, (int, float)) else ""))
+                    facts["best val loss"] = f"{best:.4f} nats/token" + (
+                        f" ({bits:.3f} bits/char)" if isinstance(bits, (int, float)) else ""
+                    )
             self._card = facts
         return self._card
 
@@ -124,9 +128,18 @@ class CharRNN:
         return sorted(self.tokenizer.labels)
 
     def generate(
-        self, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int | None = None,
-        top_p: float | None = None, seed: int | None = None, stop: str | None = None, n: int = 1,
-        unknown: str = "error", label: str | None = None, shared: bool = False,
+        self,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: str | None = None,
+        n: int = 1,
+        unknown: str = "error",
+        label: str | None = None,
+        shared: bool = False,
     ) -> Iterator[list[str]]:
         """``n`` samples side by side: yields a list of ``n`` strings per chunk, the text each
         sample gained (empty where it gained none), until every sample has ``length`` tokens or
@@ -143,9 +156,17 @@ class CharRNN:
         return self.engine.texts(prompt_ids(self.tokenizer, prompt, unknown, label), cfg, stop, shared)
 
     def draw(
-        self, n: int, prompt: str = "", length: int = 500, temperatures: Iterable[float] = (0.8,),
-        novel: bool = False, unique: bool = False, scores: bool = False, max_attempts: int | None = None,
-        seed: int | None = None, **options: Any,
+        self,
+        n: int,
+        prompt: str = "",
+        length: int = 500,
+        temperatures: Iterable[float] = (0.8,),
+        novel: bool = False,
+        unique: bool = False,
+        scores: bool = False,
+        max_attempts: int | None = None,
+        seed: int | None = None,
+        **options: Any,
     ) -> Draw:
         """``n`` samples at each temperature, curated (``sampling.curate.draw``): ``novel`` drops
         samples that copy the training data (whole records, or 24-character windows of free
@@ -158,9 +179,17 @@ class CharRNN:
         from charrnn.sampling.curate import draw
 
         index = self._novelty_index() if novel else None
-        d = draw(lambda k, temp, round_seed: self._texts(k, prompt, length, temp, seed=round_seed, **options),
-                 n, prompt, list(temperatures), resolve_seed(seed), records=self.is_records, index=index, unique=unique,
-                 max_attempts=max_attempts)
+        d = draw(
+            lambda k, temp, round_seed: self._texts(k, prompt, length, temp, seed=round_seed, **options),
+            n,
+            prompt,
+            list(temperatures),
+            resolve_seed(seed),
+            records=self.is_records,
+            index=index,
+            unique=unique,
+            max_attempts=max_attempts,
+        )
         if scores:
             self._score_samples(prompt, d.samples, options.get("label"), options.get("unknown", "error"))
         return d
@@ -170,7 +199,9 @@ class CharRNN:
 
         info = self.info
         data = (info.get("config") or {}).get("data") or {}
-        return load_or_build(self.path.parent, data.get("corpus"), info.get("corpus_sha"), data.get("records"), data.get("label_field"))
+        return load_or_build(
+            self.path.parent, data.get("corpus"), info.get("corpus_sha"), data.get("records"), data.get("label_field")
+        )
 
     def _score_samples(self, prompt: str, samples: list[Sample], label: str | None, unknown: str) -> None:
         from charrnn.evaluate import score_sequences
@@ -203,8 +234,15 @@ class CharRNN:
         return "".join(self.stream(prompt, length, temperature, **options))
 
     def samples(
-        self, n: int, prompt: str = "", length: int = 500, temperature: float = 0.8, *, novel: bool = False,
-        unique: bool = False, **options: Any,
+        self,
+        n: int,
+        prompt: str = "",
+        length: int = 500,
+        temperature: float = 0.8,
+        *,
+        novel: bool = False,
+        unique: bool = False,
+        **options: Any,
     ) -> list[str]:
         """``n`` samples drawn side by side (the prompt not included); sample i of a seed is the
         same text whatever ``n`` on one engine (see the README for when engines differ).
@@ -223,7 +261,12 @@ class CharRNN:
         return texts
 
     def next_token_probs(
-        self, prompt: str = "", k: int = 5, temperature: float = 1.0, unknown: str = "error", label: str | None = None,
+        self,
+        prompt: str = "",
+        k: int = 5,
+        temperature: float = 1.0,
+        unknown: str = "error",
+        label: str | None = None,
     ) -> list[tuple[str, float]]:
         """The ``k`` most likely tokens to follow ``prompt`` (the top of the vocabulary when it has
         fewer), each with its probability under softmax(logits / ``temperature``), most likely
@@ -262,8 +305,8 @@ class CharRNN:
         are left to score, UnknownTokenError for unseen ones with 'error'."""
         import torch
 
-        from charrnn.evaluate import evaluate, score_records
         from charrnn.data.tokenizer import describe_left_out, scoring_mode
+        from charrnn.evaluate import evaluate, score_records
 
         model, tok = self._model(), self.tokenizer
         mode = scoring_mode(tok, unknown)
@@ -284,7 +327,9 @@ class CharRNN:
         ids, left_out = tok.encode_counted(text, mode)
         if len(ids) < 2:
             gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
-            raise CharrnnError(f"the text has {len(ids)} token(s){gone}: nothing to score (the first token has no context)")
+            raise CharrnnError(
+                f"the text has {len(ids)} token(s){gone}: nothing to score (the first token has no context)"
+            )
         score = evaluate(model, torch.tensor(ids, dtype=torch.long), tok.char_lengths(), autocast=self._autocast())
         score.left_out = left_out
         return score
@@ -296,8 +341,8 @@ class CharRNN:
         scores it as ``score`` does. Raises UsageError for missing or non-UTF-8 files,
         CharrnnError when fewer than two tokens are left, UnknownTokenError for unseen ones."""
         from charrnn.data import corpus
-        from charrnn.evaluate import evaluate
         from charrnn.data.tokenizer import describe_left_out, scoring_mode
+        from charrnn.evaluate import evaluate
 
         paths = [str(p) for p in inputs] if isinstance(inputs, list) else [str(inputs)]
         if self.is_records:
@@ -308,7 +353,9 @@ class CharRNN:
         left_out = Counter(data.unknown) if mode == "skip" else Counter()
         if len(data.ids) < 2:
             gone = f" after leaving out {describe_left_out(left_out)} the model never saw" if left_out else ""
-            raise CharrnnError(f"the text has {len(data.ids)} token(s){gone}: nothing to score (the first token has no context)")
+            raise CharrnnError(
+                f"the text has {len(data.ids)} token(s){gone}: nothing to score (the first token has no context)"
+            )
         score = evaluate(self._model(), data.ids, tok.char_lengths(), autocast=self._autocast())
         score.left_out = left_out
         return score
@@ -350,7 +397,9 @@ def resolve_seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbelow(2**31)
 
 
-def load(path: str | Path | None = None, device: str = "cpu", precision: str = "auto", step: int | None = None) -> CharRNN:
+def load(
+    path: str | Path | None = None, device: str = "cpu", precision: str = "auto", step: int | None = None
+) -> CharRNN:
     """A ``CharRNN`` from a checkpoint: a .pt file, a run folder (its best.pt, else last.pt), or
     None for the newest best.pt under ./checkpoints; ``step``: the run folder's checkpoint of the
     evaluation at that step (kept with ``keep``). ``device``: cpu, cuda, mps or auto.
@@ -405,35 +454,71 @@ class TrainResult:
 
     def __repr__(self) -> str:
         ended = "interrupted, " if self.interrupted else "stopped early, " if self.extra.get("stopped_early") else ""
-        return (f"TrainResult({ended}{self.steps:,} steps in {self.seconds:.1f}s, {self.tokens_per_second:,.0f} tokens/s; "
-                f"{self._losses()}; {self.checkpoint})")
+        return (
+            f"TrainResult({ended}{self.steps:,} steps in {self.seconds:.1f}s, {self.tokens_per_second:,.0f} tokens/s; "
+            f"{self._losses()}; {self.checkpoint})"
+        )
 
     def _repr_html_(self) -> str:
         from charrnn.notebook import card_html
 
-        return card_html("TrainResult", self._facts(), "result.load() samples from it; result.plot() draws its loss curves")
+        return card_html(
+            "TrainResult", self._facts(), "result.load() samples from it; result.plot() draws its loss curves"
+        )
 
     def _losses(self) -> str:
-        named = [(k, v) for k, v in (("best val loss", self.best_val_loss), ("final", self.final_val_loss),
-                                     ("train", self.train_loss)) if v is not None]
+        named = [
+            (k, v)
+            for k, v in (
+                ("best val loss", self.best_val_loss),
+                ("final", self.final_val_loss),
+                ("train", self.train_loss),
+            )
+            if v is not None
+        ]
         return ", ".join(f"{k} {v:.4f}" for k, v in named) + " nats/token" if named else "no loss measured"
 
     def _facts(self) -> list[tuple[str, str]]:
         """The run at a glance (label, text), from these figures and the run folder's files."""
         x = self.extra
-        rows = [("ended", "interrupted: resume=True continues it" if self.interrupted
-                 else "stopped early (patience)" if x.get("stopped_early") else "finished")]
+        rows = [
+            (
+                "ended",
+                "interrupted: resume=True continues it"
+                if self.interrupted
+                else "stopped early (patience)"
+                if x.get("stopped_early")
+                else "finished",
+            )
+        ]
         model = self._model_shape()
-        rows.append(("model", f"{model}, {self.parameters:,} parameters" if model else f"{self.parameters:,} parameters"))
+        rows.append(
+            ("model", f"{model}, {self.parameters:,} parameters" if model else f"{self.parameters:,} parameters")
+        )
         plan = x.get("plan")
         if plan:
-            rows.append(("plan", (f"measured: {plan['layers']}x{plan['hidden']} {plan['precision']}, lr {plan['lr']:g}, "
-                                  f"{plan['tokens_per_second']:,} tokens/s, predicted val loss {plan['predicted_loss']:.3f}")))
+            rows.append(
+                (
+                    "plan",
+                    (
+                        f"measured: {plan['layers']}x{plan['hidden']} {plan['precision']}, lr {plan['lr']:g}, "
+                        f"{plan['tokens_per_second']:,} tokens/s, predicted val loss {plan['predicted_loss']:.3f}"
+                    ),
+                )
+            )
         first = x.get("resumed_from_step") or 0
-        rows.append(("steps", (f"{first:,} to {self.steps:,}" if first else f"{self.steps:,}") + f", {self.tokens:,} tokens"))
+        rows.append(
+            ("steps", (f"{first:,} to {self.steps:,}" if first else f"{self.steps:,}") + f", {self.tokens:,} tokens")
+        )
         setup = x.get("setup_seconds")
-        rows.append(("time", f"{self.seconds:.1f}s" + (f" ({setup:.1f}s setting up, {self.train_seconds:.1f}s training)"
-                                                        if setup is not None else "") + f", {self.tokens_per_second:,.0f} tokens/s"))
+        rows.append(
+            (
+                "time",
+                f"{self.seconds:.1f}s"
+                + (f" ({setup:.1f}s setting up, {self.train_seconds:.1f}s training)" if setup is not None else "")
+                + f", {self.tokens_per_second:,.0f} tokens/s",
+            )
+        )
         loss = self._losses()
         bits = self._bits_per_nat()
         if bits and self.best_val_loss is not None:
@@ -515,11 +600,21 @@ def train(
 
         cfg.data.corpus = saved_corpus(cfg.train.out)
     shown = watching_reporter() if reporter is None and progress else None
-    summary = fit(cfg, text, "corpus", inputs=cfg.data.corpus, resume=resume, overwrite=overwrite,
-                  init_from=None if init_from is None else str(init_from), reporter=reporter or shown, started=started)
+    summary = fit(
+        cfg,
+        text,
+        "corpus",
+        inputs=cfg.data.corpus,
+        resume=resume,
+        overwrite=overwrite,
+        init_from=None if init_from is None else str(init_from),
+        reporter=reporter or shown,
+        started=started,
+    )
     known = {f.name for f in fields(TrainResult)}
-    result = TrainResult(**{k: v for k, v in summary.items() if k in known},
-                         extra={k: v for k, v in summary.items() if k not in known})
+    result = TrainResult(
+        **{k: v for k, v in summary.items() if k in known}, extra={k: v for k, v in summary.items() if k not in known}
+    )
     if hasattr(shown, "done"):  # the notebook display ends on the run's summary
         shown.done(result)
     return result

@@ -38,7 +38,6 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 from collections import Counter  # noqa: E402
 from enum import Enum  # noqa: E402
-from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
@@ -77,7 +76,11 @@ class _Group(TyperGroup):
             sys.exit(0)
         except OSError as e:  # stdout on a full device, or closed: one line, a runtime failure
             _silence_stdout()
-            fix = "free some space or write it somewhere else" if e.errno == errno.ENOSPC else "send it somewhere (> file)"
+            fix = (
+                "free some space or write it somewhere else"
+                if e.errno == errno.ENOSPC
+                else "send it somewhere (> file)"
+            )
             print(f"charrnn: error: cannot write the output: {e.strerror or e}; {fix}", file=sys.stderr, flush=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -106,7 +109,10 @@ def _utf8_streams() -> None:
     fails on the first write, as a full one does."""
     if sys.stdout is None:
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
-    for stream, kw in ((sys.stdout, {"encoding": "utf-8", "errors": "surrogateescape"}), (sys.stderr, {"errors": "backslashreplace"})):
+    for stream, kw in (
+        (sys.stdout, {"encoding": "utf-8", "errors": "surrogateescape"}),
+        (sys.stderr, {"errors": "backslashreplace"}),
+    ):
         try:
             stream.reconfigure(**kw)
         except (AttributeError, ValueError, OSError):  # not a text file, or already written to
@@ -132,7 +138,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     pass
 
@@ -163,7 +171,6 @@ def _read_arg(text: str) -> str:
     from charrnn.files import read_text
 
     return read_text("-", "the prompt")
-
 
 
 def _silence_stdout() -> None:
@@ -209,18 +216,32 @@ def _setting_options() -> list[inspect.Parameter]:
             # The choices are listed in the help and checked by config.py, whose message names them all.
             metavar = "|".join(meta["choices"]) if "choices" in meta else None
             names = meta.get("flags", (f"--{f.name.replace('_', '-')}",))
-            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                            default=typer.Option(None, *names, help=docs.get(f.name, ""), metavar=metavar,
-                                                                 show_default=shown or False)))
+            params.append(
+                inspect.Parameter(
+                    f.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=kind | None,
+                    default=typer.Option(
+                        None, *names, help=docs.get(f.name, ""), metavar=metavar, show_default=shown or False
+                    ),
+                )
+            )
     return params
 
 
 def train(
-    corpus: Optional[list[str]] = typer.Argument(None, help="UTF-8 text files and folders (read recursively, a newline between files), or - for stdin. Default: the Python standard library's own source."),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML file with any of the settings below (config.yaml of a run has them all); flags win."),
+    corpus: list[str] | None = typer.Argument(
+        None,
+        help="UTF-8 text files and folders (read recursively, a newline between files), or - for stdin. Default: the Python standard library's own source.",
+    ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="YAML file with any of the settings below (config.yaml of a run has them all); flags win.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", help="Fine-tune this checkpoint on the corpus."),
+    init_from: str | None = typer.Option(None, "--init-from", help="Fine-tune this checkpoint on the corpus."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout at the end."),
     **settings,
@@ -236,8 +257,14 @@ def train(
 
         reporter = RichReporter(quiet=quiet or not main_rank)
         result = run_training(
-            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None, config=config, resume=resume,
-            overwrite=overwrite, init_from=init_from, reporter=reporter, started=T0, **settings,
+            (corpus[0] if len(corpus) == 1 else corpus) if corpus else None,
+            config=config,
+            resume=resume,
+            overwrite=overwrite,
+            init_from=init_from,
+            reporter=reporter,
+            started=T0,
+            **settings,
         )
         summary = result.to_dict()
     except CharrnnError as e:
@@ -245,10 +272,14 @@ def train(
     except OSError as e:  # a run folder the disk refuses (metrics, config): checkpoints say so themselves
         where = f" {e.filename}" if e.filename else ""
         fix = "free some space" if e.errno == errno.ENOSPC else "give --out a folder you can write"
-        _fail(CharrnnError(f"cannot write{where}: {e.strerror or e}; {fix}, then run it again "
-                           "(--resume continues from last.pt where the run saved one)"))
+        _fail(
+            CharrnnError(
+                f"cannot write{where}: {e.strerror or e}; {fix}, then run it again "
+                "(--resume continues from last.pt where the run saved one)"
+            )
+        )
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if not main_rank:
         return
     if not quiet:
@@ -271,33 +302,73 @@ def _summary_line(summary: dict) -> str:
     first = summary.get("resumed_from_step") or 0
     steps = f"steps {first} to {summary['steps']}" if first else f"{summary['steps']} steps"
     ended = "interrupted; " if summary["interrupted"] else "stopped early; " if summary.get("stopped_early") else ""
-    return (f"{ended}{steps} in {summary['seconds']:.1f}s, {summary['tokens_per_second']:,.0f} tok/s; best val loss "
-            f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}")
+    return (
+        f"{ended}{steps} in {summary['seconds']:.1f}s, {summary['tokens_per_second']:,.0f} tok/s; best val loss "
+        f"{'n/a' if best is None else f'{best:.4f}'}; saved {summary['checkpoint']}"
+    )
 
 
 @app.command()
 def sample(
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
-    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep; `charrnn info RUN` lists them)."),
-    prompt: str = typer.Option("", "--prompt", "-p", help="Text to start from (a records model: the record's beginning); - reads it from stdin."),
-    length: int = typer.Option(500, "--length", "-n", help="Tokens to generate per sample (a records model: the most per record)."),
-    temp: str = typer.Option("0.8", "--temp", "-t", help="Temperature; 0 is greedy. Several, comma-separated (0.5,0.8,1.1): N samples at each, tagged in --json."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"
+    ),
+    step: int | None = typer.Option(
+        None,
+        "--step",
+        help="The run folder's checkpoint of this step (kept with train --keep; `charrnn info RUN` lists them).",
+    ),
+    prompt: str = typer.Option(
+        "",
+        "--prompt",
+        "-p",
+        help="Text to start from (a records model: the record's beginning); - reads it from stdin.",
+    ),
+    length: int = typer.Option(
+        500, "--length", "-n", help="Tokens to generate per sample (a records model: the most per record)."
+    ),
+    temp: str = typer.Option(
+        "0.8",
+        "--temp",
+        "-t",
+        help="Temperature; 0 is greedy. Several, comma-separated (0.5,0.8,1.1): N samples at each, tagged in --json.",
+    ),
     greedy: bool = typer.Option(False, "--greedy", help="Always the most likely token (same as --temp 0)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the K most likely tokens."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only within the nucleus of mass P."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Sample only among the K most likely tokens."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Sample only within the nucleus of mass P."),
     num_samples: int = typer.Option(1, "--num-samples", "-N", help="Samples, generated side by side."),
-    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same text."),
-    stop: Optional[str] = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
+    seed: int | None = typer.Option(None, "--seed", "-s", help="Same seed, same text."),
+    stop: str | None = typer.Option(None, "--stop", help="End a sample where this string appears (\\n allowed)."),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Write the prompt before the sample."),
-    separator: Optional[str] = typer.Option(None, "--separator", help="Written between samples (\\n allowed).  [default: a blank line, a line of 20 '=' where a sample holds blank lines; records: none, one per line]"),
-    novel: bool = typer.Option(False, "--novel", help="Drop samples that copy the training data (records: whole records; text: 24-character windows) and draw more."),
+    separator: str | None = typer.Option(
+        None,
+        "--separator",
+        help="Written between samples (\\n allowed).  [default: a blank line, a line of 20 '=' where a sample holds blank lines; records: none, one per line]",
+    ),
+    novel: bool = typer.Option(
+        False,
+        "--novel",
+        help="Drop samples that copy the training data (records: whole records; text: 24-character windows) and draw more.",
+    ),
     unique: bool = typer.Option(False, "--unique", help="Drop repeated samples and draw more."),
-    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", help="With --novel/--unique: draw at most this many per temperature.  [default: 10 N + 100]"),
-    label: Optional[str] = typer.Option(None, "--label", help="A labelled records model: generate records of this label."),
-    unknown: Unknown = typer.Option(Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per sample: text, seed, index, temperature, nats_per_char."),
+    max_attempts: int | None = typer.Option(
+        None,
+        "--max-attempts",
+        help="With --novel/--unique: draw at most this many per temperature.  [default: 10 N + 100]",
+    ),
+    label: str | None = typer.Option(None, "--label", help="A labelled records model: generate records of this label."),
+    unknown: Unknown = typer.Option(
+        Unknown.error, "--unknown", help="Prompt tokens the model never saw: error, skip, or unk (word models)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per sample: text, seed, index, temperature, nats_per_char."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
-    precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16, or auto (bf16 where one sample and many round alike: LSTMs on CPUs with AVX512-BF16; else fp32)."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="Step weights: fp32, bf16, or auto (bf16 where one sample and many round alike: LSTMs on CPUs with AVX512-BF16; else fp32).",
+    ),
 ) -> None:
     """Write new text in the style of the training corpus to stdout.
 
@@ -305,26 +376,36 @@ def sample(
     """
     try:
         from charrnn.api import load, resolve_seed
-
         from charrnn.sampling.curate import check_max_attempts
 
         temps = [0.0] if greedy else _temperatures(temp)
         check_max_attempts(max_attempts)
         model = load(checkpoint, device, precision, step=step)
-        options = dict(length=length, top_k=top_k, top_p=top_p, seed=resolve_seed(seed),
-                       stop=_unescape(stop), unknown=unknown.value, label=label)
+        options = dict(
+            length=length,
+            top_k=top_k,
+            top_p=top_p,
+            seed=resolve_seed(seed),
+            stop=_unescape(stop),
+            unknown=unknown.value,
+            label=label,
+        )
         text = _read_arg(prompt)
         sep = _unescape(separator)
         if novel or unique or as_json or len(temps) > 1 or model.is_records:
-            _write_drawn(model, sys.stdout, text, num_samples, temps, echo, sep, as_json, novel, unique, max_attempts, options)
+            _write_drawn(
+                model, sys.stdout, text, num_samples, temps, echo, sep, as_json, novel, unique, max_attempts, options
+            )
         else:
-            _write_samples(model, sys.stdout, prompt=text, echo=echo, separator=sep, temperature=temps[0], n=num_samples, **options)
+            _write_samples(
+                model, sys.stdout, prompt=text, echo=echo, separator=sep, temperature=temps[0], n=num_samples, **options
+            )
     except CharrnnError as e:
         _fail(e)
     except BrokenPipeError:
         _quiet_pipe()
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _temperatures(text: str) -> list[float]:
@@ -353,7 +434,9 @@ def _separator(model, separator: str | None, texts: list[str]) -> str:
 def _write_samples(model, out, *, prompt: str, echo: bool, separator: str | None, **options) -> None:
     """Sample 0 streams as it is produced; the others follow, each after the separator."""
     head = prompt if echo else ""
-    chunks = model.generate(prompt, **options)  # bad options or a prompt it cannot encode fail before anything is written
+    chunks = model.generate(
+        prompt, **options
+    )  # bad options or a prompt it cannot encode fail before anything is written
     texts = [""] * options["n"]
     out.write(head)
     last_flush = time.monotonic()
@@ -378,12 +461,31 @@ def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, 
     JSON object, "summary") says how many were drawn and dropped."""
     head = prompt if echo else ""
     seed = options.pop("seed")
-    d = model.draw(n, prompt, temperatures=temps, novel=novel, unique=unique, scores=as_json,
-                   max_attempts=max_attempts, seed=seed, **options)
+    d = model.draw(
+        n,
+        prompt,
+        temperatures=temps,
+        novel=novel,
+        unique=unique,
+        scores=as_json,
+        max_attempts=max_attempts,
+        seed=seed,
+        **options,
+    )
     if as_json:
         for s in d.samples:
-            out.write(_json({"text": head + s.text, "seed": s.seed, "index": s.index, "temperature": s.temperature,
-                             "nats_per_char": s.nats_per_char}) + "\n")
+            out.write(
+                _json(
+                    {
+                        "text": head + s.text,
+                        "seed": s.seed,
+                        "index": s.index,
+                        "temperature": s.temperature,
+                        "nats_per_char": s.nats_per_char,
+                    }
+                )
+                + "\n"
+            )
     else:
         texts = [head + s.text for s in d.samples]
         sep = _separator(model, separator, texts)
@@ -392,11 +494,16 @@ def _write_drawn(model, out, prompt, n, temps, echo, separator, as_json, novel, 
     if novel or unique or d.drawn > len(d.samples):
         if as_json:
             out.write(_json({"summary": d.summary}) + "\n")
-        dropped = ([f"{d.dropped_copies} copies of the training data"] if novel or d.dropped_copies else []) + (
-            [f"{d.dropped_repeats} repeats"] if unique or d.dropped_repeats else []) + (
-            [f"{d.dropped_empty} empty records"] if d.dropped_empty else [])
-        print(f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {' and '.join(dropped) or 'none'} dropped"
-              + ("; the attempt limit was reached (raise --max-attempts)" if short else ""), file=sys.stderr)
+        dropped = (
+            ([f"{d.dropped_copies} copies of the training data"] if novel or d.dropped_copies else [])
+            + ([f"{d.dropped_repeats} repeats"] if unique or d.dropped_repeats else [])
+            + ([f"{d.dropped_empty} empty records"] if d.dropped_empty else [])
+        )
+        print(
+            f"charrnn: kept {len(d.samples)} of {d.drawn} samples drawn: {' and '.join(dropped) or 'none'} dropped"
+            + ("; the attempt limit was reached (raise --max-attempts)" if short else ""),
+            file=sys.stderr,
+        )
     out.flush()
 
 
@@ -407,9 +514,15 @@ def _end(text: str) -> str:
 @app.command()
 def score(
     file: str = typer.Argument(..., help="Text file, or - for stdin."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest]"
+    ),
     per_line: bool = typer.Option(False, "--per-line", help="Score each line on its own: 'loss<TAB>line' per line."),
-    unknown: Unknown = typer.Option(Unknown.auto, "--unknown", help="Tokens the model never saw: error, skip (left out, counted on stderr), unk; auto: unk for word models, else skip."),
+    unknown: Unknown = typer.Option(
+        Unknown.auto,
+        "--unknown",
+        help="Tokens the model never saw: error, skip (left out, counted on stderr), unk; auto: unk for word models, else skip.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON output (one object per line with --per-line)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (as training), fp32, bf16 or fp16."),
@@ -441,13 +554,18 @@ def score(
             if as_json:
                 print(_json(r))
             else:
-                print(f"loss {_num(r['loss'], 4)} nats/token  {_num(r['bits_per_char'], 4)} bits/char  "
-                      f"perplexity {_num(r['perplexity'], 3)}  ({r['tokens']} tokens)")
+                print(
+                    f"loss {_num(r['loss'], 4)} nats/token  {_num(r['bits_per_char'], 4)} bits/char  "
+                    f"perplexity {_num(r['perplexity'], 3)}  ({r['tokens']} tokens)"
+                )
         if left_out:
             from charrnn.data.tokenizer import describe_left_out
 
-            print(f"charrnn: note: left out {describe_left_out(left_out)} the model never saw; "
-                  "--unknown error refuses such text", file=sys.stderr)
+            print(
+                f"charrnn: note: left out {describe_left_out(left_out)} the model never saw; "
+                "--unknown error refuses such text",
+                file=sys.stderr,
+            )
         sys.stdout.flush()
     except CharrnnError as e:
         _fail(e)
@@ -476,7 +594,7 @@ def _json(obj) -> str:
 
 @app.command()
 def info(
-    checkpoint: Optional[str] = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
+    checkpoint: str | None = typer.Argument(None, help="A .pt file or run folder.  [default: newest best.pt]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a checkpoint: settings, vocabulary, parameters, steps, best val loss, and the
@@ -494,7 +612,9 @@ def info(
         _emit(_json(d))
         return
     lines = [f"{k}: {v}" for k, v in d.items() if k not in ("config", "checkpoints")]
-    lines += [f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()]
+    lines += [
+        f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()) for section, values in d["config"].items()
+    ]
     if d["checkpoints"]:
         lines.append("checkpoints:")
         for c in d["checkpoints"]:
@@ -512,7 +632,12 @@ class XAxis(str, Enum):
 @app.command()
 def plot(
     runs: list[str] = typer.Argument(..., help="Run folders (each holds metrics.jsonl); several are overlaid."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Image to write (.png, .svg, .pdf; needs charrnn[plot]). Without it: a text chart on stdout."),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Image to write (.png, .svg, .pdf; needs charrnn[plot]). Without it: a text chart on stdout.",
+    ),
     x: XAxis = typer.Option(XAxis.steps, "--x", help="Horizontal axis: optimizer steps, tokens seen, or wall time."),
     size: str = typer.Option("800x500", "--size", help="Image size in pixels, WIDTHxHEIGHT."),
 ) -> None:
@@ -530,7 +655,9 @@ def plot(
             raise UsageError(f"--size must look like 800x500 (pixels), not {size!r}")
         if out is None:
             columns, lines = shutil.get_terminal_size((80, 24))
-            _emit(render_text(loaded, x.value, width=min(columns, 120), height=max(8, min(lines - len(loaded) - 6, 20))))
+            _emit(
+                render_text(loaded, x.value, width=min(columns, 120), height=max(8, min(lines - len(loaded) - 6, 20)))
+            )
             return
         write_image(loaded, out, x.value, int(w), int(h))
     except CharrnnError as e:
@@ -540,13 +667,24 @@ def plot(
 
 @app.command()
 def serve(
-    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder; repeat to serve several (the first is the default).  [default: newest best.pt]"),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but localhost lets every machine that reaches it use the models."),
+    checkpoint: list[str] | None = typer.Option(
+        None,
+        "--checkpoint",
+        "-c",
+        help="A .pt file or run folder; repeat to serve several (the first is the default).  [default: newest best.pt]",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. Anything but localhost lets every machine that reaches it use the models.",
+    ),
     port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
     max_length: int = typer.Option(2000, "--max-length", help="Most tokens per sample a request may ask for."),
     max_samples: int = typer.Option(8, "--max-samples", help="Most samples (n) per request."),
     max_prompt: int = typer.Option(2000, "--max-prompt", help="Most characters in a prompt."),
-    max_body: int = typer.Option(256 * 1024, "--max-body", help="Most bytes in a request body (also bounds the text to score)."),
+    max_body: int = typer.Option(
+        256 * 1024, "--max-body", help="Most bytes in a request body (also bounds the text to score)."
+    ),
     max_jobs: int = typer.Option(64, "--max-jobs", help="Most generations in progress at once; more are answered 503."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     precision: str = typer.Option("auto", "--precision", help="Step weights: fp32, bf16 or auto."),
@@ -556,8 +694,13 @@ def serve(
     Example: charrnn serve -c checkpoints/shakespeare --port 8000
     """
     try:
-        for name, value in [("--max-length", max_length), ("--max-samples", max_samples), ("--max-prompt", max_prompt),
-                            ("--max-body", max_body), ("--max-jobs", max_jobs)]:
+        for name, value in [
+            ("--max-length", max_length),
+            ("--max-samples", max_samples),
+            ("--max-prompt", max_prompt),
+            ("--max-body", max_body),
+            ("--max-jobs", max_jobs),
+        ]:
             if value < 1:
                 raise UsageError(f"{name} must be >= 1, not {value}")
         if not 0 <= port < 65536:
@@ -579,7 +722,7 @@ def serve(
     except CharrnnError as e:
         _fail(e)
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 class ExportFormat(str, Enum):
@@ -595,18 +738,37 @@ class ExportPrecision(str, Enum):
 
 @app.command()
 def export(
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"),
-    format: ExportFormat = typer.Option(ExportFormat.web, "--format", "-f", help="web: a page and charrnn.js that sample in a browser or Node, from disk or any static host; onnx: model.onnx (one step) and tokenizer.json; safetensors: model.safetensors (weights and metadata)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (made if missing; files of the same names are replaced).  [default: RUN-FORMAT, e.g. shakespeare-web]"),
-    precision: ExportPrecision = typer.Option(ExportPrecision.fp16, "--precision", help="Stored weights: fp16 (half the size) or fp32 (the same text as `charrnn sample --precision fp32` for a seed)."),
-    step: Optional[int] = typer.Option(None, "--step", help="The run folder's checkpoint of this step (kept with train --keep)."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c", help="A .pt file or run folder.  [default: newest best.pt under checkpoints/]"
+    ),
+    format: ExportFormat = typer.Option(
+        ExportFormat.web,
+        "--format",
+        "-f",
+        help="web: a page and charrnn.js that sample in a browser or Node, from disk or any static host; onnx: model.onnx (one step) and tokenizer.json; safetensors: model.safetensors (weights and metadata).",
+    ),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder to write (made if missing; files of the same names are replaced).  [default: RUN-FORMAT, e.g. shakespeare-web]",
+    ),
+    precision: ExportPrecision = typer.Option(
+        ExportPrecision.fp16,
+        "--precision",
+        help="Stored weights: fp16 (half the size) or fp32 (the same text as `charrnn sample --precision fp32` for a seed).",
+    ),
+    step: int | None = typer.Option(
+        None, "--step", help="The run folder's checkpoint of this step (kept with train --keep)."
+    ),
 ) -> None:
     """Write a model as files that sample without charrnn: a web page, ONNX, or safetensors.
 
     Example: charrnn export -c checkpoints/shakespeare --format web --out shakespeare-web
     """
     try:
-        from charrnn.export import default_out, export as write
+        from charrnn.export import default_out
+        from charrnn.export import export as write
 
         folder = out if out is not None else default_out(checkpoint, format.value, step)
         files = write(checkpoint, folder, format.value, precision.value, step=step)
@@ -615,7 +777,9 @@ def export(
     size = sum(f.stat().st_size for f in files)
     print(f"charrnn: wrote {len(files)} files to {folder} ({size / 1e6:.2f} MB)", file=sys.stderr)
     if format == ExportFormat.web:
-        print(f"charrnn: open {os.path.join(str(folder), 'index.html')} in a browser (no server needed)", file=sys.stderr)
+        print(
+            f"charrnn: open {os.path.join(str(folder), 'index.html')} in a browser (no server needed)", file=sys.stderr
+        )
 
 
 def main() -> None:

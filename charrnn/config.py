@@ -50,7 +50,11 @@ def _fraction(name: str, value: float | None, closed_top: bool = False) -> None:
     """A number in [0, 1) ([0, 1] with ``closed_top``), or None."""
     if value is None:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 <= value <= 1 if closed_top else 0 <= value < 1)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (0 <= value <= 1 if closed_top else 0 <= value < 1)
+    )
     if not ok:
         raise UsageError(f"{name} must be in [0, 1{']' if closed_top else ')'}, not {value}")
 
@@ -69,11 +73,15 @@ def check_records(mode: str | None, label_field: str | None = None) -> None:
     if kind not in RECORDS:
         raise UsageError(f"--records must be lines, paragraphs, jsonl:FIELD or csv:COLUMN, not {mode!r}")
     if kind in ("jsonl", "csv") and not field:
-        raise UsageError(f"--records {kind} needs the {'field' if kind == 'jsonl' else 'column'} that holds the text, e.g. {kind}:text")
+        raise UsageError(
+            f"--records {kind} needs the {'field' if kind == 'jsonl' else 'column'} that holds the text, e.g. {kind}:text"
+        )
     if kind in ("lines", "paragraphs") and field:
         raise UsageError(f"--records {kind} takes no field; use --records {kind}")
     if label_field and kind not in ("jsonl", "csv"):
-        raise UsageError("--label-field needs --records jsonl:FIELD or csv:COLUMN (lines and paragraphs carry no labels)")
+        raise UsageError(
+            "--label-field needs --records jsonl:FIELD or csv:COLUMN (lines and paragraphs carry no labels)"
+        )
 
 
 # Bounds that keep a typo from asking for terabytes: a 16384-wide LSTM layer is already 4 GB of fp32.
@@ -157,8 +165,10 @@ class ModelConfig:
             gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
             params = sum(gates * H * ((E if l == 0 else H) + H + 2) for l in range(self.layers))
             if params > MAX_PARAMETERS:
-                raise UsageError(f"{self.layers} layers of {H} units are {params / 1e9:.1f} billion parameters, "
-                                 f"more than {MAX_PARAMETERS / 1e9:g} billion; lower --hidden or --layers")
+                raise UsageError(
+                    f"{self.layers} layers of {H} units are {params / 1e9:.1f} billion parameters, "
+                    f"more than {MAX_PARAMETERS / 1e9:g} billion; lower --hidden or --layers"
+                )
 
 
 TEN_YEARS = 10 * 365 * 86400
@@ -213,8 +223,9 @@ class TrainConfig:
         b = self.time_budget
         if b is not None and not isinstance(b, bool) and isinstance(b, (int, float)) and not 0 < b <= TEN_YEARS:
             shown = given if isinstance(given, str) else f"{given:g}s"
-            raise UsageError(f"--time-budget must be more than 0 and at most ten years, not {shown}; "
-                             "write it like 90s, 10m or 1h")
+            raise UsageError(
+                f"--time-budget must be more than 0 and at most ten years, not {shown}; write it like 90s, 10m or 1h"
+            )
         _positive("--lr", self.lr)
         _fraction("min_lr_ratio", self.min_lr_ratio, closed_top=True)
         _positive("--weight-decay", self.weight_decay, allow_zero=True)
@@ -268,7 +279,9 @@ class RunConfig:
             parts[f.name] = f.default_factory(**section)
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise UsageError(f"unknown config section {sorted(unknown, key=str)[0]!r}; use tokenizer, data, model, train")
+            raise UsageError(
+                f"unknown config section {sorted(unknown, key=str)[0]!r}; use tokenizer, data, model, train"
+            )
         return cls(**parts)
 
     def to_yaml(self) -> str:
@@ -283,8 +296,13 @@ def field_help(cls: type) -> dict[str, str]:
     body = tree.body[0].body
     docs = {}
     for a, b in zip(body, body[1:]):
-        if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
-                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+            and isinstance(b.value.value, str)
+        ):
             docs[a.target.id] = " ".join(b.value.value.split())
     return docs
 
@@ -335,7 +353,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except RecursionError:
         raise UsageError(f"config file {path} nests too deeply to be a settings file") from None
     except _AliasRefused as e:
-        raise UsageError(f"config file {path} uses a YAML alias (*{e}), which charrnn does not read; write the values out") from None
+        raise UsageError(
+            f"config file {path} uses a YAML alias (*{e}), which charrnn does not read; write the values out"
+        ) from None
     except yaml.YAMLError as e:
         raise UsageError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if d is None:
@@ -371,13 +391,17 @@ def check_fixed(given: list[str], resume: bool, init_from: bool) -> None:
     if resume:
         fixed = [n for n in given if n not in RESUMABLE]
         if fixed:
-            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming a run; "
-                             "start a new one with --out (or fine-tune with --init-from)")
+            raise UsageError(
+                f"--{fixed[0].replace('_', '-')} cannot change when resuming a run; "
+                "start a new one with --out (or fine-tune with --init-from)"
+            )
     elif init_from:
         fixed = [n for n in given if n in SHAPE]
         if fixed:
-            raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change with --init-from: "
-                             "the fine-tuned model keeps its parent's tokens and shape")
+            raise UsageError(
+                f"--{fixed[0].replace('_', '-')} cannot change with --init-from: "
+                "the fine-tuned model keeps its parent's tokens and shape"
+            )
 
 
 def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
@@ -395,7 +419,9 @@ def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
     return new
 
 
-def build_run_config(config: str | Path | dict | None, settings: dict[str, Any], resume: bool = False, init_from: Any = None) -> RunConfig:
+def build_run_config(
+    config: str | Path | dict | None, settings: dict[str, Any], resume: bool = False, init_from: Any = None
+) -> RunConfig:
     """A RunConfig from a YAML file (or a dict of sections) and flat ``settings`` by field name,
     which win; None values count as not given. Raises UsageError for unknown names, bad values,
     and settings a resumed or fine-tuned run cannot change."""
@@ -412,7 +438,9 @@ def merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[st
     """Flags given on the command line win over the YAML file."""
     for k, v in base.items():
         if v is not None and not isinstance(v, dict):
-            raise UsageError(f"config section {k!r} must be a mapping of settings (like 'hidden: 256'), not {v!r}"[:300])
+            raise UsageError(
+                f"config section {k!r} must be a mapping of settings (like 'hidden: 256'), not {v!r}"[:300]
+            )
     out = {str(k): dict(v or {}) for k, v in base.items()}
     for section, values in overrides.items():
         out.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
@@ -440,7 +468,9 @@ def check_out(out: str | Path | None) -> None:
     try:  # a probe: /proc, read-only mounts and foreign folders refuse it
         os.rmdir(tempfile.mkdtemp(prefix=".charrnn-probe-", dir=ancestor))
     except OSError as e:
-        raise UsageError(f"--out {p} cannot be made in {ancestor} ({e.strerror}); give a folder you can write to") from None
+        raise UsageError(
+            f"--out {p} cannot be made in {ancestor} ({e.strerror}); give a folder you can write to"
+        ) from None
 
 
 def parse_duration(text: str | float) -> float:

@@ -82,7 +82,9 @@ class RichReporter(Reporter):
         title = f"sample at step {step}{loss}"
         if self.progress is not None and stderr.is_terminal:
             lines = text.rstrip("\n").split("\n")[-SAMPLE_LINES:]
-            self.progress.sample = Panel(Text("\n".join(lines), no_wrap=False), title=title, title_align="left", expand=True)
+            self.progress.sample = Panel(
+                Text("\n".join(lines), no_wrap=False), title=title, title_align="left", expand=True
+            )
             self.progress.refresh()
         else:
             stderr.print(f"{title}:", markup=False)

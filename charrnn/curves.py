@@ -68,8 +68,11 @@ class Run:
 
     def best(self, x: str) -> tuple[float, float, int] | None:
         """(x, val loss, step) of the lowest validation loss: the evaluation best.pt was saved at."""
-        pts = [(v, xv, r["step"]) for xv, r in zip(self.xs(x), self.records)
-               if isinstance(v := r.get("val_loss"), (int, float))]
+        pts = [
+            (v, xv, r["step"])
+            for xv, r in zip(self.xs(x), self.records)
+            if isinstance(v := r.get("val_loss"), (int, float))
+        ]
         if not pts:
             return None
         v, xv, step = min(pts, key=lambda p: p[0])  # the first of equals, as training keeps it
@@ -84,7 +87,9 @@ def load_run(path: str | Path) -> Run:
     metrics = folder / "metrics.jsonl"
     if not metrics.is_file():
         what = "does not exist" if not p.exists() else "has no metrics.jsonl"
-        raise CharrnnError(f"{path} {what}; give a run folder made by `charrnn train` (such as checkpoints/<corpus name>)")
+        raise CharrnnError(
+            f"{path} {what}; give a run folder made by `charrnn train` (such as checkpoints/<corpus name>)"
+        )
     records = []
     for line in metrics.read_text(encoding="utf-8").splitlines():
         try:
@@ -196,7 +201,9 @@ def _loss_curves_class() -> type:
     return LossCurves
 
 
-def write_image(runs: list[Run], out: str | Path, x: str = "steps", width: int = 800, height: int = 500, dpi: int = 100) -> None:
+def write_image(
+    runs: list[Run], out: str | Path, x: str = "steps", width: int = 800, height: int = 500, dpi: int = 100
+) -> None:
     """``figure(runs, x, width, height)`` written to ``out`` (its suffix picks PNG, SVG or PDF),
     atomically. Raises CharrnnError with the install hint when matplotlib is missing, UsageError
     for a suffix matplotlib cannot write."""
@@ -262,7 +269,9 @@ def render_text(runs: list[Run], x: str = "steps", width: int = 72, height: int 
         best_text = f"best val {best[1]:.4f}{bits} at step {best[2]}" if best else "no validation"
         train = last.get("train_loss")
         train_text = f", last train {train:.4f}" if isinstance(train, (int, float)) else ""
-        lines.append(f"{letter} {run.label}: {len(run.records)} evaluations, {best_text}{train_text} (step {last['step']})")
+        lines.append(
+            f"{letter} {run.label}: {len(run.records)} evaluations, {best_text}{train_text} (step {last['step']})"
+        )
     return "\n".join(lines)
 
 

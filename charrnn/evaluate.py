@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.runtime.allocator import keep_freed_memory
 from charrnn.data.batches import as_numpy
-from charrnn.model.lm import RNNLM
 from charrnn.data.records import encode_record
 from charrnn.data.tokenizer import Tokenizer, scoring_mode
-
+from charrnn.model.lm import RNNLM
+from charrnn.runtime.allocator import keep_freed_memory
 
 DEFAULT_EVAL_TOKENS = 250_000
 """Training's evaluations score at most this many validation tokens (``--eval-tokens``), fewer
@@ -60,8 +59,10 @@ class Score:
     def __repr__(self) -> str:
         gone = sum(self.left_out.values())
         left_out = f", {gone:,} unseen left out" if gone else ""
-        return (f"Score({self.loss:.4f} nats/token, {self.bits_per_char:.4f} bits/char, perplexity {self.perplexity:.2f}; "
-                f"{self.tokens:,} tokens, {self.chars:,} chars{left_out})")
+        return (
+            f"Score({self.loss:.4f} nats/token, {self.bits_per_char:.4f} bits/char, perplexity {self.perplexity:.2f}; "
+            f"{self.tokens:,} tokens, {self.chars:,} chars{left_out})"
+        )
 
     def to_dict(self) -> dict:
         """Plain numbers for JSON: a loss that is not finite (nothing scored, or a model that
@@ -145,7 +146,12 @@ def evaluate(
             scored += len(real)
             chars += int(chars_of[real].sum())
             logits, _, state = model(torch.from_numpy(x).to(device), state)
-            total += F.cross_entropy(logits.float().flatten(0, 1), torch.from_numpy(y).to(device).flatten(), reduction="sum", ignore_index=-100)
+            total += F.cross_entropy(
+                logits.float().flatten(0, 1),
+                torch.from_numpy(y).to(device).flatten(),
+                reduction="sum",
+                ignore_index=-100,
+            )
             if deadline is not None and time.monotonic() > deadline:
                 break
     model.train(was_training)
@@ -192,14 +198,19 @@ class LineScore:
 
     def to_dict(self) -> dict:
         finite = self.loss is not None and math.isfinite(self.loss) and math.isfinite(self.bits_per_char)
-        return {"line": self.line, "loss": self.loss if finite else None,
-                "bits_per_char": self.bits_per_char if finite else None, "tokens": self.tokens,
-                "left_out": sum(self.left_out.values())}
+        return {
+            "line": self.line,
+            "loss": self.loss if finite else None,
+            "bits_per_char": self.bits_per_char if finite else None,
+            "tokens": self.tokens,
+            "left_out": sum(self.left_out.values()),
+        }
 
 
 @torch.inference_mode()
-def score_sequences(model: RNNLM, seqs: list[list[int]], autocast=None, batch: int = 256,
-                    skip: list[int] | None = None) -> list[tuple[float, int]]:
+def score_sequences(
+    model: RNNLM, seqs: list[list[int]], autocast=None, batch: int = 256, skip: list[int] | None = None
+) -> list[tuple[float, int]]:
     """(summed loss in nats, tokens predicted) of each sequence on its own, from the zero state:
     every token after the first is predicted, but for the first ``skip[i]`` predictions of
     sequence i (a prompt's tokens: read as context, not scored). Sequences of similar length share
@@ -253,7 +264,11 @@ def score_records(model: RNNLM, seqs: list[list[int]], token_chars: list[int], a
 
 
 def score_lines(
-    model: RNNLM, tok: Tokenizer, lines: list[str], unknown: str = "auto", autocast=None,
+    model: RNNLM,
+    tok: Tokenizer,
+    lines: list[str],
+    unknown: str = "auto",
+    autocast=None,
 ) -> list[LineScore]:
     """Each line on its own: as if it followed a newline, with its closing newline, or on a
     records model as a record from its start token to its end token; its tokens and its end are

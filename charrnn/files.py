@@ -15,8 +15,9 @@ import shlex
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from charrnn.errors import UsageError
 

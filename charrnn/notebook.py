@@ -63,8 +63,10 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
 
 def card_html(title: str, rows: Iterable[tuple[str, str]], note: str = "") -> str:
     """A small two-column table: what a notebook shows for a model or a run."""
-    body = "".join(f"<tr><th style=\"text-align:left\">{html.escape(k)}</th>"
-                   f"<td style=\"text-align:left\">{html.escape(v)}</td></tr>" for k, v in rows)
+    body = "".join(
+        f'<tr><th style="text-align:left">{html.escape(k)}</th><td style="text-align:left">{html.escape(v)}</td></tr>'
+        for k, v in rows
+    )
     foot = f"<div><small>{html.escape(note)}</small></div>" if note else ""
     return f"<div><b>{html.escape(title)}</b><table>{body}</table>{foot}</div>"
 
@@ -109,19 +111,21 @@ class TrainingView:
     def _repr_html_(self) -> str:
         head, line, figures = self._status()
         e = html.escape
-        parts = [f"<div><b>{e(head)}</b></div>",
-                 f"<pre style=\"{PRE}\">{e(line)}</pre>",
-                 f"<div>{e(figures)}</div>"]
+        parts = [f"<div><b>{e(head)}</b></div>", f'<pre style="{PRE}">{e(line)}</pre>', f"<div>{e(figures)}</div>"]
         parts += [f"<div><small>{e(m)}</small></div>" for m in self.s["messages"]]
         if self.s["evaluations"]:
-            rows = "".join(f"<tr><td>{r['step']:,}</td><td>{r['train']}</td><td>{r['val']}</td><td>{r['bpc']}</td></tr>"
-                           for r in self.s["evaluations"])
-            parts.append("<table><tr><th>step</th><th>train loss</th><th>val loss</th><th>bits/char</th></tr>"
-                         f"{rows}</table>")
+            rows = "".join(
+                f"<tr><td>{r['step']:,}</td><td>{r['train']}</td><td>{r['val']}</td><td>{r['bpc']}</td></tr>"
+                for r in self.s["evaluations"]
+            )
+            parts.append(
+                f"<table><tr><th>step</th><th>train loss</th><th>val loss</th><th>bits/char</th></tr>{rows}</table>"
+            )
         for smp in self.s["samples"]:
-            parts.append(f"<div><i>{e(smp['title'])}</i></div>"
-                         f"<pre style=\"{PRE};white-space:pre-wrap\">{e(smp['text'])}</pre>")
-        return "<div class=\"charrnn-progress\">" + "".join(parts) + "</div>"
+            parts.append(
+                f'<div><i>{e(smp["title"])}</i></div><pre style="{PRE};white-space:pre-wrap">{e(smp["text"])}</pre>'
+            )
+        return '<div class="charrnn-progress">' + "".join(parts) + "</div>"
 
 
 class NotebookReporter(Reporter):
@@ -140,8 +144,19 @@ class NotebookReporter(Reporter):
         self.budget: float | None = None
         self.first_step = 0
         self.state: dict[str, Any] = {
-            "step": 0, "total": None, "loss": "-", "val": "-", "tps": "-", "fraction": 0.0, "elapsed": 0.0,
-            "left": None, "messages": [], "evaluations": [], "samples": [], "ended": False, "result": None,
+            "step": 0,
+            "total": None,
+            "loss": "-",
+            "val": "-",
+            "tps": "-",
+            "fraction": 0.0,
+            "elapsed": 0.0,
+            "left": None,
+            "messages": [],
+            "evaluations": [],
+            "samples": [],
+            "ended": False,
+            "result": None,
         }
         self._evaluations: list[dict[str, Any]] = []
         self._samples: list[dict[str, str]] = []
@@ -168,15 +183,25 @@ class NotebookReporter(Reporter):
     def evaluated(self, step: int, score: Any) -> None:
         bpc = score.bits_per_char
         self.state["val"] = f"{score.loss:.4f}"
-        self._evaluations.append({"step": step, "train": self._train_loss, "val": f"{score.loss:.4f}",
-                                  "bpc": f"{bpc:.4f}" if math.isfinite(bpc) else "-"})
+        self._evaluations.append(
+            {
+                "step": step,
+                "train": self._train_loss,
+                "val": f"{score.loss:.4f}",
+                "bpc": f"{bpc:.4f}" if math.isfinite(bpc) else "-",
+            }
+        )
         self.state["evaluations"] = self._evaluations[-SHOWN_EVALUATIONS:]
         self._draw(force=True)
 
     def sampled(self, step: int, val_loss: float | None, text: str) -> None:
         loss = "" if val_loss is None else f", val loss {val_loss:.4f}"
         self._samples.append({"title": f"sample at step {step:,}{loss}", "text": text.strip("\n")})
-        kept = self._samples if len(self._samples) <= SHOWN_SAMPLES else [self._samples[0], *self._samples[1 - SHOWN_SAMPLES:]]
+        kept = (
+            self._samples
+            if len(self._samples) <= SHOWN_SAMPLES
+            else [self._samples[0], *self._samples[1 - SHOWN_SAMPLES :]]
+        )
         self.state["samples"] = kept
         self._draw(force=True)
 

@@ -38,8 +38,9 @@ def uniform(seed: int, index: int, step: int) -> float:
     return (z >> 11) * 2.0**-53
 
 
-def choose(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None, banned: list[int],
-           u: float) -> int:
+def choose(
+    logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None, banned: list[int], u: float
+) -> int:
     """One token from logits (V,) float32, as charrnn's sampler draws it with the number ``u``."""
     z = logits.astype(np.float32).copy()
     z[banned] = -np.inf
@@ -93,8 +94,17 @@ class Tokenizer:
         return self.encode(prompt) or [d["start_id"]]
 
 
-def sample(folder: Path, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int | None = None,
-           top_p: float | None = None, seed: int = 0, stop: str | None = None, label: str | None = None) -> str:
+def sample(
+    folder: Path,
+    prompt: str = "",
+    length: int = 500,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: str | None = None,
+    label: str | None = None,
+) -> str:
     """The text after ``prompt``, as `charrnn sample --no-echo` writes it (without its final newline)."""
     tok = Tokenizer(folder / "tokenizer.json")
     state_info = tok.d["state"]

@@ -85,8 +85,24 @@ def tiny_config(out: Path | str, **overrides):
 
 # The tiny model's flags, for CLI runs (same sizes as tiny_config).
 TINY_FLAGS = [
-    "--hidden", "32", "--layers", "1", "--embed", "16", "--seq-len", "16", "--batch-size", "4",
-    "--device", "cpu", "--precision", "fp32", "--lr", "0.01", "--warmup-steps", "5",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--embed",
+    "16",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--lr",
+    "0.01",
+    "--warmup-steps",
+    "5",
 ]
 
 
@@ -171,8 +187,12 @@ CHARRNN = [sys.executable, "-m", "charrnn"]
 def run_charrnn(*args, input: bytes | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python -m charrnn ARGS` as a real process with real pipes; bytes in, bytes out."""
     return subprocess.run(
-        CHARRNN + [str(a) for a in args], input=input, capture_output=True, cwd=cwd,
-        env=subprocess_env(), timeout=timeout,
+        CHARRNN + [str(a) for a in args],
+        input=input,
+        capture_output=True,
+        cwd=cwd,
+        env=subprocess_env(),
+        timeout=timeout,
     )
 
 
@@ -180,8 +200,17 @@ def run_torchrun(*args, timeout: float = 180) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node 2 -m charrnn ARGS` (a free port of its own); fails
     the test unless every rank exits 0, showing first what the ranks printed: a rank's own message
     (an abort's included) comes before torchrun's traceback, which fills the end of stderr."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "charrnn", *[str(a) for a in args]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "charrnn",
+        *[str(a) for a in args],
+    ]
     r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, env=subprocess_env(), timeout=timeout)
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 0, err if len(err) <= 5000 else err[:3500] + "\n[...]\n" + err[-1500:]

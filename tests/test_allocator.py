@@ -34,13 +34,15 @@ print(took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _faults(mode: str, **env) -> tuple[str, int]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True,
-                         env={**clean, **env}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True, env={**clean, **env}
+    ).stdout.split()
     return out[0], int(out[1])
 
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                           reason="glibc only")
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only"
+)
 
 
 @glibc

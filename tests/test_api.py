@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_FLAGS, make_corpus, subprocess_env
 
 import charrnn
 from charrnn.errors import CharrnnError, UsageError
-
-from conftest import TINY_FLAGS, make_corpus, subprocess_env
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -27,13 +26,15 @@ def test_import_is_light_and_lists_the_public_names():
     for name in ("load", "train", "CharRNN", "TrainResult", "Score"):
         assert name in p.stdout
     with pytest.raises(AttributeError):
-        charrnn.no_such_name
+        charrnn.no_such_name  # noqa: B018 (the lookup is the test)
 
 
 def test_sample_equals_the_cli_for_the_same_seed(cli, run_dir):
     model = charrnn.load(run_dir)
     text = model.sample("The ", length=120, temperature=0.9, top_k=20, seed=5)
-    r = cli("sample", "-c", run_dir, "--prompt", "The ", "--length", "120", "--temp", "0.9", "--top-k", "20", "--seed", "5")
+    r = cli(
+        "sample", "-c", run_dir, "--prompt", "The ", "--length", "120", "--temp", "0.9", "--top-k", "20", "--seed", "5"
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "The " + text + ("" if text.endswith("\n") else "\n")
     assert len(text) == 120 and model.sample("The ", length=120, temperature=0.9, top_k=20, seed=5) == text
@@ -77,7 +78,9 @@ def test_a_samples_score_counts_its_own_characters_only(run_dir):
 
 def test_greedy_ignores_the_seed(run_dir):
     model = charrnn.load(run_dir)
-    assert model.sample("The ", length=50, temperature=0, seed=1) == model.sample("The ", length=50, temperature=0, seed=2)
+    assert model.sample("The ", length=50, temperature=0, seed=1) == model.sample(
+        "The ", length=50, temperature=0, seed=2
+    )
 
 
 def test_score_and_score_lines_match_the_cli(cli, run_dir, corpus_text, tmp_path):
@@ -139,8 +142,17 @@ def test_train_through_the_api_then_load_and_resume(tmp_path, corpus_file):
 
 
 def test_train_from_text_in_memory(tmp_path):
-    result = charrnn.train(text=make_corpus(3000, seed=4), out=tmp_path / "mem", max_steps=5, hidden=16, layers=1,
-                           embed=8, seq_len=8, batch_size=4, device="cpu")
+    result = charrnn.train(
+        text=make_corpus(3000, seed=4),
+        out=tmp_path / "mem",
+        max_steps=5,
+        hidden=16,
+        layers=1,
+        embed=8,
+        seq_len=8,
+        batch_size=4,
+        device="cpu",
+    )
     assert result.steps == 5 and Path(result.checkpoint).is_file()
 
 
@@ -180,12 +192,12 @@ def test_a_checkpoint_rewritten_after_loading_never_pairs_its_name_with_old_weig
     its old weights under the new file: a fresh load samples the new weights."""
     import shutil
 
+    from conftest import tiny_config
+
     from charrnn.checkpoint import load_model
     from charrnn.config import SampleConfig
     from charrnn.sampling.engine import Engine
     from charrnn.training.loop import train
-
-    from conftest import tiny_config
 
     ckpt = tmp_path / "best.pt"
     shutil.copy(run_dir / "best.pt", ckpt)

@@ -83,8 +83,11 @@ def test_a_corpus_repeated_many_times_gets_a_bigger_model_than_fresh_data_would(
     steps worth most: 2x320 (or 2x256 where 2x320 timed slow). Tiny Shakespeare's 1,003,854
     training tokens would be read about 30 times: the model's size is worth more, 2x384 (it
     reached 1.3815 where 2x320 reached 1.3930, same seed; bench/RESULTS.md)."""
-    seen = [{256: 98_699, 320: 73_337, 384: 55_163, 512: 34_498}, {256: 78_549, 320: 59_942, 384: 45_839, 512: 29_724},
-            {256: 97_418, 320: 59_451, 384: 45_978, 512: 32_517}]
+    seen = [
+        {256: 98_699, 320: 73_337, 384: 55_163, 512: 34_498},
+        {256: 78_549, 320: 59_942, 384: 45_839, 512: 29_724},
+        {256: 97_418, 320: 59_451, 384: 45_978, 512: 32_517},
+    ]
     for rates in seen:
         timed = {(2, h, "bf16"): r for h, r in rates.items()}
         fresh = choose_plan(timed, 595, 65, lambda h: 64)
@@ -111,6 +114,7 @@ def test_the_loss_model_falls_with_size_and_tokens_and_its_fit_recovers_one():
 
 
 # The probe times real steps: its tests check what it does with the timings, not the timings.
+
 
 def _cfg(**model):
     from charrnn.config import RunConfig
@@ -206,8 +210,9 @@ def test_flags_override_the_probe():
     # A shape given in full is still timed (its passes over the corpus set its regularisation),
     # and only that shape: here one the candidates lack.
     given = _cfg(layers=2, hidden=40)
-    plan = probe.plan_run(given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY,
-                          n_train=5_000)
+    plan = probe.plan_run(
+        given, Env(torch.device("cpu"), "fp32"), vocab=20, seconds_left=60, shapes=TINY, n_train=5_000
+    )
     assert (plan.layers, plan.hidden) == (2, 40) and set(plan.measured) == {(2, 40, "fp32")}
     assert plan.epochs > 0
     short = _cfg()
@@ -224,7 +229,9 @@ def test_candidates_follow_the_budget_and_the_loss_model_fits_the_sweeps():
     rows = Path(__file__).parents[1] / "bench" / "sweeps" / "loss_vs_tokens.jsonl"
     for r in map(json.loads, rows.read_text().splitlines()):
         if r["layers"] == 1:
-            assert abs(predicted_loss(r["params"], r["tokens"], LOSS_MODEL, r["unique_tokens"]) - r["val_loss"]) < 0.03, r
+            assert (
+                abs(predicted_loss(r["params"], r["tokens"], LOSS_MODEL, r["unique_tokens"]) - r["val_loss"]) < 0.03
+            ), r
 
 
 def test_the_probe_keeps_bf16_in_the_running_when_it_loses_only_at_narrow_shapes(monkeypatch):
@@ -301,16 +308,18 @@ def test_the_probe_times_each_candidate_with_the_dropout_and_clipping_the_run_wi
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one timing per shape and dropout
     shapes = [(1, 64), (1, 256), (1, 512)]
     # 60 s at these speeds is a few passes over 200,000 tokens at most: no shape needs dropout.
-    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes,
-                          n_train=200_000)
+    plan = probe.plan_run(
+        _cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=200_000
+    )
     assert sorted(timed) == [(64, 0.0), (256, 0.0), (512, 0.0)]
     assert not regularised(200_000, 1, plan.hidden, 64 if plan.hidden > 64 else 32, 65, plan.epochs)
     # 100x the speed on a tenth of the corpus: thousands of passes, so the shapes small for the
     # corpus are timed again with the dropout they will train with, and that speed is kept.
     timed.clear()
     speed = 1e8
-    plan = probe.plan_run(_cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes,
-                          n_train=20_000)
+    plan = probe.plan_run(
+        _cfg(), Env(torch.device("cpu"), "fp32"), vocab=65, seconds_left=60, shapes=shapes, n_train=20_000
+    )
     own = {h: dropout_for(20_000, 1, h, 32 if h == 64 else 64, 65, epochs=1000) for _, h in shapes}
     assert own == {64: 0.1, 256: 0.2, 512: 0.2}
     assert sorted(timed) == [(64, 0.0), (64, 0.1), (256, 0.0), (256, 0.2), (512, 0.0), (512, 0.2)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import TINY_FLAGS, assert_one_error_line
 
 TRAIN = ["train", "{corpus}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"]
@@ -68,19 +67,37 @@ BAD = {
     "yaml section a string": (YAML + [_yaml("data: corpus.txt\n")], "'data'"),
     "yaml top level a list": (YAML + [_yaml("- 1\n- 2\n")], "mapping"),
     "yaml numeric key": (YAML + [_yaml("model:\n  5: 3\n")], "unknown setting"),
-    "yaml alias bomb": (YAML + [_yaml(
-        "a: &a ['x','x','x','x','x','x','x','x','x']\n"
-        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n" for i in range(9))
-    )], "alias"),
+    "yaml alias bomb": (
+        YAML
+        + [
+            _yaml(
+                "a: &a ['x','x','x','x','x','x','x','x','x']\n"
+                + "".join(
+                    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
+                    for i in range(9)
+                )
+            )
+        ],
+        "alias",
+    ),
     "yaml over a megabyte": (YAML + [_yaml("# padding\n" * 120_000)], "larger than"),
     "yaml nested 100k deep": (YAML + [_yaml("[" * 100_000 + "]" * 100_000)], "config file"),
     "yaml not utf-8": (YAML + [("bytes", b"train:\n  lr: 0.01 # caf\xe9\n")], "iconv -f"),
     "out is a file": (["train", "{corpus}", *TINY_FLAGS, "--max-steps", "2", "--out", "{corpus}"], "is a file"),
     "out under a file": (["train", "{corpus}", *TINY_FLAGS, "--max-steps", "2", "--out", "{corpus}/run"], "is a file"),
     "out under /proc": (["train", "{corpus}", *TINY_FLAGS, "--max-steps", "2", "--out", "/proc/charrnn-run"], "--out"),
-    "corpus a fifo without writer": (["train", "{fifo}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"], "named pipe"),
-    "corpus a device": (["train", "/dev/zero", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"], "not a regular file"),
-    "corpus latin-1": (["train", "{latin1}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"], "iconv -f WINDOWS-1252"),
+    "corpus a fifo without writer": (
+        ["train", "{fifo}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"],
+        "named pipe",
+    ),
+    "corpus a device": (
+        ["train", "/dev/zero", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"],
+        "not a regular file",
+    ),
+    "corpus latin-1": (
+        ["train", "{latin1}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"],
+        "iconv -f WINDOWS-1252",
+    ),
     "corpus empty": (["train", "{empty}", *TINY_FLAGS, "--max-steps", "2", "--out", "{out}"], "empty"),
     "config a fifo without writer": (YAML + ["{fifo}"], "named pipe"),
     "sample temp nan": (["sample", "-c", "{run}", "--temp", "nan"], "--temp"),
@@ -111,7 +128,9 @@ def paths(tmp_path, corpus_file, run_dir, monkeypatch):
     latin1.write_bytes("Caf\xe9 cr\xe8me, na\xefve.\n".encode("latin-1") * 20)
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    return dict(corpus=corpus_file, run=run_dir, out=tmp_path / "out", fifo=fifo, latin1=latin1, empty=empty, tmp=tmp_path)
+    return dict(
+        corpus=corpus_file, run=run_dir, out=tmp_path / "out", fifo=fifo, latin1=latin1, empty=empty, tmp=tmp_path
+    )
 
 
 def test_at_least_forty_bad_inputs():

@@ -3,22 +3,19 @@ options, output formats, and one clear error line for every user mistake."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
 import pytest
 import torch
 import yaml
+from conftest import TINY_FLAGS, assert_one_error_line
 
 import charrnn
 from charrnn.checkpoint import load_model
 from charrnn.config import SampleConfig
-from charrnn.sampling.engine import generate
-import charrnn
 from charrnn.data.tokenizer import Tokenizer
-
-from conftest import TINY_FLAGS, assert_one_error_line
+from charrnn.sampling.engine import generate
 
 # ---------------------------------------------------------------- help and version
 
@@ -29,7 +26,18 @@ def test_version(cli):
     assert r.stdout == f"charrnn {charrnn.__version__}\n"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["-h"], ["train", "--help"], ["sample", "--help"], ["score", "--help"], ["info", "--help"], ["plot", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["train", "--help"],
+        ["sample", "--help"],
+        ["score", "--help"],
+        ["info", "--help"],
+        ["plot", "--help"],
+    ],
+)
 def test_help(cli, args):
     r = cli(*args)
     assert r.exit_code == 0, r.output
@@ -75,11 +83,15 @@ def test_train_from_stdin(cli, tmp_path, corpus_text):
 
 def test_config_file_sets_options_and_flags_win(cli, tmp_path, corpus_file):
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text(yaml.safe_dump({
-        "model": {"cell": "gru", "hidden": 24, "layers": 1, "embed": 8},
-        "data": {"seq_len": 12, "batch_size": 3},
-        "train": {"max_steps": 7, "lr": 0.005, "eval_every": 7, "device": "cpu", "precision": "fp32"},
-    }))
+    run_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"cell": "gru", "hidden": 24, "layers": 1, "embed": 8},
+                "data": {"seq_len": 12, "batch_size": 3},
+                "train": {"max_steps": 7, "lr": 0.005, "eval_every": 7, "device": "cpu", "precision": "fp32"},
+            }
+        )
+    )
     out = tmp_path / "cfg_run"
     r = cli("train", corpus_file, "--config", run_yaml, "--hidden", "16", "--seq-len", "8", "--out", out, "--quiet")
     assert r.exit_code == 0, r.stderr
@@ -95,7 +107,20 @@ def test_config_file_sets_options_and_flags_win(cli, tmp_path, corpus_file):
 
 def test_word_level_with_max_vocab_on_the_cli(cli, tmp_path, corpus_file):
     out = tmp_path / "words"
-    r = cli("train", corpus_file, "--level", "word", "--max-vocab", "12", "--max-steps", "5", "--out", out, "--quiet", *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--level",
+        "word",
+        "--max-vocab",
+        "12",
+        "--max-steps",
+        "5",
+        "--out",
+        out,
+        "--quiet",
+        *TINY_FLAGS,
+    )
     assert r.exit_code == 0, r.stderr
     info = json.loads(cli("info", out, "--json").stdout)
     assert (info["level"], info["vocab_size"]) == ("word", 12)
@@ -107,7 +132,20 @@ def test_word_level_with_max_vocab_on_the_cli(cli, tmp_path, corpus_file):
     text = corpus_file.read_text(encoding="utf-8")
     expected = Tokenizer.build(text, "word", min_count=40)
     assert 2 < len(expected) < len(Tokenizer.build(text, "word"))
-    r = cli("train", corpus_file, "--level", "word", "--min-count", "40", "--max-steps", "5", "--out", tmp_path / "w2", "--quiet", *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--level",
+        "word",
+        "--min-count",
+        "40",
+        "--max-steps",
+        "5",
+        "--out",
+        tmp_path / "w2",
+        "--quiet",
+        *TINY_FLAGS,
+    )
     assert r.exit_code == 0, r.stderr
     assert load_model(tmp_path / "w2")[1].vocab == expected.vocab
 
@@ -116,7 +154,20 @@ def test_min_count_that_keeps_no_word_fails_cleanly(cli, tmp_path, corpus_file):
     """--min-count above every count leaves only <unk>, which sampling never emits: a user mistake
     that must end in one error line (when training, or at the latest when sampling), not a traceback."""
     out = tmp_path / "nothing"
-    r = cli("train", corpus_file, "--level", "word", "--min-count", "100000", "--max-steps", "3", "--out", out, "--quiet", *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--level",
+        "word",
+        "--min-count",
+        "100000",
+        "--max-steps",
+        "3",
+        "--out",
+        out,
+        "--quiet",
+        *TINY_FLAGS,
+    )
     _no_traceback(r)
     if r.exit_code != 0:
         assert_one_error_line(r.stderr, "--min-count")
@@ -158,9 +209,9 @@ def test_init_from_grows_the_vocabulary_with_new_characters(cli, tmp_path, corpu
 
 
 def test_init_from_grows_a_word_vocabulary_within_max_vocab(tmp_path, corpus_text):
-    from charrnn.training.loop import train
-
     from conftest import tiny_config
+
+    from charrnn.training.loop import train
 
     parent = tmp_path / "words"
     train(tiny_config(parent, **{"tokenizer.level": "word", "train.max_steps": 3}), corpus_text, "w")
@@ -172,7 +223,7 @@ def test_init_from_grows_a_word_vocabulary_within_max_vocab(tmp_path, corpus_tex
     _, tok, _ = load_model(child)
     assert tok.vocab[: len(ptok)] == ptok.vocab
     assert len(tok) == len(ptok) + 4  # capped by max_vocab; the most frequent new words first
-    assert {"Zebras", "quokkas", "graze"} <= set(tok.vocab[len(ptok):])
+    assert {"Zebras", "quokkas", "graze"} <= set(tok.vocab[len(ptok) :])
 
 
 # ---------------------------------------------------------------- sample
@@ -193,10 +244,14 @@ def test_sample_same_seed_same_text_and_matches_the_api(cli, run_dir):
 def test_greedy_flag_equals_temp_zero_and_the_api(cli, run_dir, loaded):
     model, tok, _ = loaded
     greedy = cli("sample", "-c", run_dir, "--prompt", "The ", "--length", "60", "--greedy", "--no-echo")
-    temp0 = cli("sample", "-c", run_dir, "--prompt", "The ", "--length", "60", "--temp", "0", "--no-echo", "--seed", "9")
+    temp0 = cli(
+        "sample", "-c", run_dir, "--prompt", "The ", "--length", "60", "--temp", "0", "--no-echo", "--seed", "9"
+    )
     assert greedy.exit_code == 0, greedy.stderr
     assert greedy.stdout == temp0.stdout
-    ids = torch.cat(list(generate(model, tok.encode("The "), SampleConfig(length=60, temperature=0.0))), dim=1)[0].tolist()
+    ids = torch.cat(list(generate(model, tok.encode("The "), SampleConfig(length=60, temperature=0.0))), dim=1)[
+        0
+    ].tolist()
     text = tok.decode(ids)
     assert greedy.stdout == text + ("" if text.endswith("\n") else "\n")
 
@@ -272,7 +327,20 @@ def test_prompt_from_stdin(cli, run_dir):
 
 
 def test_unknown_skip_drops_unseen_prompt_characters(cli, run_dir):
-    r = cli("sample", "-c", run_dir, "--prompt", "The Ωcat", "--unknown", "skip", "--length", "20", "--seed", "1", "--no-echo")
+    r = cli(
+        "sample",
+        "-c",
+        run_dir,
+        "--prompt",
+        "The Ωcat",
+        "--unknown",
+        "skip",
+        "--length",
+        "20",
+        "--seed",
+        "1",
+        "--no-echo",
+    )
     same = cli("sample", "-c", run_dir, "--prompt", "The cat", "--length", "20", "--seed", "1", "--no-echo")
     assert r.exit_code == 0, r.stderr
     assert r.stdout == same.stdout
@@ -363,7 +431,17 @@ def test_info_json(cli, run_dir, loaded):
     r = cli("info", run_dir, "--json")
     assert r.exit_code == 0, r.stderr
     d = json.loads(r.stdout)
-    keys = {"parameters", "non_embedding_parameters", "vocab_size", "level", "cell", "layers", "hidden", "steps", "best_val_loss"}
+    keys = {
+        "parameters",
+        "non_embedding_parameters",
+        "vocab_size",
+        "level",
+        "cell",
+        "layers",
+        "hidden",
+        "steps",
+        "best_val_loss",
+    }
     assert keys <= set(d)
     assert d["vocab_size"] == len(tok) and d["level"] == "char"
     assert (d["cell"], d["layers"], d["hidden"]) == ("lstm", 2, 32)
@@ -400,7 +478,9 @@ def test_a_cache_folder_that_cannot_be_written_says_which_and_how(cli, tmp_path,
 def test_a_corpus_too_short_to_validate_is_told_what_helps(cli, tmp_path):
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("abcab")  # 4 tokens train, 1 would validate
-    r = cli("train", tiny, *TINY_FLAGS, "--seq-len", "1", "--batch-size", "1", "--max-steps", "2", "--out", tmp_path / "run")
+    r = cli(
+        "train", tiny, *TINY_FLAGS, "--seq-len", "1", "--batch-size", "1", "--max-steps", "2", "--out", tmp_path / "run"
+    )
     assert r.exit_code == 0, r.stderr
     assert "reporting training loss only" in r.stderr and "longer corpus" in r.stderr
     assert "raise --val-fraction" not in r.stderr
@@ -412,7 +492,8 @@ def test_plot_skips_losses_that_are_not_numbers(cli, tmp_path):
     (run / "metrics.jsonl").write_text(
         '{"step": 10, "tokens": 100, "train_loss": NaN, "seconds": 1, "val_loss": 1e999}\n'
         '{"step": 20, "tokens": 200, "train_loss": 2.0, "seconds": 2, "val_loss": 2.5}\n'
-        '{"step": 30, "tokens": 300, "train_loss": -Infinity, "seconds": 3, "val_loss": NaN}\n')
+        '{"step": 30, "tokens": 300, "train_loss": -Infinity, "seconds": 3, "val_loss": NaN}\n'
+    )
     r = cli("plot", run)
     assert r.exit_code == 0, r.stderr
     assert "best val 2.5000 at step 20" in r.stdout
@@ -429,37 +510,124 @@ def files(tmp_path, corpus_file, run_dir):
     bad_type = tmp_path / "bad_type.yaml"
     bad_type.write_text("model:\n  hidden: big\n")
     (tmp_path / "no_files" / ".hidden").mkdir(parents=True)
-    return dict(corpus=corpus_file, run=run_dir, unseen=unseen, latin1=latin1, empty=empty, bad_type=bad_type,
-                no_files=tmp_path / "no_files",
-                missing=tmp_path / "missing.txt", out=tmp_path / "out", tmp=tmp_path)
+    return dict(
+        corpus=corpus_file,
+        run=run_dir,
+        unseen=unseen,
+        latin1=latin1,
+        empty=empty,
+        bad_type=bad_type,
+        no_files=tmp_path / "no_files",
+        missing=tmp_path / "missing.txt",
+        out=tmp_path / "out",
+        tmp=tmp_path,
+    )
 
 
 MISTAKES = {
-    "missing corpus": (["train", "{missing}", "--max-steps", "5", "--out", "{out}"], 2, ["corpus not found", "missing.txt"]),
-    "bad time budget": (["train", "{corpus}", "--time-budget", "abc", "--out", "{out}"], 2, ["cannot read duration 'abc'"]),
-    "empty time budget": (["train", "{corpus}", "--time-budget", "", "--out", "{out}"], 2, ["cannot read duration ''", "like 90s"]),
-    "zero time budget": (["train", "{corpus}", "--time-budget", "0s", "--out", "{out}"], 2, ["--time-budget", "not 0s", "like 90s"]),
-    "nonsense cell": (["train", "{corpus}", "--cell", "transformer", "--max-steps", "5", "--out", "{out}"], 2, ["--cell", "lstm, gru, rnn", "'transformer'"]),
-    "nonsense batching": (["train", "{corpus}", "--batching", "shuffle", "--max-steps", "5", "--out", "{out}"], 2, ["--batching"]),
-    "negative dropout": (["train", "{corpus}", "--dropout", "-0.1", "--max-steps", "5", "--out", "{out}"], 2, ["--dropout"]),
+    "missing corpus": (
+        ["train", "{missing}", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["corpus not found", "missing.txt"],
+    ),
+    "bad time budget": (
+        ["train", "{corpus}", "--time-budget", "abc", "--out", "{out}"],
+        2,
+        ["cannot read duration 'abc'"],
+    ),
+    "empty time budget": (
+        ["train", "{corpus}", "--time-budget", "", "--out", "{out}"],
+        2,
+        ["cannot read duration ''", "like 90s"],
+    ),
+    "zero time budget": (
+        ["train", "{corpus}", "--time-budget", "0s", "--out", "{out}"],
+        2,
+        ["--time-budget", "not 0s", "like 90s"],
+    ),
+    "nonsense cell": (
+        ["train", "{corpus}", "--cell", "transformer", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["--cell", "lstm, gru, rnn", "'transformer'"],
+    ),
+    "nonsense batching": (
+        ["train", "{corpus}", "--batching", "shuffle", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["--batching"],
+    ),
+    "negative dropout": (
+        ["train", "{corpus}", "--dropout", "-0.1", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["--dropout"],
+    ),
     "not utf-8": (["train", "{latin1}", "--max-steps", "5", "--out", "{out}"], 2, ["not UTF-8", "iconv -f"]),
-    "a folder holding a file that is not utf-8": (["train", "{tmp}", "--max-steps", "5", "--out", "{out}"], 2, ["latin1.txt is not UTF-8"]),
+    "a folder holding a file that is not utf-8": (
+        ["train", "{tmp}", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["latin1.txt is not UTF-8"],
+    ),
     "empty corpus": (["train", "{empty}", "--max-steps", "5", "--out", "{out}"], 2, ["empty"]),
-    "corpus folder without files": (["train", "{no_files}", "--max-steps", "5", "--out", "{out}"], 2, ["no_files holds no files"]),
-    "batch too big": (["train", "{corpus}", *TINY_FLAGS, "--dropout", "0", "--weight-decay", "0.1", "--batch-size", "5000", "--max-steps", "5", "--out", "{out}"], 2, ["too small", "--batch-size"]),
-    "missing config": (["train", "{corpus}", "--config", "{missing}", "--max-steps", "5"], 2, ["config file not found"]),
-    "wrongly typed config value": (["train", "{corpus}", "--config", "{bad_type}", "--max-steps", "5", "--out", "{out}"], 2, ["hidden"]),
-    "nothing to resume": (["train", "{corpus}", "--resume", "--max-steps", "5", "--out", "{out}"], 2, ["nothing to resume"]),
+    "corpus folder without files": (
+        ["train", "{no_files}", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["no_files holds no files"],
+    ),
+    "batch too big": (
+        [
+            "train",
+            "{corpus}",
+            *TINY_FLAGS,
+            "--dropout",
+            "0",
+            "--weight-decay",
+            "0.1",
+            "--batch-size",
+            "5000",
+            "--max-steps",
+            "5",
+            "--out",
+            "{out}",
+        ],
+        2,
+        ["too small", "--batch-size"],
+    ),
+    "missing config": (
+        ["train", "{corpus}", "--config", "{missing}", "--max-steps", "5"],
+        2,
+        ["config file not found"],
+    ),
+    "wrongly typed config value": (
+        ["train", "{corpus}", "--config", "{bad_type}", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["hidden"],
+    ),
+    "nothing to resume": (
+        ["train", "{corpus}", "--resume", "--max-steps", "5", "--out", "{out}"],
+        2,
+        ["nothing to resume"],
+    ),
     "missing checkpoint (sample)": (["sample", "-c", "{missing}"], 1, ["checkpoint not found"]),
     "missing checkpoint (score)": (["score", "{corpus}", "-c", "{missing}"], 1, ["checkpoint not found"]),
     "missing checkpoint (info)": (["info", "{missing}"], 1, ["checkpoint not found"]),
     "not a checkpoint": (["info", "{corpus}"], 1, ["not a readable charrnn checkpoint"]),
     "folder without checkpoint": (["sample", "-c", "{tmp}"], 1, ["no best.pt or last.pt"]),
-    "unseen prompt characters": (["sample", "-c", "{run}", "--prompt", "Zé€ the"], 2, ["'Z'", "'é'", "'€'", "--unknown skip"]),
+    "unseen prompt characters": (
+        ["sample", "-c", "{run}", "--prompt", "Zé€ the"],
+        2,
+        ["'Z'", "'é'", "'€'", "--unknown skip"],
+    ),
     "unseen characters in scored text": (["score", "{unseen}", "-c", "{run}", "--unknown", "error"], 2, ["'Ω'", "'∑'"]),
-    "unseen characters per line": (["score", "{unseen}", "-c", "{run}", "--per-line", "--unknown", "error"], 2, ["'Ω'"]),
+    "unseen characters per line": (
+        ["score", "{unseen}", "-c", "{run}", "--per-line", "--unknown", "error"],
+        2,
+        ["'Ω'"],
+    ),
     "negative attempt limit": (["sample", "-c", "{run}", "--max-attempts", "-5"], 2, ["--max-attempts", "at least 1"]),
-    "negative attempt limit, curated": (["sample", "-c", "{run}", "--unique", "--max-attempts", "-5"], 2, ["--max-attempts"]),
+    "negative attempt limit, curated": (
+        ["sample", "-c", "{run}", "--unique", "--max-attempts", "-5"],
+        2,
+        ["--max-attempts"],
+    ),
     "empty stop string": (["sample", "-c", "{run}", "--stop", ""], 2, ["--stop", "empty"]),
     "missing file to score": (["score", "{missing}", "-c", "{run}"], 2, ["not found"]),
     "bad top-p": (["sample", "-c", "{run}", "--top-p", "1.5"], 2, ["--top-p"]),

@@ -10,8 +10,18 @@ from charrnn.errors import UsageError
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("90", 90), ("90s", 90), ("5m", 300), ("2min", 120), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400),
-     (" 10 m ", 600), (45, 45), (2.5, 2.5)],
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("2min", 120),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        (" 10 m ", 600),
+        (45, 45),
+        (2.5, 2.5),
+    ],
 )
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
@@ -63,7 +73,12 @@ def test_invalid_settings_are_usage_errors(d, message):
 
 @pytest.mark.parametrize(
     "d",
-    [{"model": {"hidden": "big"}}, {"train": {"max_steps": [10]}}, {"train": {"lr": "fast"}}, {"data": {"seq_len": {"a": 1}}}],
+    [
+        {"model": {"hidden": "big"}},
+        {"train": {"max_steps": [10]}},
+        {"train": {"lr": "fast"}},
+        {"data": {"seq_len": {"a": 1}}},
+    ],
 )
 def test_wrongly_typed_yaml_values_are_usage_errors(d):
     """A YAML value of the wrong type is a user mistake like any other: a UsageError, not a TypeError."""

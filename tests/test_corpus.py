@@ -11,16 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import make_corpus
 
 from charrnn.data import cache, corpus
 from charrnn.data.batches import RandomBatches, StreamBatches, split
+from charrnn.data.tokenizer import WORD_RES, Tokenizer, UnknownTokenError
+from charrnn.data.vectorized import WordIndexer
 from charrnn.errors import UsageError
 from charrnn.evaluate import evaluate
 from charrnn.model.lm import RNNLM, ModelShape
-from charrnn.data.vectorized import WordIndexer
-from charrnn.data.tokenizer import WORD_RES, Tokenizer, UnknownTokenError
-
-from conftest import make_corpus
 
 
 def _write(path, text: str):
@@ -40,7 +39,12 @@ def test_several_files_and_folders_join_in_order_with_a_newline(tmp_path, level)
     _write(books / ".git" / "x.txt", "never read")
     paths, name = corpus.resolve([str(a), str(books)])
     # Folders: recursively, sorted by path, hidden names skipped.
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["a.txt", "books/a.txt", "books/sub/b.txt", "books/z.txt"]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        "a.txt",
+        "books/a.txt",
+        "books/sub/b.txt",
+        "books/z.txt",
+    ]
     assert name == "a+1"
     c = corpus.load([str(a), str(books)], level=level)
     text = corpus.SEPARATOR.join(p.read_text(encoding="utf-8") for p in paths)
@@ -115,7 +119,11 @@ def test_the_cache_deletes_its_least_recently_used_entries_past_its_limit(tmp_pa
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
     f = _write(tmp_path / "d.txt", make_corpus(3000, seed=4))
     c = corpus.load(str(f))
-    entry = next(p for p in cache.root().iterdir() if p.is_dir() and (p / "ids.bin").exists() and p.name.startswith(c_sha_prefix(f)))
+    entry = next(
+        p
+        for p in cache.root().iterdir()
+        if p.is_dir() and (p / "ids.bin").exists() and p.name.startswith(c_sha_prefix(f))
+    )
     with open(entry / "ids.bin", "ab") as g:
         g.write(b"\0")  # wrong size
     again = corpus.load(str(f))
@@ -149,7 +157,9 @@ def test_inputs_that_cannot_be_read_are_usage_errors(tmp_path):
     folder = tmp_path / "mixed"
     _write(folder / "a.txt", "fine\n")
     (folder / "b.bin").write_bytes(b"ok\xff\xfe")
-    with pytest.raises(UsageError, match=r"b\.bin is not UTF-8 \(bad byte at offset 2; .*\); convert it, e\.g\. iconv -f "):
+    with pytest.raises(
+        UsageError, match=r"b\.bin is not UTF-8 \(bad byte at offset 2; .*\); convert it, e\.g\. iconv -f "
+    ):
         corpus.load(str(folder))
 
 
@@ -159,12 +169,13 @@ def test_stdin_among_the_inputs(tmp_path):
         "import sys; from charrnn.data import corpus; c = corpus.load(['-', sys.argv[1]]); "
         "print(repr(c.tokenizer.decode(c.ids.tolist())), c.name)"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(f)], input="piped\n".encode(), capture_output=True, env=os.environ)
+    r = subprocess.run([sys.executable, "-c", code, str(f)], input=b"piped\n", capture_output=True, env=os.environ)
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().strip() == repr("piped\n\nfrom a file\n") + " stdin+1"
 
 
 # ---- the word rule (issue 9, case 8) ----
+
 
 def test_words_as_people_write_them_stay_whole():
     text = "I don't know: a well-known 3.14, 1,000 rock'n'roll it’s dogs' -- end.\n"
@@ -209,6 +220,7 @@ def test_word_vocabulary_from_streamed_counts_matches_the_tokenizer(tmp_path, mo
 
 # ---- batches from the memmap ----
 
+
 def test_memmap_batches_equal_in_memory_ones(tmp_path):
     f = _write(tmp_path / "m.txt", make_corpus(20000, seed=6))
     c = corpus.load(str(f))
@@ -226,6 +238,7 @@ def test_memmap_batches_equal_in_memory_ones(tmp_path):
 
 
 # ---- bounded evaluation ----
+
 
 def _model(vocab: int) -> RNNLM:
     torch.manual_seed(0)
@@ -284,6 +297,7 @@ def test_score_file_equals_score_on_the_text(tmp_path, run_dir):
 
 # ---- training on several inputs, budgets ----
 
+
 def _tiny(*extra):
     from conftest import TINY_FLAGS
 
@@ -318,8 +332,18 @@ def test_the_library_takes_a_list_of_inputs(tmp_path):
 
     a = _write(tmp_path / "a.txt", make_corpus(2500, seed=14))
     b = _write(tmp_path / "b.txt", make_corpus(2500, seed=15))
-    result = charrnn.train([a, b], out=tmp_path / "lib", max_steps=3, hidden=16, layers=1, embed=8, seq_len=16,
-                           batch_size=4, device="cpu", precision="fp32")
+    result = charrnn.train(
+        [a, b],
+        out=tmp_path / "lib",
+        max_steps=3,
+        hidden=16,
+        layers=1,
+        embed=8,
+        seq_len=16,
+        batch_size=4,
+        device="cpu",
+        precision="fp32",
+    )
     assert result.steps == 3
 
 
@@ -327,7 +351,9 @@ def test_each_evaluation_scores_at_most_eval_tokens(tmp_path, cli, corpus_file):
     import json
 
     out = tmp_path / "run"
-    r = cli("train", corpus_file, "--max-steps", "4", "--eval-every", "2", "--eval-tokens", "200", "--out", out, *_tiny())
+    r = cli(
+        "train", corpus_file, "--max-steps", "4", "--eval-every", "2", "--eval-tokens", "200", "--out", out, *_tiny()
+    )
     assert r.exit_code == 0, r.stderr
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [rec["val_tokens"] for rec in records] == [192, 192]  # 64 windows of 3 tokens

@@ -4,26 +4,24 @@ is one line and the right exit code, never a traceback, a hang, a crash or wrong
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
-import math
 import os
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS, assert_one_error_line
 
 import charrnn
 from charrnn import checkpoint
 from charrnn.errors import CharrnnError
 
-from conftest import TINY_FLAGS, assert_one_error_line
-
 
 @pytest.fixture
-def best(tmp_path, run_dir) -> "Path":
+def best(tmp_path, run_dir) -> Path:
     p = tmp_path / "best.pt"
     shutil.copy(run_dir / "best.pt", p)
     return p
@@ -54,7 +52,8 @@ def test_single_bit_flips_never_load_as_different_weights(best):
             continue
         # Loaded: then it is bit for bit what was saved (the flip hit padding or zip metadata).
         assert checkpoint.digest({k: v for k, v in got.items() if k != "path"}) == checkpoint.digest(
-            {k: v for k, v in original.items() if k != "path"})
+            {k: v for k, v in original.items() if k != "path"}
+        )
     assert refused >= 30
 
 
@@ -87,13 +86,25 @@ def _set(key):
         for p in parents:
             d = d[p]
         d[last] = VALUES[key]
+
     return edit
 
 
-VALUES = {"shape.hidden": 64, "shape.vocab_size": 99, "shape.cell": "gru", "shape.layers": 2**40, "shape.embed": 10**9,
-          "tokenizer.level": "byte", "step": -100, "tokens_seen": -5, "best_val_loss": float("nan"),
-          "train_seconds": float("inf"), "config.train.min_lr_ratio": -3.0, "config.train.lr": float("nan"),
-          "shape.dropout": 5.0}
+VALUES = {
+    "shape.hidden": 64,
+    "shape.vocab_size": 99,
+    "shape.cell": "gru",
+    "shape.layers": 2**40,
+    "shape.embed": 10**9,
+    "tokenizer.level": "byte",
+    "step": -100,
+    "tokens_seen": -5,
+    "best_val_loss": float("nan"),
+    "train_seconds": float("inf"),
+    "config.train.min_lr_ratio": -3.0,
+    "config.train.lr": float("nan"),
+    "shape.dropout": 5.0,
+}
 
 DAMAGE = {
     "hidden disagrees with weights": (_set("shape.hidden"), "shape says"),
@@ -163,7 +174,7 @@ def test_score_json_never_prints_infinity_or_nan(cli, run_dir, tmp_path, corpus_
         r = cli(*args)
         assert r.exit_code == 0, r.stderr
         for line in r.stdout.splitlines():
-            json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in JSON: {line}"))
+            json.loads(line, parse_constant=lambda c, line=line: pytest.fail(f"{c} in JSON: {line}"))
     plain = cli("score", f, "-c", p)
     assert plain.exit_code == 0 and "Traceback" not in plain.stderr
 
@@ -194,9 +205,14 @@ def _full_after(limit: int):
 
 
 @pytest.mark.parametrize("limit", [0, 2000, 20000])
-def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(cli, tmp_path, corpus_file, monkeypatch, limit):
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
+    cli, tmp_path, corpus_file, monkeypatch, limit
+):
     out = tmp_path / "run"
-    assert cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "6", "--eval-every", "3", "--out", out, "-q").exit_code == 0
+    assert (
+        cli("train", corpus_file, *TINY_FLAGS, "--max-steps", "6", "--eval-every", "3", "--out", out, "-q").exit_code
+        == 0
+    )
     before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt")}
     monkeypatch.setattr(os, "fdopen", _full_after(limit))  # every write through os.fdopen: the disk is full
     r = cli("train", corpus_file, "--resume", "--max-steps", "12", "--out", out, "-q")
@@ -271,13 +287,21 @@ PACK_DAMAGE = {
     "a named pipe at the path": lambda p: (p.unlink(), os.mkfifo(p)),
     "random bytes in the blob": _flip_blob,
     "truncated": lambda p: p.write_bytes(p.read_bytes()[:-100]),
-    "header length of 2^62": lambda p: p.write_bytes(PACK_MAGIC + (2**62).to_bytes(8, "little") + p.read_bytes()[len(PACK_MAGIC) + 8 :]),
+    "header length of 2^62": lambda p: p.write_bytes(
+        PACK_MAGIC + (2**62).to_bytes(8, "little") + p.read_bytes()[len(PACK_MAGIC) + 8 :]
+    ),
     "nbytes of 2^40, checksum redone": lambda p: _resave_raw(p, lambda h: h.__setitem__("nbytes", 2**40)),
     "narrower than the model, checksum kept": lambda p: _header_in_place(p, _narrow),
-    "widths narrower than the shape, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("K", [16 for _ in h["K"]])),
+    "widths narrower than the shape, checksum redone": lambda p: _resave(
+        p, lambda h: h.__setitem__("K", [16 for _ in h["K"]])
+    ),
     "hidden 10^6, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("hidden", 10**6)),
-    "vocabulary larger than the tokenizer, checksum redone": lambda p: _resave(p, lambda h: h.__setitem__("vocab", h["vocab"] + 16)),
-    "misaligned array, checksum redone": lambda p: _resave(p, lambda h: h["arrays"]["head_b"].__setitem__(0, h["arrays"]["head_b"][0] + 4)),
+    "vocabulary larger than the tokenizer, checksum redone": lambda p: _resave(
+        p, lambda h: h.__setitem__("vocab", h["vocab"] + 16)
+    ),
+    "misaligned array, checksum redone": lambda p: _resave(
+        p, lambda h: h["arrays"]["head_b"].__setitem__(0, h["arrays"]["head_b"][0] + 4)
+    ),
     "not JSON": lambda p: p.write_bytes(PACK_MAGIC + (5).to_bytes(8, "little") + b"{{{{{" + b"\0" * 64),
     "empty file": lambda p: p.write_bytes(b""),
 }
@@ -320,12 +344,16 @@ def test_a_damaged_pack_in_a_real_process_neither_hangs_nor_crashes(packed, tmp_
 
     ckpt, text, path = packed
     _header_in_place(path, _narrow)
-    r = run_charrnn("sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60)
+    r = run_charrnn(
+        "sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == text + "\n"
     path.unlink()
     os.mkfifo(path)
-    r = run_charrnn("sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60)
+    r = run_charrnn(
+        "sample", "-c", ckpt, "--prompt", "The ", "-n", "80", "--temp", "0.8", "--seed", "4", "--no-echo", timeout=60
+    )
     assert r.returncode == 0 and r.stdout.decode() == text + "\n"
 
 
@@ -395,7 +423,9 @@ def test_a_remembered_refusal_expires(tmp_path, monkeypatch, fresh_build):
 
 def test_a_build_that_fails_for_the_machine_is_not_remembered(tmp_path, monkeypatch, fresh_build):
     # Fails on everything, an empty file too: a full disk, not a compiler that refuses kernels.c.
-    cc = _fake_cc(tmp_path / "cc", 'echo "fatal error: error writing to /tmp/ccX.s: No space left on device" >&2; exit 1')
+    cc = _fake_cc(
+        tmp_path / "cc", 'echo "fatal error: error writing to /tmp/ccX.s: No space left on device" >&2; exit 1'
+    )
     monkeypatch.setenv("CC", cc)
     assert fresh_build() is None
     assert not list((tmp_path / "cache").glob("*.failed"))

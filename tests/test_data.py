@@ -10,16 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.data.corpus import read_text as read_corpus
 from charrnn.data.batches import ZERO_STATE_EVERY, RandomBatches, StreamBatches, make_batches, split
+from charrnn.data.corpus import read_text as read_corpus
 from charrnn.data.vectorized import smallest_dtype
-from charrnn.errors import CharrnnError, UsageError
+from charrnn.errors import UsageError
 
 
 @pytest.mark.parametrize(
     "vocab_size, dtype",
-    [(1, np.uint8), (65, np.uint8), (256, np.uint8), (257, np.int16),
-     (2**15, np.int16), (2**15 + 1, np.int32), (200_000, np.int32)],
+    [
+        (1, np.uint8),
+        (65, np.uint8),
+        (256, np.uint8),
+        (257, np.int16),
+        (2**15, np.int16),
+        (2**15 + 1, np.int32),
+        (200_000, np.int32),
+    ],
 )
 def test_ids_take_the_smallest_type_that_holds_the_largest_id(vocab_size, dtype):
     assert smallest_dtype(vocab_size) == dtype
@@ -106,8 +113,10 @@ def test_each_stream_starts_from_the_zero_state_in_turn():
     resets = torch.stack([b.get(step)[2] for step in range(1, steps + 1)])  # (steps, B), no epoch start
     assert resets.sum(0).tolist() == [2] * 8  # every stream twice, once per ZERO_STATE_EVERY steps
     assert resets.sum(1).max() == 1  # one stream at a time
-    halves = [torch.cat([p.get(step)[2] for p in (StreamBatches(ids, 4, 16, seed=1, rank=r, world=2) for r in range(2))])
-              for step in range(1, 9)]
+    halves = [
+        torch.cat([p.get(step)[2] for p in (StreamBatches(ids, 4, 16, seed=1, rank=r, world=2) for r in range(2))])
+        for step in range(1, 9)
+    ]
     assert torch.equal(torch.stack(halves), resets[:8])  # ranks split the rows of one process
 
 

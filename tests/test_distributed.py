@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 
+import pytest
 import torch
-
 from conftest import TINY_FLAGS, run_torchrun
 
 pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
@@ -16,8 +14,20 @@ pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for 
 
 def test_torchrun_two_processes_train_one_model(tmp_path, corpus_file):
     out = tmp_path / "ddp"
-    r = run_torchrun("train", corpus_file, "--max-steps", 12, "--eval-every", 6, "--out", out, "--json", "--quiet",
-                     *TINY_FLAGS, timeout=120)
+    r = run_torchrun(
+        "train",
+        corpus_file,
+        "--max-steps",
+        12,
+        "--eval-every",
+        6,
+        "--out",
+        out,
+        "--json",
+        "--quiet",
+        *TINY_FLAGS,
+        timeout=120,
+    )
     lines = [l for l in r.stdout.decode().splitlines() if l.startswith("{")]
     assert len(lines) == 1, "only rank 0 prints the summary"
     summary = json.loads(lines[0])
@@ -39,8 +49,19 @@ def test_torchrun_resume_is_exact_for_every_rank(tmp_path, corpus_file):
     Each rank carries its own streams' hidden state and dropout RNG, so each must get its own back."""
     constant_lr = tmp_path / "constant_lr.yaml"  # so that the schedule does not depend on --max-steps
     constant_lr.write_text("train:\n  min_lr_ratio: 1.0\n")
-    common = [str(corpus_file), *TINY_FLAGS, "--warmup-steps", "0", "--dropout", "0.3", "--eval-every", "6",
-              "--config", str(constant_lr), "--quiet"]
+    common = [
+        str(corpus_file),
+        *TINY_FLAGS,
+        "--warmup-steps",
+        "0",
+        "--dropout",
+        "0.3",
+        "--eval-every",
+        "6",
+        "--config",
+        str(constant_lr),
+        "--quiet",
+    ]
     _torchrun(*common, "--max-steps", "12", "--out", str(tmp_path / "straight"))
     _torchrun(*common, "--max-steps", "6", "--out", str(tmp_path / "resumed"))
     _torchrun("--resume", "--max-steps", "12", "--out", str(tmp_path / "resumed"), "--quiet")

@@ -37,7 +37,9 @@ def test_chi2_critical_values_are_sane():
         assert table <= chi2_critical(df) < table * 1.08
 
 
-def expected_probs(logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+def expected_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """The definition, written out independently in float64 Python."""
     z = (logits.double() / temperature).tolist()
     order = sorted(range(len(z)), key=lambda i: -z[i])

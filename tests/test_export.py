@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_error_line, labelled_names, make_corpus, subprocess_env
 
 import charrnn
 from charrnn.errors import UsageError
 
-from conftest import assert_one_error_line, labelled_names, make_corpus, subprocess_env
-
 _RUNS: dict[str, Path] = {}
 _ROOT = Path(tempfile.mkdtemp(prefix="charrnn-export-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
-TINY = dict(max_steps=60, hidden=32, embed=16, seq_len=16, batch_size=8, device="cpu", precision="fp32", lr=0.02,
-            warmup_steps=5)
+TINY = dict(
+    max_steps=60, hidden=32, embed=16, seq_len=16, batch_size=8, device="cpu", precision="fp32", lr=0.02, warmup_steps=5
+)
 
 
 def tiny_run(kind: str) -> Path:
@@ -221,7 +221,9 @@ def test_export_writes_atomically_replaces_its_files_and_keeps_others(cli, run_d
 def test_the_api_exports_each_format_and_checks_its_arguments(run_dir, tmp_path):
     model = charrnn.load(run_dir)
     assert [p.name for p in model.export(tmp_path / "o", "onnx")] == ["model.onnx", "tokenizer.json"]
-    assert [p.name for p in model.export(tmp_path / "s", format="safetensors", precision="fp32")] == ["model.safetensors"]
+    assert [p.name for p in model.export(tmp_path / "s", format="safetensors", precision="fp32")] == [
+        "model.safetensors"
+    ]
     assert (tmp_path / "w" / "index.html") in model.export(tmp_path / "w")
     with pytest.raises(UsageError, match="--format"):
         model.export(tmp_path / "x", "pickle")

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import subprocess_env
+from test_export import cli_text, tiny_run
 
 import charrnn
 from charrnn.checkpoint import load_model
-
-from conftest import subprocess_env
-from test_export import cli_text, tiny_run
 
 ort = pytest.importorskip("onnxruntime", reason="pip install 'charrnn[export]'")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "onnx_sample.py"
@@ -51,12 +50,14 @@ def test_onnxruntime_logits_are_torchs_over_200_steps(exports, kind):
     state = {n: np.zeros((L, B, H), np.float32) for n in names}
     worst = 0.0
     for t in range(T):
-        out = sess.run(None, {"tokens": ids[:, t:t + 1].numpy(), **state})
+        out = sess.run(None, {"tokens": ids[:, t : t + 1].numpy(), **state})
         state = dict(zip(names, out[1:]))
         worst = max(worst, float(np.abs(out[0] - want[:, t].numpy()).max()))
     scale = float(want.abs().max())
-    print(f"\n{kind}: onnxruntime vs torch, largest absolute logit difference over {T} steps: {worst:.2e}"
-          f" (logits up to {scale:.1f})")
+    print(
+        f"\n{kind}: onnxruntime vs torch, largest absolute logit difference over {T} steps: {worst:.2e}"
+        f" (logits up to {scale:.1f})"
+    )
     assert worst < 1e-4
     # The whole sequence in one call gives the last step's logits and state.
     zeros = {n: np.zeros((L, B, H), np.float32) for n in names}
@@ -90,12 +91,22 @@ def test_the_tokenizer_json_says_all_a_consumer_needs(exports):
 
 
 CASES = {
-    "lstm-char": [dict(prompt="The quick", seed=1, length=300), dict(seed=2, temp=1.2, top_k=5, length=300),
-                  dict(prompt="Birds", seed=3, temp=0.9, top_p=0.8, length=300), dict(prompt="A", temp=0.0, length=150),
-                  dict(prompt="The", seed=4, temp=1.0, stop="\n", length=300)],
-    "gru-word": [dict(prompt="The quick brown", seed=1, length=150), dict(seed=2, temp=1.0, top_k=8, top_p=0.9, length=150)],
-    "rnn-records": [dict(label="up", seed=3, length=40), dict(prompt="ab", label="low", seed=4, temp=1.2, length=40),
-                    dict(seed=5, length=40)],
+    "lstm-char": [
+        dict(prompt="The quick", seed=1, length=300),
+        dict(seed=2, temp=1.2, top_k=5, length=300),
+        dict(prompt="Birds", seed=3, temp=0.9, top_p=0.8, length=300),
+        dict(prompt="A", temp=0.0, length=150),
+        dict(prompt="The", seed=4, temp=1.0, stop="\n", length=300),
+    ],
+    "gru-word": [
+        dict(prompt="The quick brown", seed=1, length=150),
+        dict(seed=2, temp=1.0, top_k=8, top_p=0.9, length=150),
+    ],
+    "rnn-records": [
+        dict(label="up", seed=3, length=40),
+        dict(prompt="ab", label="low", seed=4, temp=1.2, length=40),
+        dict(seed=5, length=40),
+    ],
 }
 
 
@@ -106,8 +117,12 @@ def test_the_onnxruntime_example_writes_the_clis_text(exports, kind, cli):
         for name, value in case.items():
             argv += [f"--{name.replace('_', '-')}", str(value).replace("\n", "\\n")]
         # In a process where torch cannot be imported: onnxruntime and numpy alone.
-        code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['onnx_sample.py'] + sys.argv[1:]; "
-                f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')")
-        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+        code = (
+            "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['onnx_sample.py'] + sys.argv[1:]; "
+            f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=subprocess_env(), timeout=120
+        )
         assert r.returncode == 0, r.stderr
         assert r.stdout == cli_text(cli, tiny_run(kind), **case), case

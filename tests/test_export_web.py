@@ -18,11 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-import charrnn
-
 from conftest import subprocess_env
 from test_export import as_cli, cli_text, tiny_run
+
+import charrnn
 
 REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
 NODE = shutil.which("node") or shutil.which("nodejs")
@@ -101,8 +100,13 @@ def run_node(node: str, job: dict, tmp_path: Path, library: Path) -> dict:
     driver, job_file = tmp_path / "driver.js", tmp_path / "job.json"
     driver.write_text(DRIVER, encoding="utf-8")
     job_file.write_text(json.dumps(job), encoding="utf-8")
-    r = subprocess.run([node, str(driver), str(library), str(job_file)], capture_output=True, text=True,
-                       env=subprocess_env(), timeout=300)
+    r = subprocess.run(
+        [node, str(driver), str(library), str(job_file)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -153,8 +157,16 @@ def js_options(case: dict) -> dict:
 @pytest.mark.parametrize("kind", list(CASES))
 def test_node_writes_the_clis_text_for_each_seed_and_option(node, exports, kind, cli, tmp_path):
     cases = CASES[kind]
-    got = run_node(node, {"weights": str(exports[kind] / "weights.js"), "kernels": ["wasm-simd", "js"],
-                          "cases": [js_options(c) for c in cases]}, tmp_path, exports[kind] / "charrnn.js")
+    got = run_node(
+        node,
+        {
+            "weights": str(exports[kind] / "weights.js"),
+            "kernels": ["wasm-simd", "js"],
+            "cases": [js_options(c) for c in cases],
+        },
+        tmp_path,
+        exports[kind] / "charrnn.js",
+    )
     run = tiny_run(kind)
     texts = []
     for i, case in enumerate(cases):
@@ -172,8 +184,17 @@ def test_node_writes_the_clis_text_for_each_seed_and_option(node, exports, kind,
 def test_without_the_layer_0_table_the_text_is_the_same(node, exports, cli, tmp_path):
     """A large word vocabulary keeps layer 0's input product per token instead of the table."""
     cases = CASES["gru-word"][:4]
-    got = run_node(node, {"weights": str(exports["gru-word"] / "weights.js"), "kernels": ["wasm-simd", "js"], "table": False,
-                          "cases": [js_options(c) for c in cases]}, tmp_path, exports["gru-word"] / "charrnn.js")
+    got = run_node(
+        node,
+        {
+            "weights": str(exports["gru-word"] / "weights.js"),
+            "kernels": ["wasm-simd", "js"],
+            "table": False,
+            "cases": [js_options(c) for c in cases],
+        },
+        tmp_path,
+        exports["gru-word"] / "charrnn.js",
+    )
     for i, case in enumerate(cases):
         want = cli_text(cli, tiny_run("gru-word"), **case)
         assert [as_cli(got["samples"][k][i]["text"]) for k in ("wasm-simd", "js")] == [want, want], case
@@ -182,8 +203,12 @@ def test_without_the_layer_0_table_the_text_is_the_same(node, exports, cli, tmp_
 def test_stop_strings_are_never_shown_in_part_while_streaming(node, exports, tmp_path):
     stop = "e "
     cases = [dict(prompt="The", seed=s, temperature=1.0, stop=stop, length=400) for s in range(20)]
-    got = run_node(node, {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["wasm-simd"], "cases": cases},
-                   tmp_path, exports["lstm-char"] / "charrnn.js")
+    got = run_node(
+        node,
+        {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["wasm-simd"], "cases": cases},
+        tmp_path,
+        exports["lstm-char"] / "charrnn.js",
+    )
     model = charrnn.load(tiny_run("lstm-char"), precision="fp32")
     cut = 0
     for case, out in zip(cases, got["samples"]["wasm-simd"]):
@@ -197,34 +222,67 @@ def test_stop_strings_are_never_shown_in_part_while_streaming(node, exports, tmp
 
 
 def test_next_token_probabilities_match_python(node, exports, tmp_path):
-    queries = [["The qu", 5, {"temperature": 1.0}], ["", 3, {"temperature": 0.7}], ["Birds s", 65, {"temperature": 2.0}],
-               ["The", 4, {"temperature": 0.0}]]
-    got = run_node(node, {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["wasm-simd"], "cases": [],
-                          "next": queries}, tmp_path, exports["lstm-char"] / "charrnn.js")
+    queries = [
+        ["The qu", 5, {"temperature": 1.0}],
+        ["", 3, {"temperature": 0.7}],
+        ["Birds s", 65, {"temperature": 2.0}],
+        ["The", 4, {"temperature": 0.0}],
+    ]
+    got = run_node(
+        node,
+        {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["wasm-simd"], "cases": [], "next": queries},
+        tmp_path,
+        exports["lstm-char"] / "charrnn.js",
+    )
     model = charrnn.load(tiny_run("lstm-char"), precision="fp32")
     for (prompt, k, o), top in zip(queries, got["next"]):
         want = model.next_token_probs(prompt, k, o["temperature"])
         assert [t["token"] for t in top] == [t for t, _ in want]
         assert [t["p"] for t in top] == pytest.approx([p for _, p in want], abs=1e-6)
     # A records model's empty prompt is the start of a record of its label; labels are never drawn.
-    got = run_node(node, {"weights": str(exports["rnn-records"] / "weights.js"), "kernels": ["js"], "cases": [],
-                          "next": [["", 40, {"label": "up"}]]}, tmp_path, exports["rnn-records"] / "charrnn.js")
+    got = run_node(
+        node,
+        {
+            "weights": str(exports["rnn-records"] / "weights.js"),
+            "kernels": ["js"],
+            "cases": [],
+            "next": [["", 40, {"label": "up"}]],
+        },
+        tmp_path,
+        exports["rnn-records"] / "charrnn.js",
+    )
     want = charrnn.load(tiny_run("rnn-records"), precision="fp32").next_token_probs("", 40, label="up")
     assert [(t["token"], round(t["p"], 6)) for t in got["next"][0]] == [(t, round(p, 6)) for t, p in want]
     assert all(p == 0 for t, p in want if t.startswith("<|label:"))
 
 
 def test_mistakes_are_errors_that_name_the_field(node, exports, tmp_path):
-    cases = [dict(prompt="\u4e2d"), dict(label="sideways"), dict(temperature=-1), dict(top_p=0), dict(top_k=0),
-             dict(seed="-1"), dict(seed=str(2**63)), dict(length=-5)]
-    got = run_node(node, {"weights": str(exports["rnn-records"] / "weights.js"), "kernels": ["js"], "cases": cases},
-                   tmp_path, exports["rnn-records"] / "charrnn.js")
+    cases = [
+        dict(prompt="\u4e2d"),
+        dict(label="sideways"),
+        dict(temperature=-1),
+        dict(top_p=0),
+        dict(top_k=0),
+        dict(seed="-1"),
+        dict(seed=str(2**63)),
+        dict(length=-5),
+    ]
+    got = run_node(
+        node,
+        {"weights": str(exports["rnn-records"] / "weights.js"), "kernels": ["js"], "cases": cases},
+        tmp_path,
+        exports["rnn-records"] / "charrnn.js",
+    )
     outs = got["samples"]["js"]
     fields = [o.get("field") for o in outs]
     assert fields == ["prompt", "label", "temperature", "top_p", "top_k", "seed", "seed", "length"], outs
     assert "never saw" in outs[0]["error"] and "low, up" in outs[1]["error"]
-    got = run_node(node, {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["js"],
-                          "cases": [dict(label="up")]}, tmp_path, exports["lstm-char"] / "charrnn.js")
+    got = run_node(
+        node,
+        {"weights": str(exports["lstm-char"] / "weights.js"), "kernels": ["js"], "cases": [dict(label="up")]},
+        tmp_path,
+        exports["lstm-char"] / "charrnn.js",
+    )
     assert got["samples"]["js"][0]["field"] == "label"
     assert got["info"]["name"] == "lstm-char" and got["info"]["cell"] == "lstm" and got["info"]["labels"] == []
 
@@ -233,7 +291,11 @@ def test_the_random_numbers_are_pythons(node, exports, tmp_path):
     from charrnn.sampling.decode import uniform
 
     rng = random.Random(0)
-    pairs = [[seed, step] for seed in (0, 1, 7, 2**31 - 1, 2**32, 2**53 + 1, 2**63 - 1) for step in (0, 1, 2, 1000, 2**40 + 5)]
+    pairs = [
+        [seed, step]
+        for seed in (0, 1, 7, 2**31 - 1, 2**32, 2**53 + 1, 2**63 - 1)
+        for step in (0, 1, 2, 1000, 2**40 + 5)
+    ]
     pairs += [[rng.randrange(2**63), rng.randrange(2**31)] for _ in range(300)]
     got = run_node(node, {"uniform": [[str(s), t] for s, t in pairs]}, tmp_path, exports["lstm-char"] / "charrnn.js")
     for (seed, step), (halves, big) in zip(pairs, got["uniform"]):
@@ -243,9 +305,57 @@ def test_the_random_numbers_are_pythons(node, exports, tmp_path):
 # Characters the word rule treats differently: joiners, digits of other scripts, marks, letters
 # and digits beyond the first 64K, Python's whitespace that JavaScript's \s lacks (U+1C-U+1F,
 # U+85) and JavaScript's that Python's lacks (U+FEFF), letters of a newer Unicode than Python's.
-TRICKY = ("a", "Z", "é", "e\u0301", "ß", "_", "7", "٣", "߁", "²", "½", "Ⅻ", "〇", "中", "ก", "\u0e34", "क", "\u093f",
-          "𝐀", "𝟎", "𐐀", "😀", "'", "’", "-", "‐", ".", ",", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85",
-          "\xa0", "\u2028", "\u3000", "\ufeff", "\u200b", "!", "?", "$", "\u0378", "\U0001e4d0", "\U0001e4f0", "\u31ef")
+TRICKY = (
+    "a",
+    "Z",
+    "é",
+    "e\u0301",
+    "ß",
+    "_",
+    "7",
+    "٣",
+    "߁",
+    "²",
+    "½",
+    "Ⅻ",
+    "〇",
+    "中",
+    "ก",
+    "\u0e34",
+    "क",
+    "\u093f",
+    "𝐀",
+    "𝟎",
+    "𐐀",
+    "😀",
+    "'",
+    "’",
+    "-",
+    "‐",
+    ".",
+    ",",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1f",
+    "\x85",
+    "\xa0",
+    "\u2028",
+    "\u3000",
+    "\ufeff",
+    "\u200b",
+    "!",
+    "?",
+    "$",
+    "\u0378",
+    "\U0001e4d0",
+    "\U0001e4f0",
+    "\u31ef",
+)
 
 
 def test_the_word_tokenizer_splits_as_python(node, exports, tmp_path):
@@ -253,20 +363,47 @@ def test_the_word_tokenizer_splits_as_python(node, exports, tmp_path):
     from charrnn.export.weights import unicode_classes
 
     rng = random.Random(1)
-    texts = ["don't stop", "well-known rock'n'roll", "3.14 and 1,000.5", "dogs' -- end.", "naïve café", "x'", "'x",
-             "a-", "-a", "1.", ".1", "1.a", "٣.٣", "²,²", "a’b", "a‐b", "\u0e01\u0e34\u0e01", "😀😀a😀", ""]
+    texts = [
+        "don't stop",
+        "well-known rock'n'roll",
+        "3.14 and 1,000.5",
+        "dogs' -- end.",
+        "naïve café",
+        "x'",
+        "'x",
+        "a-",
+        "-a",
+        "1.",
+        ".1",
+        "1.a",
+        "٣.٣",
+        "²,²",
+        "a’b",
+        "a‐b",
+        "\u0e01\u0e34\u0e01",
+        "😀😀a😀",
+        "",
+    ]
     texts += ["".join(rng.choice(TRICKY) for _ in range(rng.randint(1, 30))) for _ in range(3000)]
     uni = unicode_classes()
     for rule in (2, 1):
         d = {"level": "word", "vocab": ["<unk>"], "rule": rule}
-        got = run_node(node, {"split": {"tokenizer": d, "unicode": uni, "texts": texts}}, tmp_path,
-                       exports["lstm-char"] / "charrnn.js")
+        got = run_node(
+            node,
+            {"split": {"tokenizer": d, "unicode": uni, "texts": texts}},
+            tmp_path,
+            exports["lstm-char"] / "charrnn.js",
+        )
         py = Tokenizer.from_dict(d)
         for text, pieces in zip(texts, got["split"]):
             assert pieces == py.split(text), (rule, text)
     # Character models split into code points, as Python's list(str) does (not UTF-16 units).
-    got = run_node(node, {"split": {"tokenizer": {"level": "char", "vocab": ["a"]}, "unicode": None, "texts": texts[:200]}},
-                   tmp_path, exports["lstm-char"] / "charrnn.js")
+    got = run_node(
+        node,
+        {"split": {"tokenizer": {"level": "char", "vocab": ["a"]}, "unicode": None, "texts": texts[:200]}},
+        tmp_path,
+        exports["lstm-char"] / "charrnn.js",
+    )
     assert got["split"] == [list(t) for t in texts[:200]]
 
 
@@ -274,8 +411,12 @@ def test_fp16_weights_stay_close_to_fp32(node, tmp_path, cli):
     run = tiny_run("lstm-char")
     charrnn.load(run).export(tmp_path / "half", "web", "fp16")
     queries = [["The quick brown fox jumps", 65, {"temperature": 1.0}], ["Birds sing in", 65, {"temperature": 1.0}]]
-    got = run_node(node, {"weights": str(tmp_path / "half" / "weights.js"), "kernels": ["wasm-simd"], "cases": [],
-                          "next": queries}, tmp_path, tmp_path / "half" / "charrnn.js")
+    got = run_node(
+        node,
+        {"weights": str(tmp_path / "half" / "weights.js"), "kernels": ["wasm-simd"], "cases": [], "next": queries},
+        tmp_path,
+        tmp_path / "half" / "charrnn.js",
+    )
     model = charrnn.load(run, precision="fp32")
     assert got["info"]["precision"] == "fp16"
     for (prompt, k, o), top in zip(queries, got["next"]):
@@ -333,8 +474,15 @@ def generate(page, **options):
     """Fill the form (None: leave the field empty), press Generate, wait until it is done."""
     from playwright.sync_api import expect
 
-    fields = {"prompt": "#prompt", "temp": "#temperature", "length": "#length", "seed": "#seed", "top_k": "#top-k",
-              "top_p": "#top-p", "stop": "#stop-at"}
+    fields = {
+        "prompt": "#prompt",
+        "temp": "#temperature",
+        "length": "#length",
+        "seed": "#seed",
+        "top_k": "#top-k",
+        "top_p": "#top-p",
+        "stop": "#stop-at",
+    }
     for name, selector in fields.items():
         value = options.get(name)
         page.fill(selector, "" if value is None else str(value).replace("\n", "\\n"))
@@ -392,8 +540,10 @@ def test_the_page_streams_stops_copies_and_reuses_the_seed(browser, exports, cli
     page.fill("#length", "1000000")
     page.fill("#seed", "")
     page.click("#generate")
-    page.wait_for_function("document.getElementById('output').textContent.length > 2000"
-                           " && document.getElementById('status').dataset.state === 'generating'")
+    page.wait_for_function(
+        "document.getElementById('output').textContent.length > 2000"
+        " && document.getElementById('status').dataset.state === 'generating'"
+    )
     assert page.evaluate("1 + 1") == 2  # the main thread answers: sampling runs in a worker
     assert int(page.get_attribute("#output", "data-events")) >= 2
     page.click("#stop")
@@ -462,7 +612,8 @@ def test_node_loads_a_safetensors_file_by_path_and_bytes(node, tmp_path, cli):
     charrnn.load(run).export(tmp_path / "st", "safetensors", "fp32")
     charrnn.load(run).export(tmp_path / "web", "web", "fp32")
     script = tmp_path / "load.js"
-    script.write_text(r"""
+    script.write_text(
+        r"""
 const charrnn = require(process.argv[2]);
 const fs = require("fs");
 (async () => {
@@ -473,9 +624,16 @@ const fs = require("fs");
   try { await charrnn.load(process.argv[2]); } catch (e) { out.push(e.message); }
   process.stdout.write(JSON.stringify(out));
 })();
-""", encoding="utf-8")
-    r = subprocess.run([node, str(script), str(tmp_path / "web" / "charrnn.js"), str(tmp_path / "st" / "model.safetensors")],
-                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+""",
+        encoding="utf-8",
+    )
+    r = subprocess.run(
+        [node, str(script), str(tmp_path / "web" / "charrnn.js"), str(tmp_path / "st" / "model.safetensors")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     by_path, by_bytes, refused = json.loads(r.stdout)
     want = cli_text(cli, run, prompt="Birds", length=150, seed=9, temp=1.0)
@@ -489,11 +647,27 @@ def test_a_model_of_one_record_per_line_never_writes_a_newline(node, tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("\n".join(f"{a}{b}-{c}" for a in "kmt" for b in ("ala", "obo", "ire") for c in "xyz") + "\n")
     run = tmp_path / "run"
-    charrnn.train(corpus, out=run, records="lines", hidden=32, layers=1, embed=16, max_steps=20, batch_size=4,
-                  device="cpu", precision="fp32", lr=0.02, warmup_steps=2)
+    charrnn.train(
+        corpus,
+        out=run,
+        records="lines",
+        hidden=32,
+        layers=1,
+        embed=16,
+        max_steps=20,
+        batch_size=4,
+        device="cpu",
+        precision="fp32",
+        lr=0.02,
+        warmup_steps=2,
+    )
     charrnn.load(run).export(tmp_path / "web", "web", "fp32")
     cases = [dict(seed=str(s), temperature=4.0, length=30) for s in range(60)]
-    got = run_node(node, {"weights": str(tmp_path / "web" / "weights.js"), "kernels": ["wasm-simd"], "cases": cases},
-                   tmp_path, tmp_path / "web" / "charrnn.js")
+    got = run_node(
+        node,
+        {"weights": str(tmp_path / "web" / "weights.js"), "kernels": ["wasm-simd"], "cases": cases},
+        tmp_path,
+        tmp_path / "web" / "charrnn.js",
+    )
     texts = [out["text"] for out in got["samples"]["wasm-simd"]]
     assert len(texts) == 60 and not any("\n" in t for t in texts)

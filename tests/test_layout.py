@@ -110,9 +110,11 @@ def test_no_import_cycles():
 
 
 def test_help_imports_no_torch():
-    code = ("import sys\nfrom charrnn.cli import app\n"
-            "for args in (['--help'], ['train', '--help'], ['sample', '--help']):\n"
-            "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
-            "print('torch' in sys.modules, file=sys.stderr)")
+    code = (
+        "import sys\nfrom charrnn.cli import app\n"
+        "for args in (['--help'], ['train', '--help'], ['sample', '--help']):\n"
+        "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stderr.strip().splitlines()[-1] == "False", r.stderr

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.model.loss import cross_entropy_sum
 from charrnn.model.lm import RNNLM, ModelShape
+from charrnn.model.loss import cross_entropy_sum
 
 
 def _inputs(n=96, h=24, v=300, seed=0):
@@ -48,8 +48,9 @@ def test_chunked_loss_under_bf16_autocast_stays_close_to_fp32():
 def test_without_gradients_the_chunked_loss_is_the_plain_sum():
     h, w, b, t = _inputs()
     with torch.no_grad():
-        assert torch.allclose(cross_entropy_sum(h, w, b, t, 300 * 5),
-                              F.cross_entropy(F.linear(h, w, b), t, reduction="sum"), rtol=1e-5)
+        assert torch.allclose(
+            cross_entropy_sum(h, w, b, t, 300 * 5), F.cross_entropy(F.linear(h, w, b), t, reduction="sum"), rtol=1e-5
+        )
 
 
 def test_a_large_vocabulary_model_trains_the_same_with_its_logits_in_chunks(monkeypatch):

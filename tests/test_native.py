@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import CHARRNN, TINY_FLAGS, run_charrnn, subprocess_env
+from test_step import ATOL, V, make_model
 
-from charrnn.sampling.native import build as native
 from charrnn.config import SampleConfig
 from charrnn.sampling.decode import uniform
 from charrnn.sampling.engine import generate
-
-from conftest import CHARRNN, TINY_FLAGS, run_charrnn, subprocess_env
-from test_step import ATOL, V, make_model
+from charrnn.sampling.native import build as native
 
 pytestmark = pytest.mark.skipif(native.lib() is None, reason="no C compiler here: the native kernels cannot be built")
 
@@ -44,7 +43,9 @@ def test_native_step_equals_nn_lstm_forward(layers, hidden):
     last = net.prefill(ids[:, :7])
     torch.testing.assert_close(last[0], ref[0, 6], atol=ATOL, rtol=0)
     for t in range(7, 30):
-        torch.testing.assert_close(net.step(ids[:, t])[0], ref[0, t], atol=ATOL, rtol=0, msg=lambda m: f"t={t}: {m}")
+        torch.testing.assert_close(
+            net.step(ids[:, t])[0], ref[0, t], atol=ATOL, rtol=0, msg=lambda m, t=t: f"t={t}: {m}"
+        )
     for l in range(layers):
         torch.testing.assert_close(net.h(l), h[l], atol=ATOL, rtol=0)
         torch.testing.assert_close(net.c(l), c[l], atol=ATOL, rtol=0)
@@ -166,8 +167,12 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
     ckpt.write_bytes((run_dir / "best.pt").read_bytes())
     outs = []
     for args in (["-N", "1"], ["-N", "1"], ["-N", "3"], ["-N", "3"]):
-        r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5", *args],
-                           capture_output=True, env=env, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5", *args],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         outs.append((r.stdout, r.stderr.decode().strip()))
     from charrnn.sampling.native.cache import load_pack
@@ -175,13 +180,19 @@ def test_a_second_run_reads_the_cached_pack_without_torch(run_dir, tmp_path):
 
     (pack,) = (tmp_path / "cache" / "packs").glob("*.pack")
     batches_native = Kernel.supports(native.lib(), load_pack(pack)[0], 3)  # else -N 3 packs anew, with torch
-    assert [o[1] for o in outs] == [f"torch imported: {x}" for x in (True, False, not batches_native, not batches_native)]
+    assert [o[1] for o in outs] == [
+        f"torch imported: {x}" for x in (True, False, not batches_native, not batches_native)
+    ]
     assert outs[0][0] == outs[1][0] and outs[2][0] == outs[3][0]
     assert len(list((tmp_path / "cache" / "packs").glob("*.pack"))) == 1
     # A changed checkpoint file is a different pack: never stale weights.
     ckpt.write_bytes((run_dir / "last.pt").read_bytes())
-    r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5"],
-                       capture_output=True, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(ckpt), "--length", "300", "--seed", "5"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0 and r.stderr.decode().strip() == "torch imported: True"
 
 
@@ -190,11 +201,26 @@ def test_sampling_right_after_training_needs_no_torch(tmp_path, corpus_file):
     """Training on CPU caches the pack of its final best.pt: the first sample is already fast."""
     env = {**subprocess_env(), "CHARRNN_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "run"
-    args = ["train", str(corpus_file), "--max-steps", "30", "--eval-every", "1000", "--out", str(run), "--quiet", *TINY_FLAGS]
+    args = [
+        "train",
+        str(corpus_file),
+        "--max-steps",
+        "30",
+        "--eval-every",
+        "1000",
+        "--out",
+        str(run),
+        "--quiet",
+        *TINY_FLAGS,
+    ]
     r = subprocess.run(CHARRNN + args, capture_output=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(run), "--length", "50", "--seed", "1"],
-                       capture_output=True, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", TORCH_CHECK, "sample", "-c", str(run), "--length", "50", "--seed", "1"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.decode().strip() == "torch imported: False"
 
@@ -222,9 +248,9 @@ def test_all_tokens_banned_still_gives_a_valid_id(engine):
 @pytest.mark.parametrize("streams", [1, 3])
 def test_tokens_do_not_depend_on_the_thread_count_or_its_trials(streams):
     """The kernel's thread tuner splits chunks into trials of 1 and 2 threads: same tokens as one thread."""
+    from charrnn.runtime.threads import ThreadTuner
     from charrnn.sampling.native.abi import make_sampler
     from charrnn.sampling.native.pack import NativeLSTM
-    from charrnn.runtime.threads import ThreadTuner
 
     dtype = torch.bfloat16 if streams == 1 or _batches_native(torch.bfloat16) else torch.float32
     if not _batches_native(dtype) and streams > 1:

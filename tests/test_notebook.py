@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_corpus, subprocess_env
 
 import charrnn
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.training.report import Reporter
 
-from conftest import make_corpus, subprocess_env
-
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.ipynb"
 SCREENSHOT = ROOT / "docs" / "tutorial.png"
-TINY = dict(hidden=32, layers=1, embed=16, seq_len=16, batch_size=4, device="cpu", precision="fp32", lr=1e-2,
-            warmup_steps=5)
+TINY = dict(
+    hidden=32, layers=1, embed=16, seq_len=16, batch_size=4, device="cpu", precision="fp32", lr=1e-2, warmup_steps=5
+)
 CI_SCALE = "0.08"
 """The budget scale CI runs the tutorial at: its 2-minute runs take 9.6 s, its 1-minute ones 4.8 s
 (the word model's setup alone takes about 2.5 s here, so much less would not train a step)."""
@@ -43,7 +43,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def tiny_run(out: Path, **extra) -> charrnn.TrainResult:
-    return charrnn.train(text=make_corpus(4000, seed=3), out=out, **{**TINY, "max_steps": 30, "eval_every": 10, **extra})
+    return charrnn.train(
+        text=make_corpus(4000, seed=3), out=out, **{**TINY, "max_steps": 30, "eval_every": 10, **extra}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,14 @@ def test_a_model_shows_its_shape_vocabulary_corpus_and_best_loss(run_dir):
     info = model.info
     text = repr(model)
     assert text.startswith("CharRNN(LSTM 2x32, ") and "\n" not in text and len(text) < 250, text
-    for part in (f"{info['parameters']:,} parameters", f"{info['vocab_size']} characters", f"trained on {info['corpus']}",
-                 f"{info['steps']:,} steps", f"best val loss {info['best_val_loss']:.4f} nats/token", str(model.path)):
+    for part in (
+        f"{info['parameters']:,} parameters",
+        f"{info['vocab_size']} characters",
+        f"trained on {info['corpus']}",
+        f"{info['steps']:,} steps",
+        f"best val loss {info['best_val_loss']:.4f} nats/token",
+        str(model.path),
+    ):
         assert part in text, (part, text)
     page = model._repr_html_()
     assert page.count("<tr>") == 7 and "<table>" in page
@@ -79,8 +87,10 @@ def test_a_word_records_model_names_its_tokens(tmp_path):
 def test_a_score_says_its_units(run_dir):
     model = charrnn.load(run_dir)
     score = model.score("The quick brown fox jumps over the lazy dog.\n")
-    assert repr(score) == (f"Score({score.loss:.4f} nats/token, {score.bits_per_char:.4f} bits/char, "
-                           f"perplexity {score.perplexity:.2f}; {score.tokens:,} tokens, {score.chars:,} chars)")
+    assert repr(score) == (
+        f"Score({score.loss:.4f} nats/token, {score.bits_per_char:.4f} bits/char, "
+        f"perplexity {score.perplexity:.2f}; {score.tokens:,} tokens, {score.chars:,} chars)"
+    )
     unseen = model.score("The quick brown fox \u20ac\u20ac jumps.\n")  # the euro sign is not in the corpus
     assert repr(unseen).endswith("2 unseen left out)")
 
@@ -94,7 +104,7 @@ def test_a_run_shows_its_steps_time_losses_and_checkpoint(api_run):
     page = r._repr_html_()
     assert "LSTM 1x32" in page  # from the run folder's config.yaml
     assert f"{r.parameters:,} parameters" in page and "bits/char" in page and r.checkpoint in page
-    assert ">ended</th><td style=\"text-align:left\">finished<" in page
+    assert '>ended</th><td style="text-align:left">finished<' in page
 
 
 def test_html_cards_escape_what_they_show(tmp_path):
@@ -102,9 +112,23 @@ def test_html_cards_escape_what_they_show(tmp_path):
 
     assert "<b>&lt;script&gt;</b>" not in card_html("T", [("k", "<script>")])
     assert "&lt;script&gt;" in card_html("T", [("k", "<script>")])
-    view = TrainingView({"step": 3, "total": 10, "loss": "1", "val": "2", "tps": "5", "fraction": 0.3, "elapsed": 1.0,
-                         "left": 2.0, "messages": ["a <note>"], "evaluations": [],
-                         "samples": [{"title": "sample at step 3", "text": "if a < b & c:"}], "ended": False, "result": None})
+    view = TrainingView(
+        {
+            "step": 3,
+            "total": 10,
+            "loss": "1",
+            "val": "2",
+            "tps": "5",
+            "fraction": 0.3,
+            "elapsed": 1.0,
+            "left": 2.0,
+            "messages": ["a <note>"],
+            "evaluations": [],
+            "samples": [{"title": "sample at step 3", "text": "if a < b & c:"}],
+            "ended": False,
+            "result": None,
+        }
+    )
     page = view._repr_html_()
     assert "if a &lt; b &amp; c:" in page and "a &lt;note&gt;" in page
     assert "if a < b & c:" in repr(view) and "30%" in repr(view) and "0:02 left" in repr(view)
@@ -137,7 +161,6 @@ def test_charrnn_plot_stays_the_function_when_its_module_is_imported(run_dir):
     importlib.import_module("charrnn.curves")
     assert callable(charrnn.plot) and charrnn.plot(run_dir).axes
     assert "x: 'str' = 'steps'" in str(inspect.signature(charrnn.plot))
-
 
 
 def test_plot_without_matplotlib_gives_the_install_hint(monkeypatch, api_run):
@@ -184,8 +207,10 @@ def test_in_a_notebook_train_shows_progress_samples_and_the_end(monkeypatch, tmp
     assert shown.views, "nothing was shown"
     last = shown.views[-1]
     text, page = repr(last), last._repr_html_()
-    assert text.startswith(f"trained: 40 steps in 0:{round(result.seconds):02d}, best val loss {result.best_val_loss:.4f}; "
-                           f"saved {result.checkpoint}")
+    assert text.startswith(
+        f"trained: 40 steps in 0:{round(result.seconds):02d}, best val loss {result.best_val_loss:.4f}; "
+        f"saved {result.checkpoint}"
+    )
     assert "\u2588" * 30 + " 100%" in text
     assert f"loss {result.train_loss:.4f}" in text and "tokens/s" in text
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -341,7 +366,9 @@ def test_the_tutorials_install_cell_keeps_colabs_torch():
     assert "%pip install" in first and "git+https://" in first
     assert "torch" not in first.split("%pip install", 1)[1], "installing torch would replace Colab's CUDA build"
     assert 'find_spec("charrnn") is None' in first  # where charrnn is installed it does nothing
-    assert "pip install charrnn\n" not in first and "pip install -q charrnn\n" not in first  # PyPI's charrnn is another project
+    assert (
+        "pip install charrnn\n" not in first and "pip install -q charrnn\n" not in first
+    )  # PyPI's charrnn is another project
 
 
 def test_the_notebook_page_shows_the_screenshot():
@@ -358,9 +385,15 @@ def kernel(tmp_path: Path, monkeypatch) -> str:
     may run another Python); no `ipykernel install` needed."""
     spec = tmp_path / "jupyter" / "kernels" / "charrnn-test"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "charrnn test", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "charrnn test",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return "charrnn-test"
 
@@ -392,8 +425,11 @@ def test_interrupting_the_kernel_saves_the_run_and_says_so(tmp_path, monkeypatch
 
     km, kc = start_new_kernel(kernel_name=kernel(tmp_path, monkeypatch), cwd=str(tmp_path))
     try:
-        code = (f"import charrnn\nr = charrnn.train(text={make_corpus(20000, seed=1)!r}, out='run', time_budget='60s', "
-                + ", ".join(f"{k}={v!r}" for k, v in TINY.items()) + ")\nprint(r.interrupted, r.steps)")
+        code = (
+            f"import charrnn\nr = charrnn.train(text={make_corpus(20000, seed=1)!r}, out='run', time_budget='60s', "
+            + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+            + ")\nprint(r.interrupted, r.steps)"
+        )
         msg_id = kc.execute(code)
         last, printed, interrupted = "", "", False
         deadline = time.monotonic() + 90
@@ -426,9 +462,12 @@ def test_interrupting_the_kernel_saves_the_run_and_says_so(tmp_path, monkeypatch
 
 def run_train(progress: bool, tmp_path: Path, tty: bool) -> tuple[bytes, bytes]:
     """charrnn.train in a fresh process; (stdout, stderr) with stderr a terminal (a pty) or a pipe."""
-    code = (f"import charrnn\ncharrnn.train(text={make_corpus(3000, seed=2)!r}, out={str(tmp_path / 'r')!r}, "
-            f"max_steps=30, eval_every=10, progress={progress}, overwrite=True, "
-            + ", ".join(f"{k}={v!r}" for k, v in TINY.items()) + ")\n")
+    code = (
+        f"import charrnn\ncharrnn.train(text={make_corpus(3000, seed=2)!r}, out={str(tmp_path / 'r')!r}, "
+        f"max_steps=30, eval_every=10, progress={progress}, overwrite=True, "
+        + ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+        + ")\n"
+    )
     env = {**subprocess_env(), "TERM": "xterm", "COLUMNS": "100"}
     if not tty:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
@@ -494,8 +533,10 @@ def test_the_tutorial_renders_in_chromium(tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         page = browser.new_page(viewport={"width": 1000, "height": 800})
-        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("data:", "about:"))
-                   else route.abort())  # a closed network: the template's CDN scripts are not needed
+        page.route(
+            "**/*",
+            lambda route: route.continue_() if route.request.url.startswith(("data:", "about:")) else route.abort(),
+        )  # a closed network: the template's CDN scripts are not needed
         page.set_content(page_html, wait_until="load")
         progress = page.locator(".charrnn-progress")
         assert progress.count() == 1

@@ -9,10 +9,9 @@ import struct
 import sys
 
 import pytest
+from conftest import assert_one_error_line
 
 from charrnn.curves import load_run, render_text
-
-from conftest import assert_one_error_line
 
 
 def png_size(path) -> tuple[int, int]:
@@ -28,8 +27,21 @@ def fake_run(folder, losses, hidden=32, start_seconds=0.0):
     folder.mkdir(parents=True)
     with open(folder / "metrics.jsonl", "w") as f:
         for i, (train, val) in enumerate(losses, 1):
-            f.write(json.dumps({"step": 10 * i, "tokens": 640 * i, "train_loss": train, "seconds": start_seconds + i,
-                                "val_loss": val, "val_bits_per_char": val / 0.6931, "val_tokens": 500, "val_chars": 500}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": 10 * i,
+                        "tokens": 640 * i,
+                        "train_loss": train,
+                        "seconds": start_seconds + i,
+                        "val_loss": val,
+                        "val_bits_per_char": val / 0.6931,
+                        "val_tokens": 500,
+                        "val_chars": 500,
+                    }
+                )
+                + "\n"
+            )
     (folder / "config.yaml").write_text(f"model:\n  hidden: {hidden}\n  cell: lstm\ntrain:\n  out: {folder}\n")
     return folder
 
@@ -61,7 +73,10 @@ def test_several_runs_overlaid_in_one_png(cli, tmp_path, axis):
 def test_legend_labels_name_the_settings_that_differ(tmp_path):
     from charrnn.curves import label_runs
 
-    runs = [load_run(fake_run(tmp_path / "a", [(2, 2)], hidden=32)), load_run(fake_run(tmp_path / "b", [(2, 2)], hidden=64))]
+    runs = [
+        load_run(fake_run(tmp_path / "a", [(2, 2)], hidden=32)),
+        load_run(fake_run(tmp_path / "b", [(2, 2)], hidden=64)),
+    ]
     label_runs(runs)
     assert [r.label for r in runs] == ["a (hidden=32)", "b (hidden=64)"]
 
@@ -88,7 +103,10 @@ def test_text_chart_marks_validation_training_and_best(cli, tmp_path):
     for ch in "AaBb*":
         assert ch in chart
     assert "3.200" in chart and "2.100" in chart  # the y range: highest and lowest loss drawn
-    assert f"A a (hidden=32): 3 evaluations, best val 2.4000, {2.4 / math.log(2):.3f} bits/char at step 20, last train 2.1000 (step 30)" in chart
+    assert (
+        f"A a (hidden=32): 3 evaluations, best val 2.4000, {2.4 / math.log(2):.3f} bits/char at step 20, last train 2.1000 (step 30)"
+        in chart
+    )
     assert "B b (hidden=64): 2 evaluations, best val 2.7000" in chart
 
 
@@ -116,7 +134,9 @@ def test_not_a_run_folder_is_one_error_line(cli, tmp_path):
     assert_one_error_line(r.stderr, "has no metrics.jsonl")
 
 
-@pytest.mark.parametrize("args,needle", [(["--x", "epochs"], "--x"), (["--size", "big"], "--size"), (["-o", "c.bmpx"], ".bmpx")])
+@pytest.mark.parametrize(
+    "args,needle", [(["--x", "epochs"], "--x"), (["--size", "big"], "--size"), (["-o", "c.bmpx"], ".bmpx")]
+)
 def test_bad_options_are_usage_errors(cli, tmp_path, args, needle):
     pytest.importorskip("matplotlib")
     run = fake_run(tmp_path / "a", [(3.0, 2.9)])

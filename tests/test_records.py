@@ -8,17 +8,33 @@ import random
 
 import pytest
 import torch
+from conftest import assert_one_error_line, labelled_names
 
 import charrnn
 from charrnn.data.batches import RecordBatches
-from charrnn.errors import UsageError
 from charrnn.data.records import parse
 from charrnn.data.tokenizer import END, Tokenizer
+from charrnn.errors import UsageError
 
-from conftest import assert_one_error_line, labelled_names
-
-TINY = ["--hidden", "48", "--layers", "1", "--embed", "16", "--batch-size", "16", "--device", "cpu",
-        "--precision", "fp32", "--lr", "0.02", "--warmup-steps", "5", "--quiet"]
+TINY = [
+    "--hidden",
+    "48",
+    "--layers",
+    "1",
+    "--embed",
+    "16",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--lr",
+    "0.02",
+    "--warmup-steps",
+    "5",
+    "--quiet",
+]
 
 
 def _names(n: int = 600, seed: int = 0) -> list[str]:
@@ -40,8 +56,21 @@ def names_run(tmp_path_factory):
     corpus = folder / "names.txt"
     corpus.write_text("\n".join(_names()) + "\n", encoding="utf-8")
     out = folder / "run"
-    charrnn.train(corpus, out=out, records="lines", max_steps=150, eval_every=50, hidden=48, layers=1, embed=16,
-                  batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    charrnn.train(
+        corpus,
+        out=out,
+        records="lines",
+        max_steps=150,
+        eval_every=50,
+        hidden=48,
+        layers=1,
+        embed=16,
+        batch_size=16,
+        device="cpu",
+        precision="fp32",
+        lr=0.02,
+        warmup_steps=5,
+    )
     return corpus, out
 
 
@@ -50,7 +79,7 @@ def test_parse_modes(tmp_path):
     assert parse("one\ntwo\n\n\nthree\n", "paragraphs").texts == ["one\ntwo", "three"]
     r = parse('{"t": "x", "k": "A"}\n{"t": "y", "k": "B"}\n', "jsonl:t", "k")
     assert r.texts == ["x", "y"] and r.labels == ["A", "B"]
-    r = parse("name,kind\nfoo,a\n\"b,ar\",b\n", "csv:name", "kind")
+    r = parse('name,kind\nfoo,a\n"b,ar",b\n', "csv:name", "kind")
     assert r.texts == ["foo", "b,ar"] and r.labels == ["a", "b"]
     for bad, mode in [("not json\n", "jsonl:t"), ('{"u": 1}\n', "jsonl:t"), ("a,b\n1,2\n", "csv:c")]:
         with pytest.raises(UsageError):
@@ -194,7 +223,9 @@ def test_novel_on_free_text_drops_copies(cli, tmp_path):
     out = tmp_path / "run"
     r = cli("train", corpus, "--out", out, "--max-steps", "120", "--seq-len", "32", *TINY)
     assert r.exit_code == 0, r.stderr
-    r = cli("sample", "-c", out, "-N", "2", "--temp", "0", "--length", "120", "--novel", "--max-attempts", "4", "--json")
+    r = cli(
+        "sample", "-c", out, "-N", "2", "--temp", "0", "--length", "120", "--novel", "--max-attempts", "4", "--json"
+    )
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])["summary"]
     assert summary == {"kept": 0, "drawn": 4, "dropped_copies": 4, "dropped_repeats": 0, "dropped_empty": 0}
@@ -211,9 +242,22 @@ def test_labels_steer_generation(tmp_path):
     corpus = tmp_path / "names.jsonl"
     corpus.write_text(labelled_names(500, seed=2, longest=8), encoding="utf-8")
     out = tmp_path / "run"
-    charrnn.train(corpus, out=out, records="jsonl:name", label_field="kind", max_steps=120, hidden=32, layers=1,
-                  embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5,
-                  weight_decay=0.1)  # 0.2, this small corpus's default, ties on val loss but leaked a letter in 600
+    charrnn.train(
+        corpus,
+        out=out,
+        records="jsonl:name",
+        label_field="kind",
+        max_steps=120,
+        hidden=32,
+        layers=1,
+        embed=16,
+        batch_size=16,
+        device="cpu",
+        precision="fp32",
+        lr=0.02,
+        warmup_steps=5,
+        weight_decay=0.1,
+    )  # 0.2, this small corpus's default, ties on val loss but leaked a letter in 600
     model = charrnn.load(out)
     assert model.labels == ["low", "up"]
     for label, letters in (("low", set("abcdef")), ("up", set("UVWXYZ"))):
@@ -228,7 +272,9 @@ def test_unknown_label_is_one_line_listing_the_known(cli, tmp_path):
     corpus = tmp_path / "c.csv"
     corpus.write_text("title,genre\n" + "".join(f"t{i % 7}x,{'ab'[i % 2]}\n" for i in range(200)), encoding="utf-8")
     out = tmp_path / "run"
-    r = cli("train", corpus, "--out", out, "--records", "csv:title", "--label-field", "genre", "--max-steps", "5", *TINY)
+    r = cli(
+        "train", corpus, "--out", out, "--records", "csv:title", "--label-field", "genre", "--max-steps", "5", *TINY
+    )
     assert r.exit_code == 0, r.stderr
     s = cli("sample", "-c", out, "--label", "c")
     assert s.exit_code == 2
@@ -294,8 +340,18 @@ def test_spaced_records_cover_at_most_the_limit_the_same_way_every_time():
 def test_a_records_run_evaluates_a_bounded_part_of_its_validation_records(tmp_path):
     """Evaluations score evenly spaced validation records up to --eval-tokens; 0 scores all."""
     text = "\n".join(_names(800, seed=5)) + "\n"
-    settings = dict(records="lines", max_steps=2, eval_every=1, hidden=16, layers=1, embed=8, batch_size=8,
-                    device="cpu", precision="fp32", sample_every=0)
+    settings = dict(
+        records="lines",
+        max_steps=2,
+        eval_every=1,
+        hidden=16,
+        layers=1,
+        embed=8,
+        batch_size=8,
+        device="cpu",
+        precision="fp32",
+        sample_every=0,
+    )
 
     def val_tokens(limit, out):
         charrnn.train(text=text, out=tmp_path / out, eval_tokens=limit, **settings)
@@ -316,8 +372,25 @@ def test_validation_of_records_runs_without_dropout(cli, tmp_path):
     corpus.write_text("\n".join(_names(300)) + "\n")
     out = tmp_path / "run"
     flags = [f for f in TINY if f not in ("--lr", "0.02")]
-    r = cli("train", corpus, "--records", "lines", *flags, "--dropout", "0.5", "--layers", "2", "--lr", "1e-20",
-            "--max-steps", "12", "--eval-every", "3", "--out", out)
+    r = cli(
+        "train",
+        corpus,
+        "--records",
+        "lines",
+        *flags,
+        "--dropout",
+        "0.5",
+        "--layers",
+        "2",
+        "--lr",
+        "1e-20",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "3",
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.stderr
     losses = [json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and len(set(losses)) == 1, losses

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_FLAGS, tiny_config
 
 from charrnn import checkpoint
 from charrnn.errors import UsageError
 from charrnn.training.loop import train
-
-from conftest import TINY_FLAGS, tiny_config
 
 TOTAL = 40
 
@@ -173,9 +172,30 @@ def test_same_seed_same_model_with_default_threads_and_precision(tmp_path, corpu
 
     env = {k: v for k, v in subprocess_env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     steps = 200
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus_file), "--hidden", "64", "--layers", "2",
-            "--dropout", "0.1", "--seq-len", "16", "--batch-size", "8", "--eval-every", "10", "--device", "cpu",
-            "--max-steps", str(steps), "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus_file),
+        "--hidden",
+        "64",
+        "--layers",
+        "2",
+        "--dropout",
+        "0.1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "10",
+        "--device",
+        "cpu",
+        "--max-steps",
+        str(steps),
+        "-q",
+    ]
     for name in ("a", "b"):
         r = subprocess.run([*args, "--out", str(tmp_path / name)], capture_output=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr.decode()
@@ -188,8 +208,12 @@ def test_same_seed_same_model_with_default_threads_and_precision(tmp_path, corpu
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert 0 < checkpoint.load(killed / "last.pt")["step"] < steps
-    r = subprocess.run([sys.executable, "-m", "charrnn", "train", "--resume", "--out", str(killed), "-q"],
-                       capture_output=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", "--resume", "--out", str(killed), "-q"],
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr.decode()
     for other in ("b", "killed"):
         assert _history(tmp_path / other) == _history(tmp_path / "a"), other

@@ -12,12 +12,12 @@ import sys
 
 import pytest
 import torch
+from conftest import CHARRNN, assert_one_error_line, run_charrnn, subprocess_env
 
 import charrnn
 from charrnn.config import SampleConfig
 from charrnn.sampling.decode import choose
 from charrnn.sampling.engine import generate
-from conftest import CHARRNN, assert_one_error_line, run_charrnn, subprocess_env
 
 # ---------------------------------------------------------------- case 3: tiny temperatures
 
@@ -77,7 +77,9 @@ def test_score_leaves_out_unseen_characters_and_says_which(cli, run_dir, corpus_
     d = json.loads(r.stdout)
     assert d["left_out"] == 6 and d["tokens"] == len(clean) - 1
     note = r.stderr.strip()
-    assert note.count("\n") == 0 and "left out 6 tokens" in note and "'#'" in note and "'('" in note and "'\u0e01'" in note
+    assert (
+        note.count("\n") == 0 and "left out 6 tokens" in note and "'#'" in note and "'('" in note and "'\u0e01'" in note
+    )
     # What is scored is exactly the text without them.
     assert d["loss"] == pytest.approx(charrnn.load(run_dir, precision="fp32").score(clean).loss, abs=1e-6)
     strict = cli("score", f, "-c", run_dir, "--unknown", "error")
@@ -123,11 +125,11 @@ def test_the_api_counts_what_it_left_out(run_dir):
 @pytest.fixture(scope="module")
 def accented_run(tmp_path_factory):
     """A tiny model of text with accents, dashes and quotes; its corpus name is not ASCII either."""
-    from charrnn.training.loop import train
-
     from conftest import tiny_config
 
-    text = ("Caf\u00e9 cr\u00e8me \u2014 \u00ab na\u00efve \u00bb r\u00e9sum\u00e9, \u00fcber \u20ac5.\n" * 60)
+    from charrnn.training.loop import train
+
+    text = "Caf\u00e9 cr\u00e8me \u2014 \u00ab na\u00efve \u00bb r\u00e9sum\u00e9, \u00fcber \u20ac5.\n" * 60
     out = tmp_path_factory.mktemp("acc") / "caf\u00e9"
     train(tiny_config(out, **{"train.max_steps": 3, "train.eval_every": 3, "model.layers": 1}), text, "caf\u00e9")
     held = out.parent / "held.txt"
@@ -138,7 +140,21 @@ def accented_run(tmp_path_factory):
 def _cases(out, held):
     return {
         "sample": ["sample", "-c", out, "-p", "Caf\u00e9", "-n", "40", "--seed", "1"],
-        "sample -N 2 separator": ["sample", "-c", out, "-p", "\u00e9", "-n", "20", "-N", "2", "--separator", "\u2014\\n", "--seed", "1"],
+        "sample -N 2 separator": [
+            "sample",
+            "-c",
+            out,
+            "-p",
+            "\u00e9",
+            "-n",
+            "20",
+            "-N",
+            "2",
+            "--separator",
+            "\u2014\\n",
+            "--seed",
+            "1",
+        ],
         "sample json": ["sample", "-c", out, "-p", "\u00e9", "-n", "20", "--json", "--seed", "1"],
         "score": ["score", held, "-c", out],
         "score json": ["score", held, "-c", out, "--json"],
@@ -165,7 +181,10 @@ def test_every_command_writes_utf8_to_a_narrow_stdout(accented_run, encoding):
         text = r.stdout_bytes.decode("utf-8")  # UTF-8 whatever the stream said
         assert text, name
     per_line = runner.invoke(app, ["score", str(held), "-c", str(out), "--per-line"]).stdout_bytes.decode("utf-8")
-    assert [l.split("\t", 1)[1] for l in per_line.splitlines()] == ["Caf\u00e9 \u2014 r\u00e9sum\u00e9", "\u00fcber \u00bb"]
+    assert [l.split("\t", 1)[1] for l in per_line.splitlines()] == [
+        "Caf\u00e9 \u2014 r\u00e9sum\u00e9",
+        "\u00fcber \u00bb",
+    ]
     sampled = runner.invoke(app, ["sample", "-c", str(out), "-p", "Caf\u00e9", "-n", "10"]).stdout_bytes.decode("utf-8")
     assert sampled.startswith("Caf\u00e9")
 
@@ -174,11 +193,17 @@ def test_every_command_writes_utf8_to_a_narrow_stdout(accented_run, encoding):
 def test_ascii_stdout_in_a_real_process(accented_run):
     out, held = accented_run
     env = {**subprocess_env(), "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
-    r = subprocess.run(CHARRNN + ["sample", "-c", str(out), "-p", "Caf\u00e9", "-n", "60", "--seed", "2"],
-                       capture_output=True, env=env, timeout=120)
+    r = subprocess.run(
+        CHARRNN + ["sample", "-c", str(out), "-p", "Caf\u00e9", "-n", "60", "--seed", "2"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
     assert r.stdout.decode("utf-8").startswith("Caf\u00e9")
-    r = subprocess.run(CHARRNN + ["score", str(held), "-c", str(out), "--per-line"], capture_output=True, env=env, timeout=120)
+    r = subprocess.run(
+        CHARRNN + ["score", str(held), "-c", str(out), "--per-line"], capture_output=True, env=env, timeout=120
+    )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
     assert "\u2014" in r.stdout.decode("utf-8")
 
@@ -190,8 +215,26 @@ def test_a_full_stdout_is_one_line_and_exit_1_from_every_command(accented_run, t
 
     out, held = accented_run
     cases = _cases(out, held)
-    cases["train json"] = ["train", held, "--out", tmp_path / "t", "--max-steps", "2", "--hidden", "8", "--layers", "1",
-                           "--seq-len", "8", "--batch-size", "1", "--device", "cpu", "-q", "--json"]
+    cases["train json"] = [
+        "train",
+        held,
+        "--out",
+        tmp_path / "t",
+        "--max-steps",
+        "2",
+        "--hidden",
+        "8",
+        "--layers",
+        "1",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+        "--json",
+    ]
     cases["top help"] = ["--help"]
     for name, args in cases.items():
         with open("/dev/full", "w", encoding="utf-8") as full:
@@ -210,8 +253,9 @@ def test_a_full_stdout_in_a_real_process(accented_run):
     out, held = accented_run
     for args in (["sample", "-c", out, "-n", "40"], ["score", held, "-c", out, "--per-line"]):
         with open("/dev/full", "w") as full:
-            r = subprocess.run(CHARRNN + [str(a) for a in args], stdout=full, stderr=subprocess.PIPE,
-                               env=subprocess_env(), timeout=120)
+            r = subprocess.run(
+                CHARRNN + [str(a) for a in args], stdout=full, stderr=subprocess.PIPE, env=subprocess_env(), timeout=120
+            )
         assert r.returncode == 1, (args, r.stderr)
         assert_one_error_line(r.stderr.decode(), "No space left on device")
 
@@ -248,13 +292,37 @@ def test_the_suggested_conversion_runs_on_the_file_as_it_is(cli, tmp_path, kind)
 
 
 def _train_tiny(cli, corpus, out, *flags):
-    return cli("train", corpus, "--max-steps", "1", "--hidden", "8", "--layers", "1", "--embed", "4",
-               "--device", "cpu", "--out", out, "--overwrite", "-q", *flags)
+    return cli(
+        "train",
+        corpus,
+        "--max-steps",
+        "1",
+        "--hidden",
+        "8",
+        "--layers",
+        "1",
+        "--embed",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--overwrite",
+        "-q",
+        *flags,
+    )
 
 
-@pytest.mark.parametrize("size,flags", [(30, ["--batch-size", "8", "--seq-len", "8"]), (60, ["--batch-size", "64"]),
-                                        (12, ["--seq-len", "32"]), (300, ["--batch-size", "400", "--seq-len", "2"]),
-                                        (40, ["--batching", "random", "--seq-len", "64"])])
+@pytest.mark.parametrize(
+    "size,flags",
+    [
+        (30, ["--batch-size", "8", "--seq-len", "8"]),
+        (60, ["--batch-size", "64"]),
+        (12, ["--seq-len", "32"]),
+        (300, ["--batch-size", "400", "--seq-len", "2"]),
+        (40, ["--batching", "random", "--seq-len", "64"]),
+    ],
+)
 def test_a_corpus_too_small_for_the_settings_is_told_settings_that_fit(cli, tmp_path, size, flags):
     f = tmp_path / "small.txt"
     f.write_text(("abcdefghij " * 40)[:size], encoding="utf-8")
@@ -293,7 +361,9 @@ def test_a_non_utf8_prompt_on_stdin_is_usage_with_a_conversion(cli, run_dir):
 def test_a_named_pipe_with_a_writer_is_read(cli, tmp_path, run_dir, corpus_text):
     fifo = tmp_path / "held.fifo"
     os.mkfifo(fifo)
-    writer = subprocess.Popen(["bash", "-c", f"sleep 0.3; printf %s {shlex.quote(corpus_text[:300])} > {shlex.quote(str(fifo))}"])
+    writer = subprocess.Popen(
+        ["bash", "-c", f"sleep 0.3; printf %s {shlex.quote(corpus_text[:300])} > {shlex.quote(str(fifo))}"]
+    )
     r = cli("score", fifo, "-c", run_dir, "--json")
     writer.wait(10)
     assert r.exit_code == 0, r.stderr
@@ -332,8 +402,12 @@ def test_resuming_a_folder_without_last_pt_is_told_what_starts_over(cli, tmp_pat
 def test_a_closed_stdin_given_as_input_is_one_line_and_exit_2(accented_run):
     out, held = accented_run
     cmd = " ".join(shlex.quote(c) for c in CHARRNN)
-    r = subprocess.run(["bash", "-c", f"{cmd} score - -c {shlex.quote(str(out))} <&-"], capture_output=True,
-                       env=subprocess_env(), timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", f"{cmd} score - -c {shlex.quote(str(out))} <&-"],
+        capture_output=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     assert_one_error_line(r.stderr.decode(), "stdin is closed")
 
@@ -352,8 +426,18 @@ def test_a_records_model_leaves_out_unseen_characters_too(tmp_path):
     corpus = tmp_path / "names.txt"
     corpus.write_text("\n".join(["kalo", "mira", "tomas", "lena", "oskar", "ima"] * 30) + "\n", encoding="utf-8")
     out = tmp_path / "run"
-    charrnn.train(corpus, out=out, records="lines", max_steps=3, hidden=16, layers=1, embed=8, batch_size=4,
-                  device="cpu", precision="fp32")
+    charrnn.train(
+        corpus,
+        out=out,
+        records="lines",
+        max_steps=3,
+        hidden=16,
+        layers=1,
+        embed=8,
+        batch_size=4,
+        device="cpu",
+        precision="fp32",
+    )
     model = charrnn.load(out, precision="fp32")
     s = model.score("kalo\nmi#ra\nlena!\n")
     assert s.left_out == {"#": 1, "!": 1}
@@ -365,9 +449,35 @@ def test_a_records_model_leaves_out_unseen_characters_too(tmp_path):
 def test_a_min_count_no_word_reaches_is_told_one_that_works(cli, tmp_path, corpus_file):
     from conftest import TINY_FLAGS
 
-    r = cli("train", corpus_file, "--level", "word", "--min-count", "100000", "--max-steps", "2", "--out", tmp_path / "w", "-q", *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--level",
+        "word",
+        "--min-count",
+        "100000",
+        "--max-steps",
+        "2",
+        "--out",
+        tmp_path / "w",
+        "-q",
+        *TINY_FLAGS,
+    )
     assert r.exit_code == 2
     line = assert_one_error_line(r.stderr, "use --min-count")
     value = line.split("use --min-count ", 1)[1].split()[0]
-    r = cli("train", corpus_file, "--level", "word", "--min-count", value, "--max-steps", "2", "--out", tmp_path / "w", "-q", *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--level",
+        "word",
+        "--min-count",
+        value,
+        "--max-steps",
+        "2",
+        "--out",
+        tmp_path / "w",
+        "-q",
+        *TINY_FLAGS,
+    )
     assert r.exit_code == 0, r.stderr

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import TINY_FLAGS, assert_one_error_line
 
 from charrnn import checkpoint
-from conftest import TINY_FLAGS, assert_one_error_line
 
 
 def _train(cli, corpus_file, out, *extra):
@@ -58,8 +58,21 @@ def test_init_from_keeps_the_parent_shape(cli, tmp_path, corpus_file):
 
 
 def test_divergence_is_one_line_not_a_traceback(cli, tmp_path, corpus_file):
-    r = _train(cli, corpus_file, tmp_path / "run", "--max-steps", "40", "--eval-every", "8", "--lr", "10000",
-               "--warmup-steps", "0", "--grad-clip", "0")
+    r = _train(
+        cli,
+        corpus_file,
+        tmp_path / "run",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "8",
+        "--lr",
+        "10000",
+        "--warmup-steps",
+        "0",
+        "--grad-clip",
+        "0",
+    )
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "diverged", "--lr")
 
@@ -85,8 +98,11 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_run(cli, tmp_path,
     try:
         before = (out / "last.pt").read_bytes()
         for extra in (["--overwrite"], ["--resume"]):
-            r = _train(cli, corpus_file, out, "--max-steps", "8", *extra) if extra == ["--overwrite"] else \
-                cli("train", corpus_file, "--out", out, "--resume", "--max-steps", "8", "--quiet")
+            r = (
+                _train(cli, corpus_file, out, "--max-steps", "8", *extra)
+                if extra == ["--overwrite"]
+                else cli("train", corpus_file, "--out", out, "--resume", "--max-steps", "8", "--quiet")
+            )
             assert r.exit_code == 2, r.stderr
             assert_one_error_line(r.stderr, "another charrnn train", "--out")
         assert (out / "last.pt").read_bytes() == before

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
-from charrnn.errors import UsageError
+import charrnn
 from charrnn.config import SampleConfig
+from charrnn.data.tokenizer import UNK, banned_tokens, encode_prompt
+from charrnn.errors import UsageError
 from charrnn.sampling.decode import choose, filter_logits
 from charrnn.sampling.engine import generate
-from charrnn.data.tokenizer import banned_tokens, encode_prompt
-import charrnn
-from charrnn.data.tokenizer import UNK
 
 
 def _generate(model, prompt_ids, **kw) -> list[int]:
@@ -123,10 +120,10 @@ def test_filter_logits_top_p_keeps_smallest_set_reaching_p():
 
 
 def test_word_model_never_emits_unk(tmp_path, corpus_text, engine):
+    from conftest import tiny_config
+
     from charrnn.checkpoint import load_model
     from charrnn.training.loop import train
-
-    from conftest import tiny_config
 
     cfg = tiny_config(tmp_path / "w", **{"tokenizer.level": "word", "tokenizer.min_count": 3, "train.max_steps": 10})
     train(cfg, corpus_text + "rare1 rare2 rare3\n", "w")
@@ -149,7 +146,8 @@ def test_empty_prompt_starts_after_a_newline(loaded):
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(length=-1), dict(temperature=-0.5), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5), dict(num_samples=0)]
+    "kw",
+    [dict(length=-1), dict(temperature=-0.5), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5), dict(num_samples=0)],
 )
 def test_sample_config_rejects_bad_values(kw):
     with pytest.raises(UsageError):
@@ -163,8 +161,20 @@ def test_the_default_precision_gives_sample_i_whatever_the_number_of_samples(tmp
 
     for cell in ("gru", "lstm"):
         out = tmp_path / cell
-        charrnn.train(corpus_file, out=out, cell=cell, hidden=48, layers=1, embed=16, max_steps=30, seq_len=16,
-                      batch_size=4, device="cpu", lr=0.02, warmup_steps=5)
+        charrnn.train(
+            corpus_file,
+            out=out,
+            cell=cell,
+            hidden=48,
+            layers=1,
+            embed=16,
+            max_steps=30,
+            seq_len=16,
+            batch_size=4,
+            device="cpu",
+            lr=0.02,
+            warmup_steps=5,
+        )
         model = charrnn.load(out)
         one = model.sample(length=3000, temperature=1.0, seed=7)
         assert model.samples(8, length=3000, temperature=1.0, seed=7)[0] == one, cell

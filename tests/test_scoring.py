@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.evaluate import evaluate
 import charrnn
 from charrnn.checkpoint import describe, load
+from charrnn.evaluate import evaluate
 
 
 def score_text(path: str, checkpoint: str, unknown: str = "auto") -> dict:
@@ -89,10 +89,10 @@ def test_describe(run_dir, loaded):
 def test_word_models_score_new_words_as_unk(tmp_path, corpus_text):
     """Any new text has words a word model never saw: by default they count as <unk>;
     a character model names unseen characters instead."""
+    from conftest import tiny_config
+
     from charrnn.errors import CharrnnError
     from charrnn.training.loop import train
-
-    from conftest import tiny_config
 
     out = tmp_path / "words"
     train(tiny_config(out, **{"tokenizer.level": "word", "train.max_steps": 5}), corpus_text, "w")

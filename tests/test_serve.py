@@ -11,10 +11,10 @@ import threading
 import time
 
 import pytest
+from conftest import assert_one_error_line, labelled_names, subprocess_env
 
 import charrnn
 from charrnn.server.requests import Limits
-from conftest import assert_one_error_line, labelled_names, subprocess_env
 
 pytest.importorskip("starlette.testclient", reason="pip install -e '.[test]' (the serve extra)")
 from starlette.testclient import TestClient  # noqa: E402
@@ -92,13 +92,43 @@ def test_several_models_by_name(run_dir, model):
 
 
 def test_sample_is_the_cli_text_for_a_seed(client, run_dir, cli):
-    body = {"prompt": "The", "length": 120, "temperature": 0.9, "top_k": 20, "top_p": 0.95, "seed": 11, "n": 3, "stop": "!"}
+    body = {
+        "prompt": "The",
+        "length": 120,
+        "temperature": 0.9,
+        "top_k": 20,
+        "top_p": 0.95,
+        "seed": 11,
+        "n": 3,
+        "stop": "!",
+    }
     r = client.post("/v1/sample", json=body)
     assert r.status_code == 200
     d = r.json()
     assert d["model"] == run_dir.name and d["seed"] == 11
-    out = cli("sample", "-c", run_dir, "-p", "The", "-n", 120, "-t", 0.9, "--top-k", 20, "--top-p", 0.95, "-s", 11,
-              "-N", 3, "--stop", "!", "--no-echo", "--json")
+    out = cli(
+        "sample",
+        "-c",
+        run_dir,
+        "-p",
+        "The",
+        "-n",
+        120,
+        "-t",
+        0.9,
+        "--top-k",
+        20,
+        "--top-p",
+        0.95,
+        "-s",
+        11,
+        "-N",
+        3,
+        "--stop",
+        "!",
+        "--no-echo",
+        "--json",
+    )
     assert out.exit_code == 0, out.stderr
     want = [json.loads(line)["text"] for line in out.stdout.splitlines()]
     assert [s["text"] for s in d["samples"]] == want
@@ -129,7 +159,9 @@ def test_stream_sends_the_same_text_in_pieces(client, model):
 
 
 def test_stream_of_several_samples_tags_each_piece(client, model):
-    with client.stream("POST", "/v1/sample", json={"prompt": "a", "length": 60, "seed": 4, "n": 2, "stream": True}) as r:
+    with client.stream(
+        "POST", "/v1/sample", json={"prompt": "a", "length": 60, "seed": 4, "n": 2, "stream": True}
+    ) as r:
         got = events(r.read().decode())
     texts = ["", ""]
     for e, d in got:
@@ -206,7 +238,7 @@ def test_the_page_and_its_files(client):
         assert ref in html
         assert client.get(ref).status_code == 200
     assert "http" not in html.replace("http-equiv", "")  # nothing from elsewhere
-    assert "<label for=\"prompt\">" in html and "<label for=\"temperature\">" in html
+    assert '<label for="prompt">' in html and '<label for="temperature">' in html
 
 
 def test_unknown_paths_and_methods_answer_json(client):
@@ -220,8 +252,21 @@ def records_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("records")
     corpus = folder / "names.jsonl"
     corpus.write_text(labelled_names(400, seed=3), encoding="utf-8")
-    charrnn.train(corpus, out=folder / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
-                  layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    charrnn.train(
+        corpus,
+        out=folder / "run",
+        records="jsonl:name",
+        label_field="kind",
+        max_steps=60,
+        hidden=32,
+        layers=1,
+        embed=16,
+        batch_size=16,
+        device="cpu",
+        precision="fp32",
+        lr=0.02,
+        warmup_steps=5,
+    )
     return charrnn.load(folder / "run")
 
 
@@ -252,10 +297,30 @@ def test_records_models_take_label_and_novel(records_model, client):
 # ---------------------------------------------------------------- validation
 
 BAD_SAMPLE = [
-    ("prompt", 5), ("length", -1), ("length", "5"), ("length", True), ("length", 2.5), ("temperature", -0.1),
-    ("temperature", "hot"), ("temperature", 1000), ("top_k", 0), ("top_p", 0), ("top_p", 1.5), ("seed", -1),
-    ("seed", 2**64), ("stop", ""), ("stop", 3), ("n", 0), ("stream", "yes"), ("unknown", "maybe"),
-    ("model", "nope"), ("model", 3), ("novel", "yes"), ("label", ""), ("label", 3), ("extra", True),
+    ("prompt", 5),
+    ("length", -1),
+    ("length", "5"),
+    ("length", True),
+    ("length", 2.5),
+    ("temperature", -0.1),
+    ("temperature", "hot"),
+    ("temperature", 1000),
+    ("top_k", 0),
+    ("top_p", 0),
+    ("top_p", 1.5),
+    ("seed", -1),
+    ("seed", 2**64),
+    ("stop", ""),
+    ("stop", 3),
+    ("n", 0),
+    ("stream", "yes"),
+    ("unknown", "maybe"),
+    ("model", "nope"),
+    ("model", 3),
+    ("novel", "yes"),
+    ("label", ""),
+    ("label", 3),
+    ("extra", True),
 ]
 
 
@@ -265,19 +330,37 @@ def test_sample_names_the_bad_field(client, field, value):
     assert field in message
 
 
-@pytest.mark.parametrize("body,field", [
-    ({}, "text"), ({"text": ""}, "text"), ({"text": 3}, "text"), ({"text": "ab", "per_line": 1}, "per_line"),
-    ({"text": "ab", "unknown": "x"}, "unknown"), ({"text": "a"}, "text"), ({"text": "\u4e2d\u6587"}, "text"),
-    ({"text": "ab", "model": "nope"}, "model"), ({"text": "ab", "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({}, "text"),
+        ({"text": ""}, "text"),
+        ({"text": 3}, "text"),
+        ({"text": "ab", "per_line": 1}, "per_line"),
+        ({"text": "ab", "unknown": "x"}, "unknown"),
+        ({"text": "a"}, "text"),
+        ({"text": "\u4e2d\u6587"}, "text"),
+        ({"text": "ab", "model": "nope"}, "model"),
+        ({"text": "ab", "extra": 1}, "extra"),
+    ],
+)
 def test_score_names_the_bad_field(client, body, field):
     error_of(client.post("/v1/score", json=body), 422, field)
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"k": 0}, "k"), ({"k": 51}, "k"), ({"k": "3"}, "k"), ({"temperature": -1}, "temperature"),
-    ({"prompt": ["a"]}, "prompt"), ({"prompt": "\u4e2d"}, "prompt"), ({"unknown": "x"}, "unknown"), ({"x": 1}, "x"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"k": 0}, "k"),
+        ({"k": 51}, "k"),
+        ({"k": "3"}, "k"),
+        ({"temperature": -1}, "temperature"),
+        ({"prompt": ["a"]}, "prompt"),
+        ({"prompt": "\u4e2d"}, "prompt"),
+        ({"unknown": "x"}, "unknown"),
+        ({"x": 1}, "x"),
+    ],
+)
 def test_next_names_the_bad_field(client, body, field):
     error_of(client.post("/v1/next", json=body), 422, field)
 
@@ -293,7 +376,9 @@ def test_bodies_that_are_not_a_json_object(client, path):
     error_of(client.post(path, content=b"{not json", headers={"content-type": "application/json"}), 400, None)
     error_of(client.post(path, content=b"\xff\xfe", headers={"content-type": "application/json"}), 400, None)
     error_of(client.post(path, json=["a"]), 400, None)
-    assert "Content-Type" in error_of(client.post(path, content=b"{}", headers={"content-type": "text/plain"}), 415, None)
+    assert "Content-Type" in error_of(
+        client.post(path, content=b"{}", headers={"content-type": "text/plain"}), 415, None
+    )
     error_of(client.post(path, content=b"{}"), 415, None)
 
 
@@ -380,9 +465,17 @@ def test_many_clients_at_once_each_get_their_own_text(model):
 
 
 ASKS = [  # different prompts, lengths, seeds, temperatures, top-k/top-p, a stop string, n = 2
-    {"prompt": "The"[: i % 4], "length": 120 + 37 * i, "seed": 1000 + i, "temperature": [0.8, 0.0, 1.3, 0.5][i % 4],
-     "stream": i % 2 == 0, **({"top_k": 5} if i % 5 == 1 else {}), **({"top_p": 0.9} if i % 5 == 2 else {}),
-     **({"stop": "e"} if i == 7 else {}), **({"n": 2} if i == 3 else {})}
+    {
+        "prompt": "The"[: i % 4],
+        "length": 120 + 37 * i,
+        "seed": 1000 + i,
+        "temperature": [0.8, 0.0, 1.3, 0.5][i % 4],
+        "stream": i % 2 == 0,
+        **({"top_k": 5} if i % 5 == 1 else {}),
+        **({"top_p": 0.9} if i % 5 == 2 else {}),
+        **({"stop": "e"} if i == 7 else {}),
+        **({"n": 2} if i == 3 else {}),
+    }
     for i in range(16)
 ]
 
@@ -410,6 +503,7 @@ def test_sixteen_clients_at_once_share_steps_and_each_get_the_api_text(model):
     results: dict[int, list[str]] = {}
     try:
         with TestClient(web) as c:
+
             def ask(i: int) -> None:
                 body = ASKS[i]
                 r = c.post("/v1/sample", json=body)
@@ -437,8 +531,13 @@ def test_sixteen_clients_at_once_share_steps_and_each_get_the_api_text(model):
 def test_shared_generations_in_turns_give_the_text_each_gives_alone(model):
     """Rows taken and given back: a generation in a used row starts afresh, and neither stepping
     with others nor moving to a kernel of more or fewer rows as they come and go changes its text."""
-    runs = [("The", 100, 1.0, 1, 1), ("a", 400, 0.5, 2, 1), ("", 80, 0.0, 3, 3), ("Th", 300, 0.9, 4, 2),
-            ("T", 60, 0.7, 5, 1)]
+    runs = [
+        ("The", 100, 1.0, 1, 1),
+        ("a", 400, 0.5, 2, 1),
+        ("", 80, 0.0, 3, 3),
+        ("Th", 300, 0.9, 4, 2),
+        ("T", 60, 0.7, 5, 1),
+    ]
     waiting, live, done = list(enumerate(runs)), {}, {}
     while waiting or live:
         while waiting and len(live) < 2:
@@ -506,10 +605,13 @@ def test_serve_command_errors_are_one_line(cli, tmp_path, run_dir):
 
 
 def test_serve_without_the_extra_says_how_to_install_it(run_dir):
-    code = ("import sys; sys.modules['uvicorn'] = None; sys.argv = ['charrnn', 'serve', '-c', sys.argv[1]];"
-            "from charrnn.cli import main; main()")
-    r = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True,
-                       env=subprocess_env(), timeout=120)
+    code = (
+        "import sys; sys.modules['uvicorn'] = None; sys.argv = ['charrnn', 'serve', '-c', sys.argv[1]];"
+        "from charrnn.cli import main; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
     assert r.returncode == 1
     assert_one_error_line(r.stderr, "pip install 'charrnn[serve]'")
 
@@ -530,8 +632,18 @@ MALFORMED = {
     "an integer of 5000 digits": ("/v1/sample", b'{"length": ' + b"9" * 5000 + b"}", 400, None),
     "a field name that is a lone surrogate": ("/v1/sample", b'{"\\ud800": 1}', 422, "\ud800"),
     "a prompt with a lone surrogate": ("/v1/sample", b'{"prompt": "To be\\ud800"}', 422, "prompt"),
-    "a text with a lone surrogate, per line": ("/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true}', 422, "text"),
-    "the same, unknown skip": ("/v1/score", b'{"text": "To be\\ud800\\nor not", "per_line": true, "unknown": "skip"}', 422, "text"),
+    "a text with a lone surrogate, per line": (
+        "/v1/score",
+        b'{"text": "To be\\ud800\\nor not", "per_line": true}',
+        422,
+        "text",
+    ),
+    "the same, unknown skip": (
+        "/v1/score",
+        b'{"text": "To be\\ud800\\nor not", "per_line": true, "unknown": "skip"}',
+        422,
+        "text",
+    ),
 }
 
 
@@ -549,8 +661,20 @@ def test_a_records_model_with_nothing_new_to_say_says_how_many_it_dropped(tmp_pa
     greedily): no empty texts, and the counts of what was drawn and dropped."""
     corpus = tmp_path / "one.txt"
     corpus.write_text("kato\n" * 200)
-    charrnn.train(corpus, out=tmp_path / "run", records="lines", hidden=32, layers=1, embed=16, max_steps=60,
-                  batch_size=8, device="cpu", precision="fp32", lr=0.03, warmup_steps=2)
+    charrnn.train(
+        corpus,
+        out=tmp_path / "run",
+        records="lines",
+        hidden=32,
+        layers=1,
+        embed=16,
+        max_steps=60,
+        batch_size=8,
+        device="cpu",
+        precision="fp32",
+        lr=0.03,
+        warmup_steps=2,
+    )
     with TestClient(charrnn.app({"one": charrnn.load(tmp_path / "run")})) as c:
         body = {"novel": True, "n": 3, "seed": 1, "length": 10, "temperature": 0.0}
         d = c.post("/v1/sample", json=body).json()
@@ -566,9 +690,13 @@ def test_any_loopback_address_answers_only_loopback_names(run_dir):
     """Bound to 127.0.0.2 (any address of 127.0.0.0/8), the server refuses a rebound DNS name."""
     import http.client
 
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir), "--host", "127.0.0.2",
-                             "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=subprocess_env(),
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir), "--host", "127.0.0.2", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=subprocess_env(),
+        text=True,
+    )
     try:
         line = ""
         while "serving at" not in line:

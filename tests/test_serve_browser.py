@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import labelled_names, subprocess_env
 
 import charrnn
-from conftest import labelled_names, subprocess_env
 
 pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
 
@@ -38,7 +38,10 @@ def live_server(run: Path, *flags: str):
     """`charrnn serve` as a real process on a free port; yields its URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "charrnn", "serve", "-c", str(run), "--port", "0", *flags],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=subprocess_env(), text=True,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=subprocess_env(),
+        text=True,
     )
     url: list[str] = []
     ready = threading.Event()
@@ -95,7 +98,8 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     model = charrnn.load(run_dir)
     prompt = "The quick"
 
-    # The page names the model it runs, its size and validation loss.
+    # The page names the model it runs, its size and validation loss (once /v1/models answered).
+    expect(page.locator("#model-info")).to_contain_text("validation loss")
     info = page.text_content("#model-info")
     assert info.startswith(run_dir.name) and "parameters" in info and "validation loss" in info
 
@@ -112,11 +116,15 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     # A long generation: the text grows while it is still generating, then Stop ends it.
     page.fill("#length", "1000000")
     page.click("#generate")
-    page.wait_for_function("document.getElementById('output').textContent.length > 0"
-                           " && document.getElementById('status').dataset.state === 'generating'")
+    page.wait_for_function(
+        "document.getElementById('output').textContent.length > 0"
+        " && document.getElementById('status').dataset.state === 'generating'"
+    )
     shown = page.evaluate("document.getElementById('output').textContent.length")
-    page.wait_for_function(f"document.getElementById('output').textContent.length > {shown}"
-                           " && document.getElementById('status').dataset.state === 'generating'")
+    page.wait_for_function(
+        f"document.getElementById('output').textContent.length > {shown}"
+        " && document.getElementById('status').dataset.state === 'generating'"
+    )
     assert int(page.get_attribute("#output", "data-events")) >= 2
     page.click("#stop")
     expect(page.locator("#status")).to_have_attribute("data-state", "stopped")
@@ -154,8 +162,9 @@ def test_type_generate_stream_stop_and_change_temperature(page, run_dir):
     seed = int(page.text_content("#seed-value"))
     page.click("#reuse-seed")
     assert page.input_value("#seed") == str(seed)
-    assert page.text_content("#output") == model.sample(prompt, length=300, temperature=1.5, top_k=12, top_p=0.9,
-                                                        stop="\n\n", seed=seed)
+    assert page.text_content("#output") == model.sample(
+        prompt, length=300, temperature=1.5, top_k=12, top_p=0.9, stop="\n\n", seed=seed
+    )
     page.fill("#top-k", "")
     page.fill("#top-p", "")
     page.fill("#stop-at", "")
@@ -172,8 +181,21 @@ def test_a_labelled_records_model_writes_the_chosen_label(browser, tmp_path):
 
     corpus = tmp_path / "names.jsonl"
     corpus.write_text(labelled_names(400, seed=4), encoding="utf-8")
-    charrnn.train(corpus, out=tmp_path / "run", records="jsonl:name", label_field="kind", max_steps=60, hidden=32,
-                  layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
+    charrnn.train(
+        corpus,
+        out=tmp_path / "run",
+        records="jsonl:name",
+        label_field="kind",
+        max_steps=60,
+        hidden=32,
+        layers=1,
+        embed=16,
+        batch_size=16,
+        device="cpu",
+        precision="fp32",
+        lr=0.02,
+        warmup_steps=5,
+    )
     model = charrnn.load(tmp_path / "run")
     with live_server(tmp_path / "run") as url:
         page = browser.new_page()

@@ -38,7 +38,7 @@ def test_step_logits_equal_forward_logits(cell, layers, batch, engine):
     stepper = Stepper(model, batch)
     for t in range(T):
         got = stepper.step(ids[:, t]).clone()
-        torch.testing.assert_close(got, ref[:, t], atol=ATOL, rtol=0, msg=lambda m: f"t={t}: {m}")
+        torch.testing.assert_close(got, ref[:, t], atol=ATOL, rtol=0, msg=lambda m, t=t: f"t={t}: {m}")
     # The carried state matches the module's final state too.
     for got_s, ref_s in zip(stepper.get_state(), ref_state):
         torch.testing.assert_close(got_s, ref_s, atol=ATOL, rtol=0)

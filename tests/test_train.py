@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import pytest
 import torch
 import yaml
+from conftest import make_corpus, tiny_config
 
 from charrnn import checkpoint
 from charrnn.checkpoint import load_model
@@ -15,9 +17,14 @@ from charrnn.config import RunConfig
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.training.loop import train
 
-from conftest import make_corpus, tiny_config
-
-RUN_FILES = {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "samples.jsonl", ".lock"}  # .lock: the run lock's file
+RUN_FILES = {
+    "best.pt",
+    "last.pt",
+    "config.yaml",
+    "metrics.jsonl",
+    "samples.jsonl",
+    ".lock",
+}  # .lock: the run lock's file
 
 
 def _strict_json(line: str):
@@ -78,7 +85,14 @@ def test_config_yaml_is_the_resolved_config(run_dir, loaded):
 def test_checkpoint_rebuilds_the_model_alone(run_dir, loaded):
     model, tok, ckpt = loaded
     assert not model.training
-    assert ckpt["shape"] == {"vocab_size": len(tok), "cell": "lstm", "layers": 2, "hidden": 32, "embed": 16, "dropout": 0.1}
+    assert ckpt["shape"] == {
+        "vocab_size": len(tok),
+        "cell": "lstm",
+        "layers": 2,
+        "hidden": 32,
+        "embed": 16,
+        "dropout": 0.1,
+    }
     assert ckpt["step"] in (20, 40, 60) and ckpt["corpus"] == "corpus"  # best.pt: the best evaluation
     assert checkpoint.load(run_dir / "last.pt")["step"] == 60
     raw = torch.load(run_dir / "best.pt", weights_only=True)  # plain data, safe to load
@@ -99,7 +113,7 @@ def test_resolve_prefers_best_then_last(tmp_path, run_dir):
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "x.pt"
     checkpoint.save({"format": 1, "model": {}, "v": 1}, path)
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         checkpoint.save({"unpicklable": lambda: None}, path)
     assert torch.load(path, weights_only=True)["v"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
@@ -174,8 +188,15 @@ def test_unset_sizes_are_chosen_and_saved(tmp_path, corpus_text):
     cfg.data.seq_len = 16  # keep it tiny; everything else is chosen
     summary = train(cfg, corpus_text, "c")  # no budget: nothing is timed, so precision resolves without the probe
     saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
-    for section, key in [("model", "layers"), ("model", "hidden"), ("model", "embed"), ("model", "dropout"),
-                         ("data", "batch_size"), ("train", "lr"), ("train", "weight_decay")]:
+    for section, key in [
+        ("model", "layers"),
+        ("model", "hidden"),
+        ("model", "embed"),
+        ("model", "dropout"),
+        ("data", "batch_size"),
+        ("train", "lr"),
+        ("train", "weight_decay"),
+    ]:
         assert saved[section][key] is not None, f"{section}.{key} not resolved"
     assert saved["train"]["precision"] == summary["precision"] in ("bf16", "fp32")
 

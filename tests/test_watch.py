@@ -8,13 +8,12 @@ import json
 import random
 
 import pytest
+from conftest import TINY_FLAGS, assert_one_error_line, tiny_config
 
 import charrnn
 from charrnn.training.loop import train
 from charrnn.training.report import Reporter
 from charrnn.training.watch import evaluations_since_best, overfit_warning
-
-from conftest import TINY_FLAGS, assert_one_error_line, tiny_config
 
 
 def noise(n: int = 1200, seed: int = 0) -> str:
@@ -54,7 +53,9 @@ class Watcher(Reporter):
 @pytest.fixture(scope="module")
 def sampled_run(tmp_path_factory, corpus_text):
     out = tmp_path_factory.mktemp("watch") / "run"
-    cfg = tiny_config(out, **{"train.max_steps": 30, "train.eval_every": 10, "train.keep": 3, "train.sample_length": 40})
+    cfg = tiny_config(
+        out, **{"train.max_steps": 30, "train.eval_every": 10, "train.keep": 3, "train.sample_length": 40}
+    )
     rep = Watcher(out)
     summary = train(cfg, corpus_text, "corpus", reporter=rep)
     return out, summary, rep
@@ -87,7 +88,12 @@ def test_resuming_appends_samples_and_can_turn_them_off(sampled_run, corpus_text
     shutil.copytree(src, out)
     train(tiny_config(out, **{"train.max_steps": 50, "train.eval_every": 10}), corpus_text, "corpus", resume=True)
     assert [s["step"] for s in lines(out / "samples.jsonl")] == [10, 20, 30, 40, 50]
-    train(tiny_config(out, **{"train.max_steps": 60, "train.eval_every": 10, "train.sample_every": 0}), corpus_text, "corpus", resume=True)
+    train(
+        tiny_config(out, **{"train.max_steps": 60, "train.eval_every": 10, "train.sample_every": 0}),
+        corpus_text,
+        "corpus",
+        resume=True,
+    )
     assert len(lines(out / "samples.jsonl")) == 5
     assert (out / "metrics.jsonl").read_text().count("\n") == 6
 
@@ -95,7 +101,19 @@ def test_resuming_appends_samples_and_can_turn_them_off(sampled_run, corpus_text
 def test_sample_every_n_evaluations_and_settings_from_yaml(cli, tmp_path, corpus_file):
     out = tmp_path / "run"
     (tmp_path / "run.yaml").write_text("train:\n  sample_every: 2\n  sample_length: 25\n  sample_temp: 0.5\n")
-    r = cli("train", corpus_file, "--config", tmp_path / "run.yaml", "--max-steps", "40", "--eval-every", "10", "--out", out, *TINY_FLAGS)
+    r = cli(
+        "train",
+        corpus_file,
+        "--config",
+        tmp_path / "run.yaml",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--out",
+        out,
+        *TINY_FLAGS,
+    )
     assert r.exit_code == 0, r.stderr
     samples = lines(out / "samples.jsonl")
     assert [s["step"] for s in samples] == [20, 40]
@@ -113,8 +131,26 @@ def test_patience_stops_at_the_right_evaluation(cli, tmp_path):
     corpus = tmp_path / "noise.txt"
     corpus.write_text(noise())
     out = tmp_path / "run"
-    r = cli("train", corpus, "--max-steps", "300", "--eval-every", "10", "--patience", "3", "--val-fraction", "0.2",
-            "--sample-every", "0", "--out", out, "--json", *TINY_FLAGS, "--hidden", "128")
+    r = cli(
+        "train",
+        corpus,
+        "--max-steps",
+        "300",
+        "--eval-every",
+        "10",
+        "--patience",
+        "3",
+        "--val-fraction",
+        "0.2",
+        "--sample-every",
+        "0",
+        "--out",
+        out,
+        "--json",
+        *TINY_FLAGS,
+        "--hidden",
+        "128",
+    )
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
     vals = [m["val_loss"] for m in lines(out / "metrics.jsonl")]
@@ -134,8 +170,17 @@ def test_patience_stops_at_the_right_evaluation(cli, tmp_path):
 
 def test_overfitting_is_reported_once_with_remedies(tmp_path):
     out = tmp_path / "run"
-    cfg = tiny_config(out, **{"model.hidden": 128, "model.layers": 1, "model.dropout": 0.0, "train.max_steps": 150,
-                              "data.val_fraction": 0.2, "train.sample_every": 0})
+    cfg = tiny_config(
+        out,
+        **{
+            "model.hidden": 128,
+            "model.layers": 1,
+            "model.dropout": 0.0,
+            "train.max_steps": 150,
+            "data.val_fraction": 0.2,
+            "train.sample_every": 0,
+        },
+    )
     rep = Watcher(out)
     train(cfg, noise(), "noise", reporter=rep)
     warnings = [m for m in rep.messages if m.startswith("overfitting")]
@@ -146,8 +191,10 @@ def test_overfitting_is_reported_once_with_remedies(tmp_path):
 
 
 def test_since_best_and_overfit_rules():
-    h = [{"step": s, "val_loss": v, "train_loss": t} for s, v, t in
-         [(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.5, 1.4), (40, 1.6, 1.2)]]
+    h = [
+        {"step": s, "val_loss": v, "train_loss": t}
+        for s, v, t in [(10, 2.0, 2.1), (20, 1.5, 1.6), (30, 1.5, 1.4), (40, 1.6, 1.2)]
+    ]
     assert evaluations_since_best([]) is None
     assert evaluations_since_best(h[:2]) == 0
     assert evaluations_since_best(h[:3]) == 1  # equal is not better: best.pt keeps the first
@@ -164,11 +211,21 @@ def test_since_best_and_overfit_rules():
 def test_keep_k_never_leaves_more_than_k(tmp_path, corpus_text):
     out = tmp_path / "run"
     rep = Watcher(out)
-    train(tiny_config(out, **{"train.max_steps": 40, "train.eval_every": 5, "train.keep": 2}), corpus_text, "corpus", reporter=rep)
+    train(
+        tiny_config(out, **{"train.max_steps": 40, "train.eval_every": 5, "train.keep": 2}),
+        corpus_text,
+        "corpus",
+        reporter=rep,
+    )
     assert rep.most_kept == 2
     assert sorted(p.name for p in out.glob("step-*.pt")) == ["step-000035.pt", "step-000040.pt"]
     # A resumed run may keep fewer; the older ones go.
-    train(tiny_config(out, **{"train.max_steps": 50, "train.eval_every": 5, "train.keep": 1}), corpus_text, "corpus", resume=True)
+    train(
+        tiny_config(out, **{"train.max_steps": 50, "train.eval_every": 5, "train.keep": 1}),
+        corpus_text,
+        "corpus",
+        resume=True,
+    )
     assert [p.name for p in out.glob("step-*.pt")] == ["step-000050.pt"]
     # Starting over forgets the old run's checkpoints and samples.
     train(tiny_config(out, **{"train.max_steps": 5, "train.eval_every": 5}), corpus_text, "corpus", overwrite=True)
@@ -198,14 +255,18 @@ def test_sample_step_picks_that_checkpoint(cli, sampled_run):
         r = cli("sample", "-c", out, "--step", step, "--length", "40", "--seed", "7", "--no-echo")
         assert r.exit_code == 0, r.stderr
         texts[step] = r.stdout
-        assert r.stdout.rstrip("\n") == charrnn.load(out / f"step-{step:06d}.pt").sample("", length=40, seed=7).rstrip("\n")
+        assert r.stdout.rstrip("\n") == charrnn.load(out / f"step-{step:06d}.pt").sample("", length=40, seed=7).rstrip(
+            "\n"
+        )
     assert texts[10] != texts[30]
     r = cli("sample", "-c", out, "--step", "15")
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "no checkpoint of step 15", "10, 20, 30", "charrnn info")
 
 
-@pytest.mark.parametrize("flag,value", [("--patience", "0"), ("--keep", "-1"), ("--sample-every", "-2"), ("--sample-length", "0")])
+@pytest.mark.parametrize(
+    "flag,value", [("--patience", "0"), ("--keep", "-1"), ("--sample-every", "-2"), ("--sample-length", "0")]
+)
 def test_bad_watch_settings_are_usage_errors(cli, tmp_path, corpus_file, flag, value):
     r = cli("train", corpus_file, flag, value, "--max-steps", "5", "--out", tmp_path / "run", *TINY_FLAGS)
     assert r.exit_code == 2
@@ -215,7 +276,21 @@ def test_bad_watch_settings_are_usage_errors(cli, tmp_path, corpus_file, flag, v
 def test_resume_may_change_how_the_run_is_watched(cli, tmp_path, corpus_file):
     out = tmp_path / "run"
     assert cli("train", corpus_file, "--max-steps", "10", "--eval-every", "5", "--out", out, *TINY_FLAGS).exit_code == 0
-    r = cli("train", corpus_file, "--resume", "--max-steps", "20", "--out", out, "--keep", "1", "--patience", "5", "--sample-length", "10")
+    r = cli(
+        "train",
+        corpus_file,
+        "--resume",
+        "--max-steps",
+        "20",
+        "--out",
+        out,
+        "--keep",
+        "1",
+        "--patience",
+        "5",
+        "--sample-length",
+        "10",
+    )
     assert r.exit_code == 0, r.stderr
     assert [p.name for p in out.glob("step-*.pt")] == ["step-000020.pt"]
     assert len(lines(out / "samples.jsonl")[-1]["text"]) == 10
@@ -236,7 +311,9 @@ def test_on_a_terminal_the_latest_sample_shows_under_the_bar(monkeypatch):
     rep.sampled(20, 2.1, "ROMEO:\nsecond sample")
     rep.finish()
     out = screen.getvalue()
-    last_frame = out[out.rindex("step 0 "):]  # the bar's last drawing ("step 0": no step reported), and what is under it
+    last_frame = out[
+        out.rindex("step 0 ") :
+    ]  # the bar's last drawing ("step 0": no step reported), and what is under it
     assert "sample at step 20, val loss 2.1000" in last_frame and "second sample" in last_frame
     assert "first sample" not in last_frame  # replaced, not stacked
     assert "loss" in last_frame.splitlines()[0]  # the bar first, the sample under it
@@ -244,8 +321,11 @@ def test_on_a_terminal_the_latest_sample_shows_under_the_bar(monkeypatch):
 
 def test_a_records_model_samples_whole_records(tmp_path, corpus_text):
     out = tmp_path / "run"
-    train(tiny_config(out, **{"data.records": "lines", "train.max_steps": 20, "train.eval_every": 10, "train.keep": 1}),
-          corpus_text, "corpus")
+    train(
+        tiny_config(out, **{"data.records": "lines", "train.max_steps": 20, "train.eval_every": 10, "train.keep": 1}),
+        corpus_text,
+        "corpus",
+    )
     last = lines(out / "samples.jsonl")[-1]
     assert last["step"] == 20 and last["text"].count("\n") == 4  # five records, one per line
     assert last["text"].split("\n") == charrnn.load(out, step=20).samples(5, "", 200, 0.8, seed=1337)
@@ -258,8 +338,25 @@ def test_patience_stops_every_rank_under_torchrun(tmp_path):
     corpus = tmp_path / "noise.txt"
     corpus.write_text(noise(2400))
     out = tmp_path / "ddp"
-    r = run_torchrun("train", corpus, "--max-steps", 300, "--eval-every", 10, "--patience", 2, "--val-fraction", 0.2,
-                     "--out", out, "--json", "--quiet", *TINY_FLAGS, "--hidden", 128)  # no rank left waiting
+    r = run_torchrun(
+        "train",
+        corpus,
+        "--max-steps",
+        300,
+        "--eval-every",
+        10,
+        "--patience",
+        2,
+        "--val-fraction",
+        0.2,
+        "--out",
+        out,
+        "--json",
+        "--quiet",
+        *TINY_FLAGS,
+        "--hidden",
+        128,
+    )  # no rank left waiting
     summary = json.loads([l for l in r.stdout.decode().splitlines() if l.startswith("{")][0])
     assert summary["stopped_early"] and summary["steps"] < 300
     assert lines(out / "metrics.jsonl")[-1]["step"] == summary["steps"]

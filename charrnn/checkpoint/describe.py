@@ -46,7 +46,9 @@ def list_run(folder: str | Path) -> list[dict[str, Any]]:
     Ctrl-C), and size in bytes. Files that cannot be read are left out."""
     folder = Path(folder)
     rows = []
-    names = [p.name for p in step_files(folder).values()] + [n for n in ("best.pt", "last.pt") if (folder / n).is_file()]
+    names = [p.name for p in step_files(folder).values()] + [
+        n for n in ("best.pt", "last.pt") if (folder / n).is_file()
+    ]
     for name in names:
         try:
             ckpt = load(folder / name, mmap=True)

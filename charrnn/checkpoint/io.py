@@ -47,7 +47,9 @@ def _saving(path: str | Path):
         path = Path(path)
         kept = f"the previous {path.name} is intact; " if path.exists() else ""
         then = "continue with --resume" if (path.parent / "last.pt").exists() else "train again (with --overwrite)"
-        raise CharrnnError(f"cannot save {path}: {cause.strerror or cause}; {kept}free some space, then {then}") from None
+        raise CharrnnError(
+            f"cannot save {path}: {cause.strerror or cause}; {kept}free some space, then {then}"
+        ) from None
 
 
 def _os_error(e: BaseException | None) -> OSError | None:
@@ -73,7 +75,7 @@ def step_files(folder: str | Path) -> dict[int, Path]:
     """The kept evaluation checkpoints of a run folder, by step, oldest first."""
     found = {}
     for p in Path(folder).glob("step-*.pt"):
-        digits = p.stem[len("step-"):]
+        digits = p.stem[len("step-") :]
         if digits.isdigit():
             found[int(digits)] = p
     return dict(sorted(found.items()))
@@ -98,11 +100,15 @@ def resolve(path: str | Path | None, step: int | None = None) -> Path:
         if step_file(folder, step).is_file():
             return step_file(folder, step)
         kept = ", ".join(str(s) for s in step_files(folder)) or "none (train with --keep K to keep some)"
-        raise CharrnnError(f"no checkpoint of step {step} in {folder}; kept steps: {kept} (`charrnn info {folder}` lists them)")
+        raise CharrnnError(
+            f"no checkpoint of step {step} in {folder}; kept steps: {kept} (`charrnn info {folder}` lists them)"
+        )
     if path is None:
         found = sorted(DEFAULT_ROOT.glob("**/best.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise CharrnnError("no checkpoint found under checkpoints/; train one with `charrnn train` or pass --checkpoint")
+            raise CharrnnError(
+                "no checkpoint found under checkpoints/; train one with `charrnn train` or pass --checkpoint"
+            )
         return found[-1]
     p = Path(path)
     if p.is_dir():
@@ -133,8 +139,10 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
     # Checkpoints from before checksums (no CHECKSUM key) are checked for consistency alone.
     stored = ckpt.pop(CHECKSUM, None)
     if stored is not None and stored != digest(ckpt):
-        raise CharrnnError(f"{p} is damaged: its contents do not match their checksum (a flipped bit or a "
-                           "partial copy); use the run's other checkpoint (best.pt or last.pt) or retrain")
+        raise CharrnnError(
+            f"{p} is damaged: its contents do not match their checksum (a flipped bit or a "
+            "partial copy); use the run's other checkpoint (best.pt or last.pt) or retrain"
+        )
     check(ckpt, p)
     ckpt["path"] = str(p)
     return ckpt
@@ -142,7 +150,7 @@ def load(path: str | Path | None, map_location: str | torch.device = "cpu", mmap
 
 def load_model(path: str | Path | None, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint alone."""
-    from charrnn.model.lm import ModelShape, RNNLM
+    from charrnn.model.lm import RNNLM, ModelShape
 
     ckpt = load(path, map_location=device)
     model = RNNLM(ModelShape(**ckpt["shape"]))

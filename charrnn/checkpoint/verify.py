@@ -17,7 +17,6 @@ from typing import Any
 
 from charrnn.errors import CharrnnError
 
-
 CHECKSUM = "checksum"
 
 
@@ -58,7 +57,9 @@ def check(ckpt: dict[str, Any], path: str | Path) -> None:
     try:
         _check(ckpt)
     except DamagedCheckpoint as e:
-        raise DamagedCheckpoint(f"{path} is damaged: {e}; use the run's other checkpoint (best.pt or last.pt) or retrain") from None
+        raise DamagedCheckpoint(
+            f"{path} is damaged: {e}; use the run's other checkpoint (best.pt or last.pt) or retrain"
+        ) from None
 
 
 def _int(x: Any, low: int = 0, high: float = math.inf) -> bool:
@@ -69,9 +70,9 @@ def _check(ckpt: dict[str, Any]) -> None:
     import torch
 
     from charrnn.config import CELLS, LEVELS, MAX_LAYERS, MAX_WIDTH, RunConfig
-    from charrnn.errors import UsageError
-    from charrnn.model.lm import ModelShape, RNNLM
     from charrnn.data.tokenizer import END, LABEL_PREFIX, UNK
+    from charrnn.errors import UsageError
+    from charrnn.model.lm import RNNLM, ModelShape
 
     tok = ckpt.get("tokenizer")
     if not isinstance(tok, dict) or tok.get("level") not in LEVELS or not isinstance(tok.get("vocab"), list):
@@ -90,8 +91,14 @@ def _check(ckpt: dict[str, Any]) -> None:
         raise DamagedCheckpoint("its model shape is missing or malformed")
     if shape["cell"] not in CELLS:
         raise DamagedCheckpoint(f"its cell {shape['cell']!r} is not one of {', '.join(CELLS)}")
-    if not (_int(shape["layers"], 1, MAX_LAYERS) and _int(shape["hidden"], 1, MAX_WIDTH) and _int(shape["embed"], 1, MAX_WIDTH)):
-        raise DamagedCheckpoint(f"its shape (layers {shape['layers']!r}, hidden {shape['hidden']!r}, embed {shape['embed']!r}) is out of range")
+    if not (
+        _int(shape["layers"], 1, MAX_LAYERS)
+        and _int(shape["hidden"], 1, MAX_WIDTH)
+        and _int(shape["embed"], 1, MAX_WIDTH)
+    ):
+        raise DamagedCheckpoint(
+            f"its shape (layers {shape['layers']!r}, hidden {shape['hidden']!r}, embed {shape['embed']!r}) is out of range"
+        )
     if not isinstance(shape["dropout"], (int, float)) or not 0 <= shape["dropout"] < 1:
         raise DamagedCheckpoint(f"its dropout {shape['dropout']!r} is out of range")
     if shape["vocab_size"] != len(vocab):
@@ -101,8 +108,10 @@ def _check(ckpt: dict[str, Any]) -> None:
     with torch.device("meta"):
         want = {k: v.shape for k, v in RNNLM(ModelShape(**shape)).state_dict().items()}
     if not isinstance(weights, dict) or set(weights) != set(want):
-        raise DamagedCheckpoint(f"its weights are not those of a {shape['layers']}-layer {shape['cell']} "
-                                f"(named {', '.join(sorted(map(str, weights or {}))[:3])}...)")
+        raise DamagedCheckpoint(
+            f"its weights are not those of a {shape['layers']}-layer {shape['cell']} "
+            f"(named {', '.join(sorted(map(str, weights or {}))[:3])}...)"
+        )
     for name, t in weights.items():
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise DamagedCheckpoint(f"its weight {name} is not a floating-point tensor")
@@ -126,9 +135,16 @@ def _check(ckpt: dict[str, Any]) -> None:
     if "state" in ckpt:
         state = ckpt["state"]
         n = 2 if shape["cell"] == "lstm" else 1
-        if not isinstance(state, (list, tuple)) or len(state) != n or not all(
-            isinstance(s, torch.Tensor) and s.dim() == 3 and s.shape[0] == shape["layers"] and s.shape[2] == shape["hidden"]
-            for s in state
+        if (
+            not isinstance(state, (list, tuple))
+            or len(state) != n
+            or not all(
+                isinstance(s, torch.Tensor)
+                and s.dim() == 3
+                and s.shape[0] == shape["layers"]
+                and s.shape[2] == shape["hidden"]
+                for s in state
+            )
         ):
             raise DamagedCheckpoint("its carried state does not fit the model")
     if "config" in ckpt:
@@ -141,7 +157,11 @@ def _check(ckpt: dict[str, Any]) -> None:
         known = {f.name: {g.name for g in fields(f.default_factory)} for f in fields(RunConfig)}
         sections = {k: v for k, v in copy.deepcopy(ckpt["config"]).items() if k in known}
         try:
-            RunConfig.from_dict({k: {n: x for n, x in v.items() if n in known[k]} if isinstance(v, dict) else v
-                                 for k, v in sections.items()})
+            RunConfig.from_dict(
+                {
+                    k: {n: x for n, x in v.items() if n in known[k]} if isinstance(v, dict) else v
+                    for k, v in sections.items()
+                }
+            )
         except UsageError as e:
             raise DamagedCheckpoint(f"its saved settings are invalid ({e})") from None

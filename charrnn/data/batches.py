@@ -14,6 +14,7 @@ import torch
 
 from charrnn.errors import UsageError
 
+
 def split(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """First (1 - f) of the tokens train, the tail validates (nanoGPT's convention)."""
     n_train = int(len(ids) * (1 - val_fraction) + 1e-9)  # 0.7 * 90 is 62.99999...
@@ -132,8 +133,15 @@ class RecordBatches:
     Each epoch deals the records, shuffled, to the streams with the fewest chunks so far, so
     streams end close together; a batch stays a pure function of the step."""
 
-    def __init__(self, seqs: list[torch.Tensor] | tuple[torch.Tensor, list[int]], batch_size: int, seq_len: int,
-                 seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        seqs: list[torch.Tensor] | tuple[torch.Tensor, list[int]],
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
         """``seqs``: the records' id sequences, as a list of 1-D tensors, or as ``(flat, lengths)``:
         all of them concatenated (one tensor, no per-record objects) and each one's length."""
         if isinstance(seqs, tuple):

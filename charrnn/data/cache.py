@@ -25,8 +25,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -66,8 +66,10 @@ def open_entry(sha: str, spec: dict, damaged: Callable[[str], None] | None = Non
         if not (whole and checksum(path) == meta.get("ids_sha256")):
             _remove(where)
             if damaged is not None:
-                damaged(f"the token cache entry {where} was damaged (its ids do not match their checksum); "
-                        "tokenizing the corpus again")
+                damaged(
+                    f"the token cache entry {where} was damaged (its ids do not match their checksum); "
+                    "tokenizing the corpus again"
+                )
             return None
         os.utime(where)  # the entry's age says when it was last used
     except (OSError, KeyError, TypeError, ValueError):
@@ -128,7 +130,9 @@ def store(work: Path, meta: dict) -> dict:
     if existing:
         return existing
     meta = {**meta, "ids_sha256": checksum(work / "ids.bin")}
-    (work / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "path"}, ensure_ascii=False), encoding="utf-8")
+    (work / "meta.json").write_text(
+        json.dumps({k: v for k, v in meta.items() if k != "path"}, ensure_ascii=False), encoding="utf-8"
+    )
     target = folder(sha, spec)
     if target.exists():  # damaged or half deleted: set it aside
         _remove(target)

@@ -16,25 +16,25 @@ The build reads the text in chunks twice at most: pass 1 hashes it and finds the
 from __future__ import annotations
 
 import codecs
-import re
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
 import sysconfig
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from charrnn.data import cache
-from charrnn.errors import CharrnnError, UsageError
-from charrnn.data.vectorized import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
 from charrnn.data.tokenizer import UNK, WORD_RULE, Tokenizer, UnknownTokenError, show_tokens
+from charrnn.data.vectorized import CharCounter, CharEncoder, WordIndexer, grown_vocab, smallest_dtype, word_vocab
+from charrnn.errors import CharrnnError, UsageError
 
 SEPARATOR = "\n"
 """Written between two input files."""
@@ -169,7 +169,9 @@ def load(
     else:
         paths, name = resolve(inputs)
         files = _Files(paths, name)
-        given = [p if p == "-" else str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, str) else inputs or [])]
+        given = [
+            p if p == "-" else str(Path(p).absolute()) for p in ([inputs] if isinstance(inputs, str) else inputs or [])
+        ]
     fingerprint = _fingerprint(files.paths) if text is None else None
     hit = cache.lookup(fingerprint, spec, _note) if fingerprint else None
     if hit:
@@ -240,8 +242,18 @@ def _corpus(entry: dict, name: str, given: list[str], cached: bool, t0: float) -
     n = entry["tokens"]
     ids = np.memmap(entry["path"], dtype=entry["dtype"], mode="r", shape=(n,)) if n else np.zeros(0, entry["dtype"])
     return Corpus(
-        ids, Tokenizer.from_dict(entry["tokenizer"]), entry["sha"][:16], name, given, entry["chars"], entry["bytes"],
-        cached, time.monotonic() - t0, entry.get("unknown", {}), entry.get("unknown_total", 0), entry.get("added", []),
+        ids,
+        Tokenizer.from_dict(entry["tokenizer"]),
+        entry["sha"][:16],
+        name,
+        given,
+        entry["chars"],
+        entry["bytes"],
+        cached,
+        time.monotonic() - t0,
+        entry.get("unknown", {}),
+        entry.get("unknown_total", 0),
+        entry.get("added", []),
     )
 
 
@@ -365,7 +377,9 @@ class _Reader:
                     try:
                         piece = decoder.decode(raw, final=not raw)
                     except UnicodeDecodeError as e:
-                        raise _not_utf8(raw, offset - pending + e.start, self.files.spooled.get(path, str(path))) from None
+                        raise _not_utf8(
+                            raw, offset - pending + e.start, self.files.spooled.get(path, str(path))
+                        ) from None
                     self.sha.update(raw)
                     self.nbytes += len(raw)
                     offset += len(raw)
@@ -379,7 +393,9 @@ class _Reader:
 def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, deadline, message) -> dict:
     total = len(text) if text is not None else sum(_size(p) for p in files.paths)
     if deadline is not None and time.monotonic() > deadline:
-        raise BudgetExceeded("the time budget ran out while setting up, before the corpus was read: no training step fits; give a larger --time-budget")
+        raise BudgetExceeded(
+            "the time budget ran out while setting up, before the corpus was read: no training step fits; give a larger --time-budget"
+        )
     if message and total > 20e6:
         message(f"tokenizing {total / 1e6:,.0f} MB once; later runs on the same files reuse the tokens")
     work = cache.work_folder()
@@ -387,7 +403,7 @@ def _build(files, text, spec, level, max_vocab, min_count, tok, unknown, deadlin
         reader = _Reader(files, text, deadline, total)
         if level == "char":
             meta = _build_chars(reader, tok, unknown, work)
-            meta["added"] = meta["tokenizer"]["vocab"][len(tok):] if tok is not None else []
+            meta["added"] = meta["tokenizer"]["vocab"][len(tok) :] if tok is not None else []
         else:
             meta = _build_words(reader, tok, unknown, max_vocab, min_count, work)
         meta.update(spec=spec, sha=reader.sha.hexdigest(), chars=reader.chars, bytes=reader.nbytes)
@@ -424,7 +440,9 @@ def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Pat
             ids = encoder.encode(piece)
             bad = ids < 0
             if bad.any():
-                cps, counts = np.unique(np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)[bad], return_counts=True)
+                cps, counts = np.unique(
+                    np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)[bad], return_counts=True
+                )
                 for c, k in zip(cps.tolist(), counts.tolist()):
                     missing[chr(c)] = missing.get(chr(c), 0) + k
                 if unknown != "skip":
@@ -432,8 +450,13 @@ def _build_chars(reader: _Reader, tok: Tokenizer | None, unknown: str, work: Pat
                 ids = ids[~bad]
             f.write(ids.astype(dtype).data)
             n += len(ids)
-    return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": n, "unknown": missing,
-            "unknown_total": sum(missing.values())}
+    return {
+        "tokenizer": tok.to_dict(),
+        "dtype": dtype.str,
+        "tokens": n,
+        "unknown": missing,
+        "unknown_total": sum(missing.values()),
+    }
 
 
 def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab, min_count, work: Path) -> dict:
@@ -457,7 +480,9 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
         vocab, remap = word_vocab(indexer, max_vocab, min_count)
         if len(vocab) == 1:
             top = int(indexer.counts[: len(indexer)].max(initial=0))
-            raise UsageError(f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)")
+            raise UsageError(
+                f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)"
+            )
         tok = Tokenizer("word", vocab)
     elif unknown == "grow":
         tok, remap, added = grown_vocab(indexer, tok, max_vocab, min_count)
@@ -479,8 +504,14 @@ def _build_words(reader: _Reader, tok: Tokenizer | None, unknown: str, max_vocab
             out += len(ids)
     (work / "pass1.bin").unlink()
     missing = indexer.missing if given else {}
-    return {"tokenizer": tok.to_dict(), "dtype": dtype.str, "tokens": out, "unknown": missing,
-            "unknown_total": sum(missing.values()), "added": added if unknown == "grow" else []}
+    return {
+        "tokenizer": tok.to_dict(),
+        "dtype": dtype.str,
+        "tokens": out,
+        "unknown": missing,
+        "unknown_total": sum(missing.values()),
+        "added": added if unknown == "grow" else [],
+    }
 
 
 def _unknown_error(what: str, missing: dict[str, int], unknown: str) -> UnknownTokenError:

@@ -24,6 +24,7 @@ from charrnn.config import check_records
 from charrnn.data.tokenizer import Tokenizer, encode_prompt
 from charrnn.errors import UsageError
 
+
 @dataclass
 class Records:
     texts: list[str]
@@ -31,8 +32,9 @@ class Records:
     """One label per record, or None when the records carry none."""
 
 
-def encode_record(tok: Tokenizer, text: str, label: str | None = None, unknown: str = "error",
-                  end: bool = True) -> tuple[list[int], Counter]:
+def encode_record(
+    tok: Tokenizer, text: str, label: str | None = None, unknown: str = "error", end: bool = True
+) -> tuple[list[int], Counter]:
     """A record as a records model reads it: its start (the label's token, or END), its tokens,
     and END (left off with ``end`` False: the beginning of a record still to be written); and
     the unseen tokens left out under ``unknown`` (see ``Tokenizer.encode_counted``). Raises
@@ -81,9 +83,13 @@ def _jsonl(text: str, field: str, label_field: str | None) -> Records:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:
-            raise UsageError(f"line {n} of the corpus is not JSON; --records jsonl:{field} reads one JSON object per line") from None
+            raise UsageError(
+                f"line {n} of the corpus is not JSON; --records jsonl:{field} reads one JSON object per line"
+            ) from None
         if not isinstance(obj, dict) or field not in obj:
-            raise UsageError(f"line {n} of the corpus has no field {field!r}; give the field that holds the text: --records jsonl:FIELD")
+            raise UsageError(
+                f"line {n} of the corpus has no field {field!r}; give the field that holds the text: --records jsonl:FIELD"
+            )
         texts.append(str(obj[field]))
         if label_field:
             if label_field not in obj:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from charrnn.errors import CharrnnError, UsageError
 
@@ -32,6 +33,8 @@ LABEL_PREFIX, LABEL_SUFFIX = "<|label:", "|>"
 
 def label_token(label: str) -> str:
     return f"{LABEL_PREFIX}{label}{LABEL_SUFFIX}"
+
+
 # Every character falls in exactly one alternative, so the tokens partition the text.
 WORD_RES = {
     1: re.compile(r"\w+|[^\w\s]|\s+"),
@@ -67,8 +70,11 @@ class Tokenizer:
             raise CharrnnError("tokenizer vocabulary has duplicate tokens; the checkpoint is damaged")
         self.unk_id = self.stoi.get(UNK) if level == "word" else None
         self.end_id = self.stoi.get(END)
-        self.labels = {t[len(LABEL_PREFIX) : -len(LABEL_SUFFIX)]: i for i, t in enumerate(self.vocab)
-                       if t.startswith(LABEL_PREFIX) and t.endswith(LABEL_SUFFIX) and len(t) > 1}
+        self.labels = {
+            t[len(LABEL_PREFIX) : -len(LABEL_SUFFIX)]: i
+            for i, t in enumerate(self.vocab)
+            if t.startswith(LABEL_PREFIX) and t.endswith(LABEL_SUFFIX) and len(t) > 1
+        }
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -85,7 +91,9 @@ class Tokenizer:
             kept = kept[: max(max_vocab - 1, 1)]
         if not kept:
             top = max(counts.values(), default=0)
-            raise UsageError(f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)")
+            raise UsageError(
+                f"no word occurs {min_count} times; use --min-count {top} or less (the most frequent occurs {top} times)"
+            )
         return cls("word", [UNK] + sorted(kept))
 
     def grown(self, text: str, max_vocab: int | None = None, min_count: int = 1) -> tuple[Tokenizer, list[str]]:

@@ -120,6 +120,8 @@ def _keys(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     keys = (prefix[ends] - prefix[starts]) * inverse[starts]
     keys ^= (ends - starts).astype(np.uint64) * _LEN_MIX
     return keys
+
+
 _SLOT_BITS = 22
 
 
@@ -211,7 +213,9 @@ class WordIndexer:
         ids = cand.astype(np.int32)
         miss = np.flatnonzero(~hit)
         if len(miss):
-            uniq, first, inverse, counts = np.unique(keys[miss], return_index=True, return_inverse=True, return_counts=True)
+            uniq, first, inverse, counts = np.unique(
+                keys[miss], return_index=True, return_inverse=True, return_counts=True
+            )
             found = np.empty(len(uniq), np.int32)
             for k in np.argsort(first, kind="stable").tolist():  # first appearance order
                 key = int(uniq[k])

@@ -34,8 +34,13 @@ def require(format: str) -> None:
             raise CharrnnError(f"{HINT} ({name} is missing)") from None
 
 
-def export(checkpoint: str | Path | None, out: str | Path, format: str = "web", precision: str = "fp16",
-           step: int | None = None) -> list[Path]:
+def export(
+    checkpoint: str | Path | None,
+    out: str | Path,
+    format: str = "web",
+    precision: str = "fp16",
+    step: int | None = None,
+) -> list[Path]:
     """Write ``checkpoint`` (a .pt file, a run folder, None for the newest best.pt; ``step``: the
     run folder's checkpoint of that step) as ``format`` into the folder ``out`` (made if missing;
     files of the same names are replaced, each atomically). ``precision``: the stored weights,
@@ -66,7 +71,9 @@ def export(checkpoint: str | Path | None, out: str | Path, format: str = "web", 
 
         return onnx.write(src, out, precision)
     except OSError as e:
-        raise CharrnnError(f"cannot write to {out}: {e.strerror or e}; choose another --out or free some space") from None
+        raise CharrnnError(
+            f"cannot write to {out}: {e.strerror or e}; choose another --out or free some space"
+        ) from None
 
 
 def default_out(checkpoint: str | Path | None, format: str, step: int | None = None) -> Path:

@@ -61,7 +61,7 @@ def build(src: Source, precision: str = "fp32"):
     order = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}[cell]  # PyTorch's gate blocks in ONNX's order
 
     def gates(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a[g * H:(g + 1) * H] for g in order])
+        return np.concatenate([a[g * H : (g + 1) * H] for g in order])
 
     node("Gather", [weight("emb", t["emb.weight"]), "tokens"], ["x_bte"])  # (B, T, E)
     node("Transpose", ["x_bte"], ["x0"], perm=[1, 0, 2])  # (T, B, E)
@@ -115,13 +115,25 @@ def tokenizer_json(src: Source, precision: str) -> dict[str, Any]:
     tok = Tokenizer.from_dict(src.tokenizer)
     records = tok.end_id is not None
     d: dict[str, Any] = {
-        "format": TOKENIZER_FORMAT, "version": 1, "level": tok.level, "vocab": tok.vocab,
+        "format": TOKENIZER_FORMAT,
+        "version": 1,
+        "level": tok.level,
+        "vocab": tok.vocab,
         "start_id": tok.end_id if records else encode_prompt(tok, "")[0],
-        "end_id": tok.end_id, "labels": dict(sorted(tok.labels.items())), "banned": banned_tokens(tok),
-        "unk_id": tok.unk_id, "records": src.records, "label_field": src.label_field,
-        "state": {"cell": src.shape["cell"], "layers": src.shape["layers"], "hidden": src.shape["hidden"],
-                  "inputs": ["tokens", "h", "c"] if src.shape["cell"] == "lstm" else ["tokens", "h"]},
-        "precision": precision, "info": src.info,
+        "end_id": tok.end_id,
+        "labels": dict(sorted(tok.labels.items())),
+        "banned": banned_tokens(tok),
+        "unk_id": tok.unk_id,
+        "records": src.records,
+        "label_field": src.label_field,
+        "state": {
+            "cell": src.shape["cell"],
+            "layers": src.shape["layers"],
+            "hidden": src.shape["hidden"],
+            "inputs": ["tokens", "h", "c"] if src.shape["cell"] == "lstm" else ["tokens", "h"],
+        },
+        "precision": precision,
+        "info": src.info,
     }
     if tok.level == "word":
         d["rule"] = tok.rule

@@ -46,7 +46,7 @@ def write(src: Source, out: Path, precision: str) -> list[Path]:
     files = []
     for name in PAGE:
         data = (WEB / name).read_bytes()
-        atomic_write(out / name, lambda f: f.write(data), sync=False)
+        atomic_write(out / name, lambda f, data=data: f.write(data), sync=False)
         files.append(out / name)
     script = weights_script(to_bytes(src, precision), src.info.get("name") or "a model", precision)
     atomic_write(out / "weights.js", lambda f: f.write(script), sync=False)

@@ -68,8 +68,15 @@ class Source:
             "best_val_loss": None if best is None or not np.isfinite(best) else round(float(best), 6),
             "parameters": int(sum(a.size for a in tensors.values())),
         }
-        return cls(tensors, dict(ckpt["shape"]), tok.to_dict(), info, data.get("records"), data.get("label_field"),
-                   sorted(tok.labels))
+        return cls(
+            tensors,
+            dict(ckpt["shape"]),
+            tok.to_dict(),
+            info,
+            data.get("records"),
+            data.get("label_field"),
+            sorted(tok.labels),
+        )
 
     def arrays(self, precision: str) -> dict[str, np.ndarray]:
         """The tensors in ``precision`` (fp16: rounded to nearest even, as torch's ``.half()``).
@@ -86,8 +93,13 @@ class Source:
         from charrnn import __version__
 
         meta = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__, "precision": precision,
-            "shape": _json(self.shape), "tokenizer": _json(self.tokenizer), "info": _json(self.info),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "charrnn_version": __version__,
+            "precision": precision,
+            "shape": _json(self.shape),
+            "tokenizer": _json(self.tokenizer),
+            "info": _json(self.info),
         }
         if self.records:
             meta["records"] = self.records

@@ -119,8 +119,9 @@ class RNNLM(nn.Module):
                 x = self._drop(x)
             params = [getattr(self.rnn, f"{n}_l{l}") for n in names]
             if cell == "lstm":
-                x, h, c = torch.lstm(x, (state[0][l : l + 1], state[1][l : l + 1]), params, True, 1, 0.0,
-                                     self.training, False, True)
+                x, h, c = torch.lstm(
+                    x, (state[0][l : l + 1], state[1][l : l + 1]), params, True, 1, 0.0, self.training, False, True
+                )
                 layer_state = (h, c)
             else:
                 run = torch.gru if cell == "gru" else torch.rnn_tanh

@@ -20,8 +20,13 @@ CHUNK_ELEMENTS = 2**22
 """Logits computed at once (positions x vocabulary): 16 MB in fp32. Below it the plain path."""
 
 
-def cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
-                      chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+def cross_entropy_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
     """The summed cross-entropy, in nats, of ``hidden @ weight.T + bias`` against ``targets``.
 
     ``hidden``: (N, H) outputs of the last layer; ``weight``: (V, H); ``bias``: (V,);

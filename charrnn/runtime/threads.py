@@ -25,9 +25,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
-
 
 SPIN_COUNT = 1000
 """Busy-wait iterations before an idle GNU OpenMP thread sleeps: microseconds, enough to bridge
@@ -62,8 +61,14 @@ class ThreadTuner:
     count), or ``threads, trial = tuner.choose()``, the work, ``tuner.record(threads, units,
     seconds, trial)``."""
 
-    def __init__(self, most: int, recheck: float = 2.0, max_recheck: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, apply: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        most: int,
+        recheck: float = 2.0,
+        max_recheck: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        apply: Callable[[int], None] | None = None,
+    ):
         self.options = (most, 1) if most > 1 else (1,)
         self.recheck, self.max_recheck, self.clock, self.apply = recheck, max_recheck, clock, apply
         self.cost: dict[int, float] = {}  # seconds per unit, latest (smoothed for the one in use)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from charrnn.config import SampleConfig
 from charrnn.sampling.native.abi import Sampler, make_sampler
@@ -209,7 +209,8 @@ def _state(kernel: Kernel, b: int) -> list[tuple[int, int]]:
     """(address, bytes) of each piece of row b's recurrent state: every layer's xh row and c row."""
     H = len(kernel.c[0]) // kernel.B
     return [(ctypes.addressof(buf) + 4 * b * width, 4 * width) for buf, width in zip(kernel.xh, kernel.K)] + [
-        (ctypes.addressof(buf) + 4 * b * H, 4 * H) for buf in kernel.c]
+        (ctypes.addressof(buf) + 4 * b * H, 4 * H) for buf in kernel.c
+    ]
 
 
 def _zero_row(kernel: Kernel, b: int) -> None:

@@ -21,9 +21,9 @@ bounded by what the operating system pages in, whatever the corpus size.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,8 +35,11 @@ _P = np.uint64(0x100000001B3)  # FNV prime: multiplier of the polynomial rolling
 
 def record_hashes(texts: list[str]) -> np.ndarray:
     """Sorted unique hashes of trimmed records."""
-    h = [int.from_bytes(hashlib.blake2b(t.strip().encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") >> 1
-         for t in texts]
+    h = [
+        int.from_bytes(hashlib.blake2b(t.strip().encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+        >> 1
+        for t in texts
+    ]
     return np.unique(np.array(h, dtype=np.uint64))
 
 
@@ -81,8 +84,10 @@ SLICE = 1 << 18
 def window_parts(text: str) -> list[np.ndarray]:
     """The anchored-window hashes of every window that lies whole in ``text``, slice by slice
     (slices overlap by WINDOW - 1 characters, so none is missed), each part sorted and unique."""
-    return [np.unique(window_hashes(text[lo : lo + SLICE + WINDOW - 1]))
-            for lo in range(0, max(len(text) - WINDOW + 1, 0), SLICE)]
+    return [
+        np.unique(window_hashes(text[lo : lo + SLICE + WINDOW - 1]))
+        for lo in range(0, max(len(text) - WINDOW + 1, 0), SLICE)
+    ]
 
 
 def text_hashes(text: str) -> np.ndarray:
@@ -110,8 +115,13 @@ class Index:
         return bool(self._has(window_hashes(sample)).any())
 
 
-def load_or_build(run_folder: Path, corpus: str | list[str] | None, corpus_sha: str | None, records_mode: str | None,
-                  label_field: str | None) -> Index:
+def load_or_build(
+    run_folder: Path,
+    corpus: str | list[str] | None,
+    corpus_sha: str | None,
+    records_mode: str | None,
+    label_field: str | None,
+) -> Index:
     """The run's index, built from its corpus file on first use. Raises CharrnnError when the run
     was trained from stdin or text in memory, or its corpus file is gone or changed (nothing to
     compare with): ``corpus_sha`` is the checkpoint's hash of the text it was trained on."""
@@ -128,8 +138,10 @@ def load_or_build(run_folder: Path, corpus: str | list[str] | None, corpus_sha: 
         stamp = None if unreadable else fingerprint(inputs)  # several files and folders too
         if stamp is None:
             where = "stdin" if unreadable == "-" else unreadable or corpus
-            raise CharrnnError(f"--novel compares samples with the training corpus, but {where} cannot be read again; "
-                               "retrain from a file, or drop --novel")
+            raise CharrnnError(
+                f"--novel compares samples with the training corpus, but {where} cannot be read again; "
+                "retrain from a file, or drop --novel"
+            )
         key = f"{stamp}|{records_mode}|{label_field}"
     digest = hashlib.sha256(f"{kind}|{WINDOW}|{ANCHOR}|{EVERY}|{key}".encode()).hexdigest()[:16]
     path = run_folder / f"novelty-{kind}-{digest}.npy"
@@ -141,8 +153,10 @@ def load_or_build(run_folder: Path, corpus: str | list[str] | None, corpus_sha: 
     hashes, sha = _build(corpus, records_mode, label_field)
     if corpus_sha is not None and sha != corpus_sha:
         where = corpus or "the built-in default corpus"
-        raise CharrnnError(f"--novel compares samples with the training corpus, but {where} has changed since training "
-                           "(or the run was trained on text in memory); drop --novel, or retrain")
+        raise CharrnnError(
+            f"--novel compares samples with the training corpus, but {where} has changed since training "
+            "(or the run was trained on text in memory); drop --novel, or retrain"
+        )
     try:
         for old in run_folder.glob(f"novelty-{kind}-*.npy"):
             old.unlink()
@@ -164,8 +178,9 @@ def _build(corpus: str | list[str] | None, records_mode: str | None, label_field
     sha = None
     if kind in ("paragraphs", "csv"):
         chunks = []
-        for piece, sha in iter_text(corpus):
+        for piece, done in iter_text(corpus):
             chunks.append(piece)
+            sha = done or sha
         return record_hashes(parse("".join(chunks), records_mode, label_field).texts), sha
     tail = ""
     for piece, done in iter_text(corpus):
@@ -174,12 +189,15 @@ def _build(corpus: str | list[str] | None, records_mode: str | None, label_field
         text = tail + piece
         if kind == "text":
             parts += window_parts(text)  # windows that start in the tail were not whole before
-            tail = text[-(WINDOW - 1):]
+            tail = text[-(WINDOW - 1) :]
         else:  # lines, jsonl: records are whole lines
             cut = text.rfind("\n") + 1 if done is None else len(text)
             if cut:
-                parts.append(record_hashes(parse(text[:cut], records_mode, label_field).texts) if text[:cut].strip() else
-                             np.zeros(0, dtype=np.uint64))
+                parts.append(
+                    record_hashes(parse(text[:cut], records_mode, label_field).texts)
+                    if text[:cut].strip()
+                    else np.zeros(0, dtype=np.uint64)
+                )
             tail = text[cut:]
     return _sorted_unique(parts), sha
 
@@ -230,12 +248,27 @@ class Draw:
 
     @property
     def summary(self) -> dict[str, int]:
-        return {"kept": len(self.samples), "drawn": self.drawn, "dropped_copies": self.dropped_copies,
-                "dropped_repeats": self.dropped_repeats, "dropped_empty": self.dropped_empty}
+        return {
+            "kept": len(self.samples),
+            "drawn": self.drawn,
+            "dropped_copies": self.dropped_copies,
+            "dropped_repeats": self.dropped_repeats,
+            "dropped_empty": self.dropped_empty,
+        }
 
 
-def draw(texts: Callable[[int, float, int], list[str]], n: int, prompt: str, temperatures: list[float], seed: int, *,
-         records: bool, index: Index | None = None, unique: bool = False, max_attempts: int | None = None) -> Draw:
+def draw(
+    texts: Callable[[int, float, int], list[str]],
+    n: int,
+    prompt: str,
+    temperatures: list[float],
+    seed: int,
+    *,
+    records: bool,
+    index: Index | None = None,
+    unique: bool = False,
+    max_attempts: int | None = None,
+) -> Draw:
     """``n`` samples at each of ``temperatures``, drawn with ``texts(k, temperature, seed)`` (k
     samples of a seed, side by side) and kept unless: a copy of the training data under
     ``index`` (a records model: the whole record, prompt included; free text: the sample),

@@ -4,6 +4,7 @@ uniform numbers, identically here (torch ops) and in the native kernel (kernels.
 from __future__ import annotations
 
 import ctypes
+
 import torch
 
 from charrnn.config import SampleConfig
@@ -77,7 +78,9 @@ class Chooser:
             if self._work.numel() < 4 * V:
                 self._work = torch.empty(4 * V)
             out = torch.empty(B, dtype=torch.long)
-            self.lib.charrnn_sample(B, V, logits.data_ptr(), logits.stride(0), ctypes.byref(self.c), out.data_ptr(), self._work.data_ptr())
+            self.lib.charrnn_sample(
+                B, V, logits.data_ptr(), logits.stride(0), ctypes.byref(self.c), out.data_ptr(), self._work.data_ptr()
+            )
         else:
             if self.banned:
                 logits = logits.index_fill(1, self._ban.to(logits.device), float("-inf"))
@@ -87,7 +90,9 @@ class Chooser:
         return out
 
 
-def _choose_torch(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, u: list[float]) -> torch.Tensor:
+def _choose_torch(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, u: list[float]
+) -> torch.Tensor:
     if not temperature > 0:
         return logits.argmax(dim=-1)
     # Shift by the maximum before scaling, as the kernel does: scaled logits are <= 0 and the most

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from charrnn.checkpoint import resolve
 from charrnn.config import SampleConfig
+from charrnn.data.tokenizer import Tokenizer, banned_tokens
+from charrnn.sampling.batching import SharedSteps
 from charrnn.sampling.native import build
 from charrnn.sampling.native.abi import make_sampler
 from charrnn.sampling.native.cache import contents_key, load_pack, pack_path
 from charrnn.sampling.native.kernel import Kernel
-from charrnn.sampling.batching import SharedSteps
 from charrnn.sampling.text import decode_streams
-from charrnn.data.tokenizer import Tokenizer, banned_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -137,8 +138,15 @@ class Engine:
     ``precision``: 'auto', 'fp32' or 'bf16' weights for the step (see ``step_dtype``)."""
 
     def __init__(
-        self, tokenizer: Tokenizer | None, *, model: RNNLM | None = None, path: Path | None = None,
-        device: str = "cpu", precision: str = "auto", pack: Pack | None = None, pack_files: tuple[Path, Path] | None = None,
+        self,
+        tokenizer: Tokenizer | None,
+        *,
+        model: RNNLM | None = None,
+        path: Path | None = None,
+        device: str = "cpu",
+        precision: str = "auto",
+        pack: Pack | None = None,
+        pack_files: tuple[Path, Path] | None = None,
     ):
         self.tokenizer, self.path, self.device, self.precision = tokenizer, path, device, precision
         # Where this checkpoint's packs are cached, for one stream and for several (their dtypes may
@@ -167,7 +175,9 @@ class Engine:
         from charrnn.runtime.device import pick_device
 
         model, tok, _ = load_model(path, pick_device(device))
-        return cls(tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision, pack_files=files)
+        return cls(
+            tok, model=model, path=path, device=model.emb.weight.device.type, precision=precision, pack_files=files
+        )
 
     @property
     def model(self) -> RNNLM:
@@ -206,8 +216,9 @@ class Engine:
         else:
             yield from self._own_chunks(prompt_ids, cfg)
 
-    def texts(self, prompt_ids: list[int], cfg: SampleConfig, stop: str | None = None,
-              shared: bool = False) -> Iterator[list[str]]:
+    def texts(
+        self, prompt_ids: list[int], cfg: SampleConfig, stop: str | None = None, shared: bool = False
+    ) -> Iterator[list[str]]:
         """``chunks`` as text: per chunk, each of the ``cfg.num_samples`` samples' text that became
         final (``text.decode_streams``: a sample ends at ``stop`` or at a record's end)."""
         tok = self.tokenizer
@@ -308,7 +319,9 @@ def _pack_tokenizer(found: Pack | None) -> Tokenizer | None:
         return None
 
 
-def generate(model: RNNLM, prompt_ids: list[int], cfg: SampleConfig, banned: list[int] | None = None) -> Iterator[torch.Tensor]:
+def generate(
+    model: RNNLM, prompt_ids: list[int], cfg: SampleConfig, banned: list[int] | None = None
+) -> Iterator[torch.Tensor]:
     """The next tokens of every stream of a model in memory, as (num_samples, n) tensors,
     ``cfg.length`` in all. ``banned`` tokens (the word model's <unk>) are never emitted."""
     import torch

@@ -78,7 +78,9 @@ class Stepper:
             b_hh = [getattr(rnn, f"bias_hh_l{i}").float() for i in range(s.layers)]
             if self.cell == "lstm":
                 # Gates (i, f, g, o) -> (i, f, o, g): one sigmoid over a contiguous 3H slice.
-                perm = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]).to(dev)
+                perm = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)]).to(
+                    dev
+                )
                 w_ih, w_hh = [w[perm] for w in w_ih], [w[perm] for w in w_hh]
                 b_ih, b_hh = [b[perm] for b in b_ih], [b[perm] for b in b_hh]
             # GRU's hidden bias of the candidate sits inside r * (...), so it cannot fold into the table.
@@ -110,14 +112,27 @@ class Stepper:
                     w = torch.cat([w_ih[l], w_hh[l]], 1)
                     self.rec.append(_Linear(w, b_ih[l] + b_hh[l], self.xh[l], self.gates, dtype))
             # The head reads few bytes; fp32 keeps the logits exact.
-            self.head = _Linear(model.head.weight.float(), model.head.bias.float(), self.hs[-1], self.logits, torch.float32)
+            self.head = _Linear(
+                model.head.weight.float(), model.head.bias.float(), self.hs[-1], self.logits, torch.float32
+            )
 
         # On CPU the LSTM cell runs in the native kernel (one call instead of six torch ops).
         self.native = build.lib() if self.cell == "lstm" and dev.type == "cpu" else None
         if self.native is not None:
             self._cells = [
-                (B, H, self.gates.data_ptr(), G * H, self.c[l].data_ptr(), H, self.hs[l].data_ptr(), self.hs[l].stride(0),
-                 self.next_in[l].data_ptr() if l + 1 < s.layers else None, 2 * H, torch.get_num_threads())
+                (
+                    B,
+                    H,
+                    self.gates.data_ptr(),
+                    G * H,
+                    self.c[l].data_ptr(),
+                    H,
+                    self.hs[l].data_ptr(),
+                    self.hs[l].stride(0),
+                    self.next_in[l].data_ptr() if l + 1 < s.layers else None,
+                    2 * H,
+                    torch.get_num_threads(),
+                )
                 for l in range(s.layers)
             ]
         a, g = self.act, self.gates

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.server import require
@@ -39,12 +40,12 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from charrnn.api import CharRNN, load, resolve_seed  # noqa: E402
 from charrnn.evaluate import split_lines  # noqa: E402
-from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
-from charrnn.server.worker import Busy, Worker  # noqa: E402
 
 # The page is the web export's: with no model in its weights.js (NO_WEIGHTS, here) it talks to
 # this API; an export's weights.js makes it run the model in the browser instead.
 from charrnn.export.web import WEB  # noqa: E402
+from charrnn.server.requests import FieldError, Limits, parse_next, parse_sample, parse_score  # noqa: E402
+from charrnn.server.worker import Busy, Worker  # noqa: E402
 
 NO_WEIGHTS = b"// charrnn serve: no weights here; the page samples through the HTTP API (/v1).\n"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
@@ -68,7 +69,13 @@ class HostCheck:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] in ("http", "websocket"):
             host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").strip().lower()
-            name = host[: host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            name = (
+                host[: host.find("]") + 1]
+                if host.startswith("[")
+                else host.rsplit(":", 1)[0]
+                if host.count(":") == 1
+                else host
+            )
             if name not in self.allowed:
                 message = f"this server answers only {', '.join(sorted(self.allowed))} in the Host header, not {host!r}"
                 await JSON(FieldError(None, message, 400).to_dict(), status_code=400)(scope, receive, send)
@@ -135,11 +142,21 @@ def app(
         return Response(NO_WEIGHTS, media_type="text/javascript")
 
     async def models_route(request: Request) -> Response:
-        return JSON({
-            "models": [{"name": s.name, "default": s.name == default, "records": s.model.is_records,
-                        "labels": s.model.labels, **s.info} for s in served.values()],
-            "limits": limits.to_dict(),
-        })
+        return JSON(
+            {
+                "models": [
+                    {
+                        "name": s.name,
+                        "default": s.name == default,
+                        "records": s.model.is_records,
+                        "labels": s.model.labels,
+                        **s.info,
+                    }
+                    for s in served.values()
+                ],
+                "limits": limits.to_dict(),
+            }
+        )
 
     async def sample(request: Request) -> Response:
         req = parse_sample(await _json(request, limits), limits)
@@ -152,20 +169,35 @@ def app(
             # Curated samples (copies, and empty records, dropped) are drawn in rounds until enough
             # are kept: one call, answered whole, with how many were drawn and dropped.
             def drawn() -> Iterator[list[str]]:
-                d = _field_errors(s.model.draw, "prompt", req.n, req.prompt, req.length, (req.temperature,),
-                                  novel=req.novel, **options)
+                d = _field_errors(
+                    s.model.draw,
+                    "prompt",
+                    req.n,
+                    req.prompt,
+                    req.length,
+                    (req.temperature,),
+                    novel=req.novel,
+                    **options,
+                )
                 head["summary"] = d.summary
                 yield [x.text for x in d.samples]
 
             job = _submit(worker, drawn)
         else:
-            job = _submit(worker, lambda: _field_errors(s.model.generate, "prompt", req.prompt, req.length,
-                                                        req.temperature, n=req.n, shared=True, **options))
+            job = _submit(
+                worker,
+                lambda: _field_errors(
+                    s.model.generate, "prompt", req.prompt, req.length, req.temperature, n=req.n, shared=True, **options
+                ),
+            )
         pieces = job.__aiter__()
         first = await _first(pieces)  # a prompt the model cannot encode fails here, before any answer
         if req.stream:
-            return StreamingResponse(_events(first, pieces, head), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _events(first, pieces, head),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
         texts = list(first)
         async for chunk in pieces:
             texts = [t + p for t, p in zip(texts, chunk)]
@@ -189,8 +221,11 @@ def app(
         s = pick(req.model)
         try:
             _check_label(s.model, req.label)
-            top = await worker.call(lambda: _field_errors(s.model.next_token_probs, "prompt", req.prompt, req.k,
-                                                          req.temperature, req.unknown, req.label))
+            top = await worker.call(
+                lambda: _field_errors(
+                    s.model.next_token_probs, "prompt", req.prompt, req.k, req.temperature, req.unknown, req.label
+                )
+            )
         except Busy as e:
             raise FieldError(None, str(e), 503) from None
         return JSON({"model": s.name, "tokens": [{"token": t, "p": p} for t, p in top]})
@@ -206,9 +241,15 @@ def app(
         Mount("/static", StaticFiles(directory=WEB / "static"), name="static"),
     ]
     middleware = [Middleware(HostCheck, allowed=allowed_hosts)] if allowed_hosts else []
-    web = Starlette(routes=routes, middleware=middleware, exception_handlers={
-        FieldError: _field_error, HTTPException: _http_error,
-    }, lifespan=_closing(worker))
+    web = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            FieldError: _field_error,
+            HTTPException: _http_error,
+        },
+        lifespan=_closing(worker),
+    )
     web.state.models, web.state.limits, web.state.worker = served, limits, worker
     return web
 
@@ -223,8 +264,14 @@ def _closing(worker: Worker):
 
 
 def serve(
-    models: Any = None, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, *,
-    device: str = "cpu", precision: str = "auto", announce=None,
+    models: Any = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    announce=None,
 ) -> None:
     """Serve ``models`` (as ``app`` takes them) at http://host:port until interrupted. Localhost
     by default: any other address lets every machine that reaches it use the models. Port 0
@@ -234,8 +281,13 @@ def serve(
 
     import uvicorn
 
-    web = app(models, limits, device=device, precision=precision,
-              allowed_hosts=LOOPBACK_HOSTS + ["[::1]", host] if is_loopback(host) else None)
+    web = app(
+        models,
+        limits,
+        device=device,
+        precision=precision,
+        allowed_hosts=LOOPBACK_HOSTS + ["[::1]", host] if is_loopback(host) else None,
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -243,7 +295,9 @@ def serve(
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host"
+        ) from None
     sock.listen(128)
     sock.setblocking(False)
     bound = sock.getsockname()[1]
@@ -289,7 +343,9 @@ async def _json(request: Request, limits: Limits) -> Any:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         # Also what keeps other web sites off: a browser sends them only after a preflight we never allow.
-        raise FieldError(None, f"send the body as JSON with Content-Type: application/json, not {kind or 'none'!r}", 415)
+        raise FieldError(
+            None, f"send the body as JSON with Content-Type: application/json, not {kind or 'none'!r}", 415
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body:
         raise FieldError(None, f"the body is {declared} bytes; the limit is {limits.max_body} (--max-body)", 413)

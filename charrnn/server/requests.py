@@ -101,8 +101,11 @@ class _Fields:
         try:
             v.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate, sent as a JSON escape: no character
-            raise FieldError(name, f"{name} holds {v[e.start]!r} at character {e.start}, half of a surrogate pair and "
-                                   "no character; send text") from None
+            raise FieldError(
+                name,
+                f"{name} holds {v[e.start]!r} at character {e.start}, half of a surrogate pair and "
+                "no character; send text",
+            ) from None
         if not empty and not v:
             raise FieldError(name, f"{name} must not be empty")
         if max_chars is not None and len(v) > max_chars:
@@ -146,8 +149,21 @@ class _Fields:
         return v
 
 
-SAMPLE_FIELDS = ("model", "prompt", "length", "temperature", "top_k", "top_p", "seed", "stop", "n", "stream", "unknown",
-                 "label", "novel")
+SAMPLE_FIELDS = (
+    "model",
+    "prompt",
+    "length",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "unknown",
+    "label",
+    "novel",
+)
 SCORE_FIELDS = ("model", "text", "per_line", "unknown")
 NEXT_FIELDS = ("model", "prompt", "k", "temperature", "unknown", "label")
 

@@ -100,7 +100,9 @@ class Budget:
 
     def auto_eval_every(self, step: int) -> int:
         """About four evaluations over what is left of the run, from the steps timed so far."""
-        expected = (self.deadline - time.monotonic()) / self.median_step() if self.deadline is not None else float("inf")
+        expected = (
+            (self.deadline - time.monotonic()) / self.median_step() if self.deadline is not None else float("inf")
+        )
         if self.max_steps is not None:
             expected = min(expected, self.max_steps - step)
         return max(1, int(expected / 4))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -54,8 +55,17 @@ def train(
     ``stop(step)`` returning True ends the run early like Ctrl-C. Raises UsageError for settings
     that cannot work, CharrnnError when training diverges."""
     keep_freed_memory()  # a step's big buffers come back from the heap, not from fresh pages (allocator.py)
-    run = setup(cfg, text, corpus_name, inputs=inputs, resume=resume, overwrite=overwrite, init_from=init_from,
-                reporter=reporter or Reporter(), started=time.monotonic() if started is None else started)
+    run = setup(
+        cfg,
+        text,
+        corpus_name,
+        inputs=inputs,
+        resume=resume,
+        overwrite=overwrite,
+        init_from=init_from,
+        reporter=reporter or Reporter(),
+        started=time.monotonic() if started is None else started,
+    )
     finished = False
     try:
         interrupted = fit(run, stop)
@@ -127,7 +137,9 @@ def _out_of_time(run: Run, sigint: _SigintFlag) -> tuple[bool, float]:
         out_of_time = not budget.can_take_one_step()
     out_of_time = out_of_time or run.watch.stopped_early  # rank 0 decides for all, as for time
     if run.env.world > 1:
-        out_of_time, interrupted_anywhere, schedule = _agree(run.env.main, out_of_time, sigint.raised, schedule, run.env.device)
+        out_of_time, interrupted_anywhere, schedule = _agree(
+            run.env.main, out_of_time, sigint.raised, schedule, run.env.device
+        )
         if interrupted_anywhere:
             raise KeyboardInterrupt
     if out_of_time and st.step == first_step and not run.watch.stopped_early:
@@ -215,8 +227,12 @@ def evaluate_and_save(run: Run, final: bool) -> None:
         checkpoint.save(st.state_dict(resumable=False), run.folder.best)
         if final and env.world == 1 and env.device.type == "cpu":
             _cache_sampling_pack(run)
-    run.watch.evaluated(run.model, st.history, st.train_seconds - budget.elapsed_before,
-                        lambda path: checkpoint.save(st.state_dict(resumable=False), path))
+    run.watch.evaluated(
+        run.model,
+        st.history,
+        st.train_seconds - budget.elapsed_before,
+        lambda path: checkpoint.save(st.state_dict(resumable=False), path),
+    )
     checkpoint.save(st.state_dict(), run.folder.last)
     budget.save_seconds = time.monotonic() - t0
 
@@ -229,8 +245,17 @@ def validate(run: Run):
     if run.tokens.val_records:
         return score_records(run.model, run.tokens.val_records, tok.char_lengths(), env.autocast())
     if len(run.tokens.val) >= 2:
-        return evaluate(run.model, run.tokens.val, tok.char_lengths(), batch_size=64, seq_len=256, warmup=256,
-                        autocast=env.autocast(), max_tokens=run.eval_tokens, deadline=run.budget.eval_deadline())
+        return evaluate(
+            run.model,
+            run.tokens.val,
+            tok.char_lengths(),
+            batch_size=64,
+            seq_len=256,
+            warmup=256,
+            autocast=env.autocast(),
+            max_tokens=run.eval_tokens,
+            deadline=run.budget.eval_deadline(),
+        )
     return None
 
 
@@ -239,9 +264,12 @@ def _record(run: Run, score) -> dict[str, Any]:
     since the command started."""
     st = run.state
     recent = float(st.loss_sum) / st.loss_n if st.loss_n else st.train_loss
-    record = {"step": st.step, "tokens": st.step * st.tokens_per_step,
-              "train_loss": round(recent, 5) if math.isfinite(recent) else None,
-              "seconds": round(time.monotonic() - run.started, 2)}
+    record = {
+        "step": st.step,
+        "tokens": st.step * st.tokens_per_step,
+        "train_loss": round(recent, 5) if math.isfinite(recent) else None,
+        "seconds": round(time.monotonic() - run.started, 2),
+    }
     if score is not None:
         record.update({f"val_{k}": v for k, v in score.to_dict().items() if k != "left_out"})
         run.reporter.evaluated(st.step, score)
@@ -295,7 +323,9 @@ def summarize(run: Run, interrupted: bool) -> dict[str, Any]:
         "thread_tuning": run.progress.thread_tuning,
         # Seconds of the time budget left when the run ended (negative: past it); the command's
         # exit comes after this.
-        "budget_left_seconds": None if run.budget.deadline is None else round(run.budget.deadline - time.monotonic(), 2),
+        "budget_left_seconds": None
+        if run.budget.deadline is None
+        else round(run.budget.deadline - time.monotonic(), 2),
     } | ({"plan": run.plan.to_dict()} if run.plan else {})
 
 
@@ -343,7 +373,12 @@ def _threads(run: Run) -> Iterator[Callable[[], Any]]:
     same seed trains the same model. The thread count is restored at the end."""
     threads = torch.get_num_threads()
     tuner = None
-    if run.env.device.type == "cpu" and run.env.world == 1 and threads > 1 and thread_count_changes_nothing(run, threads):
+    if (
+        run.env.device.type == "cpu"
+        and run.env.world == 1
+        and threads > 1
+        and thread_count_changes_nothing(run, threads)
+    ):
         tuner = ThreadTuner(threads, apply=torch.set_num_threads)
     run.progress.thread_tuning = tuner is not None
     try:
@@ -378,8 +413,9 @@ def thread_count_changes_nothing(run: Run, most: int) -> bool:
     return all(torch.equal(a, b) for a, b in zip(*results))
 
 
-def _agree(main: bool, out_of_time: bool, interrupted: bool, schedule: float, device: torch.device
-           ) -> tuple[bool, bool, float]:
+def _agree(
+    main: bool, out_of_time: bool, interrupted: bool, schedule: float, device: torch.device
+) -> tuple[bool, bool, float]:
     """Every rank takes the same step: rank 0's clock decides when time is up and where the
     schedule stands; a Ctrl-C seen by any rank stops them all."""
     mine = [float(out_of_time), float(interrupted), schedule] if main else [0.0, float(interrupted), 0.0]

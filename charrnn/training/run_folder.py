@@ -44,14 +44,18 @@ class RunFolder:
         if p.exists() and not p.is_dir():
             raise UsageError(f"--out {p} is a file, not a folder; give a folder path")
         if not resume and not overwrite and any((p / f).exists() for f in RUN_FILES):
-            raise UsageError(f"{p} already holds a run: --resume continues it, --overwrite starts over, --out picks another folder")
+            raise UsageError(
+                f"{p} already holds a run: --resume continues it, --overwrite starts over, --out picks another folder"
+            )
         if not self.writer:
             return
         try:
             p.mkdir(parents=True, exist_ok=True)
             fd = os.open(p / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise UsageError(f"cannot create the run folder {p}: {e.strerror}; give --out a folder you can write") from None
+            raise UsageError(
+                f"cannot create the run folder {p}: {e.strerror}; give --out a folder you can write"
+            ) from None
         try:
             import fcntl
 
@@ -60,7 +64,9 @@ class RunFolder:
             pass
         except OSError:
             os.close(fd)
-            raise UsageError(f"another charrnn train is writing to {p}; wait for it to end, or give --out another folder") from None
+            raise UsageError(
+                f"another charrnn train is writing to {p}; wait for it to end, or give --out another folder"
+            ) from None
         self._lock_fd = fd
         for stale in p.glob(".*.tmp"):  # left by a save that was killed: nobody else writes here
             stale.unlink(missing_ok=True)

@@ -21,9 +21,10 @@ import copy
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ import torch
 from charrnn import checkpoint
 from charrnn.config import RunConfig, resumed_config
 from charrnn.data import corpus
-from charrnn.data.batches import RecordBatches, make_batches as text_batches, split
+from charrnn.data.batches import RecordBatches, split
+from charrnn.data.batches import make_batches as text_batches
 from charrnn.data.records import encode_record, parse
 from charrnn.data.tokenizer import Tokenizer, show_tokens
 from charrnn.data.vectorized import smallest_dtype
@@ -136,8 +138,16 @@ class Run:
 
 
 def setup(
-    cfg: RunConfig, text: str | None, corpus_name: str, *, inputs: list[str] | str | None, resume: bool,
-    overwrite: bool, init_from: str | None, reporter: Reporter, started: float,
+    cfg: RunConfig,
+    text: str | None,
+    corpus_name: str,
+    *,
+    inputs: list[str] | str | None,
+    resume: bool,
+    overwrite: bool,
+    init_from: str | None,
+    reporter: Reporter,
+    started: float,
 ) -> Run:
     """The run ``train`` fits: its folder claimed (and released again if setting up fails).
     Raises UsageError for settings that cannot work, CharrnnError when no step fits the budget."""
@@ -152,15 +162,26 @@ def setup(
     folder = RunFolder(cfg.train.out or folder_path, writer=env.main)
     folder.claim(resume, overwrite)
     try:
-        return _set_up(cfg, seconds, saved_budget, (inputs, text, corpus_name), resumed, parent, env, folder,
-                       reporter, started)
+        return _set_up(
+            cfg, seconds, saved_budget, (inputs, text, corpus_name), resumed, parent, env, folder, reporter, started
+        )
     except BaseException:
         folder.release()
         raise
 
 
-def _set_up(cfg: RunConfig, seconds: float | None, saved_budget: bool, source: tuple, resumed: dict | None,
-            parent: dict | None, env: Env, folder: RunFolder, reporter: Reporter, started: float) -> Run:
+def _set_up(
+    cfg: RunConfig,
+    seconds: float | None,
+    saved_budget: bool,
+    source: tuple,
+    resumed: dict | None,
+    parent: dict | None,
+    env: Env,
+    folder: RunFolder,
+    reporter: Reporter,
+    started: float,
+) -> Run:
     deadline = started + seconds if seconds else None
     if env.world == 1 and env.device.type == "cpu":
         from charrnn.sampling.native import build
@@ -168,11 +189,15 @@ def _set_up(cfg: RunConfig, seconds: float | None, saved_budget: bool, source: t
         build.lib()  # a first build of the sampling kernel happens now, not in the timed final save
     tokens = read_tokens(cfg, *source, resumed or parent, parent is not None, env, deadline, reporter.message)
     if resumed and resumed["corpus_sha"] != tokens.sha:
-        raise UsageError(f"the corpus differs from the one {folder.path} was trained on; to fine-tune on it, "
-                         f"drop --resume and add --init-from {folder.path} --out NEW_FOLDER")
+        raise UsageError(
+            f"the corpus differs from the one {folder.path} was trained on; to fine-tune on it, "
+            f"drop --resume and add --init-from {folder.path} --out NEW_FOLDER"
+        )
     if len(tokens.val) < 2:
-        reporter.message(f"the corpus is too short to hold out a validation split ({len(tokens.val)} token(s) at "
-                         f"--val-fraction {cfg.data.val_fraction:g}): reporting training loss only; a longer corpus gives one")
+        reporter.message(
+            f"the corpus is too short to hold out a validation split ({len(tokens.val)} token(s) at "
+            f"--val-fraction {cfg.data.val_fraction:g}): reporting training loss only; a longer corpus gives one"
+        )
     shape_from = dict((resumed or parent)["shape"], vocab_size=len(tokens.tokenizer)) if resumed or parent else None
     cfg, plan, notes = resolve_config(cfg, tokens, env, shape_from, deadline, reporter.message)
     if not resumed:
@@ -187,8 +212,16 @@ def _set_up(cfg: RunConfig, seconds: float | None, saved_budget: bool, source: t
     cfg = replace(cfg, train=replace(cfg.train, warmup_steps=warmup_steps(cfg.train.warmup_steps, max_steps)))
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * env.world
-    identity = dict(cfg=cfg, tokenizer=tokens.tokenizer, corpus=tokens.corpus, corpus_sha=tokens.sha, model=model,
-                    optimizer=optimizer, scaler=scaler, tokens_per_step=tokens_per_step)
+    identity = dict(
+        cfg=cfg,
+        tokenizer=tokens.tokenizer,
+        corpus=tokens.corpus,
+        corpus_sha=tokens.sha,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        tokens_per_step=tokens_per_step,
+    )
     if resumed:
         state = TrainState.from_checkpoint(resumed, **identity, device=env.device, rank=env.rank, world=env.world)
         state.eval_every = cfg.train.eval_every or state.eval_every
@@ -198,8 +231,21 @@ def _set_up(cfg: RunConfig, seconds: float | None, saved_budget: bool, source: t
         state.carried = model.zero_state(cfg.data.batch_size, env.device)
     val_tokens = val_tokens_scored(cfg, tokens) if len(tokens.val) >= 2 else 0
     budget = make_budget(model, state.train_seconds, deadline, max_steps, seconds, val_tokens, env)
-    run = Run(cfg, env, tokens, net, batches, state, budget, folder, Watch(cfg.train, folder, tokens.tokenizer, reporter),
-              reporter, started, plan, Progress(state.step, state.history[-1]["step"] if state.history else None))
+    run = Run(
+        cfg,
+        env,
+        tokens,
+        net,
+        batches,
+        state,
+        budget,
+        folder,
+        Watch(cfg.train, folder, tokens.tokenizer, reporter),
+        reporter,
+        started,
+        plan,
+        Progress(state.step, state.history[-1]["step"] if state.history else None),
+    )
     if not run.budget.can_take_one_step():  # before the folder is touched
         if saved_budget:
             raise UsageError(budget_used_up(cfg.train.time_budget, seconds))
@@ -215,15 +261,19 @@ def _last_checkpoint(folder: Path) -> dict:
     last = RunFolder(folder).last
     if not last.is_file():
         others = any((last.parent / f).exists() for f in ("best.pt", "metrics.jsonl"))
-        raise UsageError(f"nothing to resume: {last} does not exist; drop --resume to start a new run"
-                         + (" (with --overwrite: the folder holds a run's other files)" if others else ""))
+        raise UsageError(
+            f"nothing to resume: {last} does not exist; drop --resume to start a new run"
+            + (" (with --overwrite: the folder holds a run's other files)" if others else "")
+        )
     return checkpoint.load(last)
 
 
 # ---------------------------------------------------------------- 1. the settings to start from
 
-def starting_config(cfg: RunConfig, resumed: dict | None, parent: dict | None,
-                    message: Callable[[str], None]) -> tuple[RunConfig, float | None]:
+
+def starting_config(
+    cfg: RunConfig, resumed: dict | None, parent: dict | None, message: Callable[[str], None]
+) -> tuple[RunConfig, float | None]:
     """(the run's settings before anything is sized, the seconds this command may take: None for
     no time limit). A new run without a limit gets DEFAULT_BUDGET seconds; a resumed one takes its
     saved settings with what ``RESUMABLE`` lets change, and what is left of its saved budget
@@ -235,7 +285,9 @@ def starting_config(cfg: RunConfig, resumed: dict | None, parent: dict | None,
         cfg = resumed_config(RunConfig.from_dict(resumed["config"]), cfg)
     elif not (cfg.train.max_steps or cfg.train.epochs or cfg.train.time_budget):
         cfg = replace(cfg, train=replace(cfg.train, time_budget=DEFAULT_BUDGET))
-        message(f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)")
+        message(
+            f"no limit given: training for {DEFAULT_BUDGET // 60} minutes (set --time-budget, --max-steps or --epochs)"
+        )
     scale = budget_scale()
     if scale != 1 and cfg.train.time_budget and (given is not None or not resumed):  # a saved one was scaled when given
         scaled = cfg.train.time_budget * scale
@@ -260,20 +312,31 @@ def starting_config(cfg: RunConfig, resumed: dict | None, parent: dict | None,
 
 def budget_used_up(budget: float, left: float) -> str:
     """A resumed run whose saved time budget cannot buy another step."""
-    return (f"this run's {budget:g}s time budget is used up ({left:.1f}s left, setting up included, fits no "
-            f"training step); give this command a budget of its own: --resume --time-budget 5m")
+    return (
+        f"this run's {budget:g}s time budget is used up ({left:.1f}s left, setting up included, fits no "
+        f"training step); give this command a budget of its own: --resume --time-budget 5m"
+    )
 
 
 # ---------------------------------------------------------------- 2. the tokens
+
 
 def corpus_hash(text: str) -> str:
     """The hash a run keeps of the text it trained on (``corpus_sha``), to notice another text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def read_tokens(cfg: RunConfig, inputs: list[str] | str | None, text: str | None, corpus_name: str,
-                source: dict | None, grow: bool, env: Env, deadline: float | None,
-                message: Callable[[str], None]) -> Tokens:
+def read_tokens(
+    cfg: RunConfig,
+    inputs: list[str] | str | None,
+    text: str | None,
+    corpus_name: str,
+    source: dict | None,
+    grow: bool,
+    env: Env,
+    deadline: float | None,
+    message: Callable[[str], None],
+) -> Tokens:
     """The corpus (``text``, else the files ``inputs``, else the default corpus) as token ids.
     ``source``: the checkpoint whose vocabulary the run keeps (resumed) or grows (``grow``:
     fine-tuning). Plain text goes through the token cache (rank 0 builds, the others wait);
@@ -282,17 +345,27 @@ def read_tokens(cfg: RunConfig, inputs: list[str] | str | None, text: str | None
     if cfg.data.records:
         return _read_records(cfg, inputs, text, corpus_name, tok, grow)
     data = corpus.load_ranked(
-        env.main, env.world, inputs=inputs, text=text, level=cfg.tokenizer.level, max_vocab=cfg.tokenizer.max_vocab,
-        min_count=cfg.tokenizer.min_count, tokenizer=tok, unknown="grow" if grow else "unk", deadline=deadline,
+        env.main,
+        env.world,
+        inputs=inputs,
+        text=text,
+        level=cfg.tokenizer.level,
+        max_vocab=cfg.tokenizer.max_vocab,
+        min_count=cfg.tokenizer.min_count,
+        tokenizer=tok,
+        unknown="grow" if grow else "unk",
+        deadline=deadline,
         message=message,
     )
     train, val = split(data.ids, cfg.data.val_fraction)
-    return Tokens(data.tokenizer, train, val, corpus_name if text is not None else data.name, data.sha, data.seconds,
-                  data.added)
+    return Tokens(
+        data.tokenizer, train, val, corpus_name if text is not None else data.name, data.sha, data.seconds, data.added
+    )
 
 
-def _read_records(cfg: RunConfig, inputs, text: str | None, corpus_name: str, tok: Tokenizer | None,
-                  grow: bool) -> Tokens:
+def _read_records(
+    cfg: RunConfig, inputs, text: str | None, corpus_name: str, tok: Tokenizer | None, grow: bool
+) -> Tokens:
     """A records run's tokens: every record as (start, tokens.., END) (``encode_record``), all of
     a split's records end to end in the smallest integer type, with each one's length (no object
     per record). The first 1 - val_fraction of the records train, the rest validate."""
@@ -306,7 +379,9 @@ def _read_records(cfg: RunConfig, inputs, text: str | None, corpus_name: str, to
     recs = parse(text, cfg.data.records, cfg.data.label_field)
     del text
     if tok is None:
-        tok = Tokenizer.build("\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count)
+        tok = Tokenizer.build(
+            "\n".join(recs.texts), cfg.tokenizer.level, cfg.tokenizer.max_vocab, cfg.tokenizer.min_count
+        )
     tok = tok.with_records(cfg.data.records.partition(":")[0], recs.labels)
     ids: list[int] = []
     lengths: list[int] = []
@@ -341,8 +416,15 @@ def val_tokens_scored(cfg: RunConfig, tokens: Tokens) -> int:
 
 # ---------------------------------------------------------------- 3. every setting settled
 
-def resolve_config(cfg: RunConfig, tokens: Tokens, env: Env, shape_from: dict | None, deadline: float | None,
-                   message: Callable[[str], None]) -> tuple[RunConfig, Plan | None, list[str]]:
+
+def resolve_config(
+    cfg: RunConfig,
+    tokens: Tokens,
+    env: Env,
+    shape_from: dict | None,
+    deadline: float | None,
+    message: Callable[[str], None],
+) -> tuple[RunConfig, Plan | None, list[str]]:
     """(a copy of ``cfg`` with every setting left to charrnn settled, the probe's plan, the lines
     saying what autosize chose). A budgeted run of a new model times its candidates first
     (``probe.plan_run``); the rest comes from ``autosize``. ``shape_from``: the shape of the model
@@ -369,8 +451,10 @@ def resolve_config(cfg: RunConfig, tokens: Tokens, env: Env, shape_from: dict | 
 
 # ---------------------------------------------------------------- 4. the model and its optimizer
 
-def build_model(cfg: RunConfig, tokens: Tokens, env: Env, parent: dict | None, message: Callable[[str], None]
-                ) -> tuple[RNNLM, torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+
+def build_model(
+    cfg: RunConfig, tokens: Tokens, env: Env, parent: dict | None, message: Callable[[str], None]
+) -> tuple[RNNLM, torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
     """(model, the module that trains it: DistributedDataParallel under torchrun, AdamW over it,
     the fp16 grad scaler, off in other precisions). Seeded by the run's seed and rank; a
     fine-tuned model starts from its ``parent``'s weights."""
@@ -381,11 +465,15 @@ def build_model(cfg: RunConfig, tokens: Tokens, env: Env, parent: dict | None, m
         model.load_parent(parent["model"])
         if tokens.added:
             what = "characters" if tokens.tokenizer.level == "char" else "words"
-            message(f"fine-tuning adds {len(tokens.added)} new {what} to the vocabulary: {show_tokens(tokens.added, 20)}")
+            message(
+                f"fine-tuning adds {len(tokens.added)} new {what} to the vocabulary: {show_tokens(tokens.added, 20)}"
+            )
     model.to(env.device)
     net = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr, betas=(0.9, 0.99),
+        param_groups(model, cfg.train.weight_decay),
+        lr=cfg.train.lr,
+        betas=(0.9, 0.99),
         fused=env.device.type in ("cuda", "cpu"),
     )
     scaler = torch.amp.GradScaler(env.device.type, enabled=env.precision == "fp16")
@@ -402,12 +490,14 @@ def param_groups(model: RNNLM, weight_decay: float) -> list[dict]:
 
 # ---------------------------------------------------------------- 5. batches and the step limit
 
+
 def make_batches(cfg: RunConfig, tokens: Tokens, env: Env):
     """This rank's batches: whole records in chunks of their own, or streams or random windows."""
     d = cfg.data
     if tokens.is_records:
-        return RecordBatches((tokens.train, tokens.train_lengths), d.batch_size, d.seq_len, cfg.train.seed,
-                             env.rank, env.world)
+        return RecordBatches(
+            (tokens.train, tokens.train_lengths), d.batch_size, d.seq_len, cfg.train.seed, env.rank, env.world
+        )
     return text_batches(d.batching, tokens.train, d.batch_size, d.seq_len, cfg.train.seed, env.rank, env.world)
 
 
@@ -421,8 +511,16 @@ def step_limit(cfg: RunConfig, batches) -> int | None:
 
 # ---------------------------------------------------------------- 6. the budget
 
-def make_budget(model: RNNLM, trained_seconds: float, deadline: float | None, max_steps: int | None,
-                seconds: float | None, val_tokens: int, env: Env) -> Budget:
+
+def make_budget(
+    model: RNNLM,
+    trained_seconds: float,
+    deadline: float | None,
+    max_steps: int | None,
+    seconds: float | None,
+    val_tokens: int,
+    env: Env,
+) -> Budget:
     """The run's clock: a save's cost guessed at 200 MB/s of weights and two Adam moments until
     one is timed, and with a deadline the final evaluation's cost (of ``val_tokens``) timed on one
     chunk now, at most a fifth of the command's ``seconds`` (an evaluation that would take longer
@@ -439,9 +537,13 @@ def no_time(run: Run) -> str:
     b = run.budget
     left = b.deadline - time.monotonic()
     need = b.median_step() + 2 * b.eval_chunk_seconds + 1.5 * b.save_seconds + 0.6
-    enough = (run.cfg.train.time_budget or 0) + need - left + b.reserve(run.val_tokens_scored, run.state.tokens_per_step) + 5
+    enough = (
+        (run.cfg.train.time_budget or 0) + need - left + b.reserve(run.val_tokens_scored, run.state.tokens_per_step) + 5
+    )
     scale = budget_scale()  # the budget given is multiplied by it
     scaled = f" ({BUDGET_SCALE} is {scale:g})" if scale != 1 else ""
-    return (f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
-            f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
-            f"--time-budget {math.ceil(enough / scale)}s or more{scaled}")
+    return (
+        f"the time budget leaves {max(left, 0):.1f}s after setting up (tokenizing included), and one step with "
+        f"the shortest final evaluation and the save needs about {need:.1f}s: no training step fits; give "
+        f"--time-budget {math.ceil(enough / scale)}s or more{scaled}"
+    )

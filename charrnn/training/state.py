@@ -18,8 +18,8 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.config import RunConfig
-from charrnn.model.lm import RNNLM, State
 from charrnn.data.tokenizer import Tokenizer
+from charrnn.model.lm import RNNLM, State
 
 
 def rng_state() -> dict[str, Any]:
@@ -117,9 +117,11 @@ class TrainState:
         }
         if resumable:
             d.update(
-                optimizer=self.optimizer.state_dict(), rng=rng_state(),
+                optimizer=self.optimizer.state_dict(),
+                rng=rng_state(),
                 state=[s.detach().cpu() for s in self.carried] if self.carried is not None else None,
-                train_seconds=self.train_seconds, eval_every=self.eval_every,
+                train_seconds=self.train_seconds,
+                eval_every=self.eval_every,
                 loss_window=[float(self.loss_sum), self.loss_n, self.train_loss],
             )
             if self.scaler.is_enabled():
@@ -130,9 +132,20 @@ class TrainState:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt: dict[str, Any], *, cfg: RunConfig, tokenizer: Tokenizer, corpus: str, corpus_sha: str,
-        model: RNNLM, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, tokens_per_step: int,
-        device: torch.device, rank: int = 0, world: int = 1,
+        cls,
+        ckpt: dict[str, Any],
+        *,
+        cfg: RunConfig,
+        tokenizer: Tokenizer,
+        corpus: str,
+        corpus_sha: str,
+        model: RNNLM,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        tokens_per_step: int,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
     ) -> TrainState:
         """The state of a run resumed from its last.pt ``ckpt``: its weights, optimizer, scaler and
         RNG are loaded into ``model``, ``optimizer``, ``scaler`` and torch. Rank ``rank`` of
@@ -142,14 +155,30 @@ class TrainState:
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
         ranks = ckpt.get("ranks")
-        mine = ranks[rank] if ranks is not None and len(ranks) == world else {"rng": ckpt["rng"], "state": ckpt.get("state")}
+        mine = (
+            ranks[rank]
+            if ranks is not None and len(ranks) == world
+            else {"rng": ckpt["rng"], "state": ckpt.get("state")}
+        )
         set_rng_state(mine["rng"])
         loss_sum, loss_n, train_loss = ckpt["loss_window"]
         carried = mine["state"]
         return cls(
-            cfg, tokenizer, corpus, corpus_sha, model, optimizer, scaler, tokens_per_step,
-            step=ckpt["step"], train_seconds=ckpt["train_seconds"], best_val_loss=ckpt["best_val_loss"],
-            history=list(ckpt["history"]), eval_every=ckpt["eval_every"], loss_sum=float(loss_sum),
-            loss_n=int(loss_n), train_loss=float(train_loss),
+            cfg,
+            tokenizer,
+            corpus,
+            corpus_sha,
+            model,
+            optimizer,
+            scaler,
+            tokens_per_step,
+            step=ckpt["step"],
+            train_seconds=ckpt["train_seconds"],
+            best_val_loss=ckpt["best_val_loss"],
+            history=list(ckpt["history"]),
+            eval_every=ckpt["eval_every"],
+            loss_sum=float(loss_sum),
+            loss_n=int(loss_n),
+            train_loss=float(train_loss),
             carried=None if carried is None else tuple(s.to(device) for s in carried),
         )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from charrnn import checkpoint
 from charrnn.config import TrainConfig
@@ -39,8 +40,9 @@ class Watch:
         self.sample_seconds = 0.0
         self.stopped_early = self._warned = self._skipped = self._disk_full = False
 
-    def evaluated(self, model: Any, history: list[dict[str, Any]], train_seconds: float,
-                  save: Callable[[Path], None]) -> bool:
+    def evaluated(
+        self, model: Any, history: list[dict[str, Any]], train_seconds: float, save: Callable[[Path], None]
+    ) -> bool:
         """After the evaluation ``history[-1]``: keep its checkpoint (``save(path)`` writes the
         weights), sample, warn of overfitting once. Returns True when patience has run out."""
         record = history[-1]
@@ -79,14 +81,22 @@ class Watch:
         if self.budgeted and self.sample_seconds > SAMPLE_SHARE * train_seconds:
             if not self._skipped:
                 self._skipped = True
-                self.rep.message(f"skipping samples: they took more than {SAMPLE_SHARE:.0%} of the training time "
-                                 "(shorten --sample-length or raise --sample-every)")
+                self.rep.message(
+                    f"skipping samples: they took more than {SAMPLE_SHARE:.0%} of the training time "
+                    "(shorten --sample-length or raise --sample-every)"
+                )
             return
         t0 = time.monotonic()
         text = sample_text(model, self.tokenizer, self.length, self.temperature, self.seed)
         self.sample_seconds += time.monotonic() - t0
-        line = {"step": record["step"], "val_loss": _val(record), "train_loss": record.get("train_loss"),
-                "temperature": self.temperature, "seed": self.seed, "text": text}
+        line = {
+            "step": record["step"],
+            "val_loss": _val(record),
+            "train_loss": record.get("train_loss"),
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "text": text,
+        }
         self.folder.append_sample(line)
         self.rep.sampled(record["step"], _val(record), text)
 
@@ -142,7 +152,9 @@ def overfit_warning(history: list[dict[str, Any]]) -> str | None:
     if len(scored) < 2:
         return None
     last, best = scored[-1], min(scored, key=_val)
-    if last["val_loss"] > best["val_loss"] * (1 + OVERFIT_MARGIN) and last["train_loss"] < best["train_loss"] * (1 - OVERFIT_MARGIN):
+    if last["val_loss"] > best["val_loss"] * (1 + OVERFIT_MARGIN) and last["train_loss"] < best["train_loss"] * (
+        1 - OVERFIT_MARGIN
+    ):
         return (
             f"overfitting: validation loss rose to {last['val_loss']:.4f} at step {last['step']} from "
             f"{best['val_loss']:.4f} at step {best['step']} while training loss fell to {last['train_loss']:.4f}; "

@@ -20,8 +20,16 @@ from pathlib import Path
 HERE = Path(__file__).parent
 JS = HERE.parent / "web" / "charrnn.js"
 LINE = re.compile(r'^  const WASM = "([A-Za-z0-9+/=]*)"; // (.*)$', re.M)
-FLAGS = ["--target=wasm32", "-O3", "-msimd128", "-nostdlib", "-Wl,--no-entry", "-Wl,--import-memory",
-         "-Wl,--strip-all", "-Wl,--export=__heap_base"]
+FLAGS = [
+    "--target=wasm32",
+    "-O3",
+    "-msimd128",
+    "-nostdlib",
+    "-Wl,--no-entry",
+    "-Wl,--import-memory",
+    "-Wl,--strip-all",
+    "-Wl,--export=__heap_base",
+]
 
 
 def clang_version(clang: str = "clang") -> str:

@@ -81,8 +81,12 @@ def declare(so: ctypes.CDLL) -> ctypes.CDLL:
     return so
 
 
-def make_sampler(temperature: float, top_k: int | None, top_p: float | None, seed: int | None, banned: list[int]) -> tuple[Sampler, Any]:
+def make_sampler(
+    temperature: float, top_k: int | None, top_p: float | None, seed: int | None, banned: list[int]
+) -> tuple[Sampler, Any]:
     """The C sampler, and the banned-token array it points to (keep it alive as long as the sampler)."""
     ban = (ctypes.c_int64 * max(1, len(banned)))(*banned)
     seed64 = (seed or 0) & (2**64 - 1)
-    return Sampler(temperature, 1.0 if top_p is None else top_p, top_k or 0, len(banned), ctypes.addressof(ban), seed64, 0, 0), ban
+    return Sampler(
+        temperature, 1.0 if top_p is None else top_p, top_k or 0, len(banned), ctypes.addressof(ban), seed64, 0, 0
+    ), ban

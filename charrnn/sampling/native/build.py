@@ -41,6 +41,7 @@ _FLAG_SETS = [
 ]
 _COMMON = ["-O3", "-fno-trapping-math", "-shared", "-fPIC"]
 
+
 @functools.cache
 def _cpu_signature() -> str:
     """What -march=native depends on: the CPU's model and flags."""
@@ -131,7 +132,9 @@ def code_signature() -> str:
 def _build() -> Path | None:
     if sys.platform == "win32":
         return None
-    cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang") or ""]
+    cc = shlex.split(os.environ.get("CC", "")) or [
+        shutil.which("cc") or shutil.which("gcc") or shutil.which("clang") or ""
+    ]
     if not cc[0]:
         return None
     key = hashlib.sha256()

@@ -13,8 +13,8 @@ import ctypes
 import time
 from typing import Any
 
-from charrnn.sampling.native.abi import Net, Sampler
 from charrnn.runtime.threads import ThreadTuner, cpu_count
+from charrnn.sampling.native.abi import Net, Sampler
 
 
 def round_up(n: int, m: int) -> int:
@@ -31,8 +31,9 @@ class Kernel:
     """``streams`` LSTM streams over packed weights: ``header`` says where each array lies in ``blob``
     (from ``offset`` on, 64-byte aligned)."""
 
-    def __init__(self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1,
-                 amx: bool = True):
+    def __init__(
+        self, lib: ctypes.CDLL, header: dict[str, Any], blob: bytearray, offset: int, streams: int = 1, amx: bool = True
+    ):
         """``amx``: several bf16 streams may run in AMX tiles where the CPU has them (faster; they
         round otherwise than the lone stream's dot products, so a batch row then parts from the
         lone stream's text)."""
@@ -65,9 +66,29 @@ class Kernel:
         )
         w, Ka, bias, xh, c = self._arrays
         self.net = Net(
-            L, H, V, int(header["bf16"]), int(amx and lib.amx), cpu_count(), rows, self.head_rows, streams, Bp,
-            at["table"], w, Ka, bias, at["head_w"], at["head_b"], round_up(H, 32), xh, c,
-            ctypes.addressof(self.gates), ctypes.addressof(self.logits), ctypes.addressof(self.scratch), ctypes.addressof(self.work),
+            L,
+            H,
+            V,
+            int(header["bf16"]),
+            int(amx and lib.amx),
+            cpu_count(),
+            rows,
+            self.head_rows,
+            streams,
+            Bp,
+            at["table"],
+            w,
+            Ka,
+            bias,
+            at["head_w"],
+            at["head_b"],
+            round_up(H, 32),
+            xh,
+            c,
+            ctypes.addressof(self.gates),
+            ctypes.addressof(self.logits),
+            ctypes.addressof(self.scratch),
+            ctypes.addressof(self.work),
         )
         self._toks = (ctypes.c_int64 * streams)()
         self.tuner = ThreadTuner(cpu_count())
@@ -128,6 +149,7 @@ def check_header(header: dict[str, Any]) -> None:
     """A pack's header as the kernel needs it (ValueError otherwise): a sane shape, the padded
     widths the shape implies (narrower ones would read and write past the kernel's buffers),
     aligned arrays that lie whole in the blob, and a tokenizer of exactly ``vocab`` tokens."""
+
     def count(x: Any, high: int) -> bool:
         return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= high
 
@@ -138,12 +160,17 @@ def check_header(header: dict[str, Any]) -> None:
         raise ValueError("the pack's widths do not match its shape")
     arrays = header["arrays"]
     if not isinstance(arrays, dict) or not all(
-        isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and v[0] % 64 == 0
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        and v[0] % 64 == 0
         for v in arrays.values()
     ):
         raise ValueError("the pack's arrays are malformed")
     tok = header.get("tokenizer")
-    if tok is not None and not (isinstance(tok, dict) and isinstance(tok.get("vocab"), list) and len(tok["vocab"]) == V):
+    if tok is not None and not (
+        isinstance(tok, dict) and isinstance(tok.get("vocab"), list) and len(tok["vocab"]) == V
+    ):
         raise ValueError("the pack's tokenizer does not match its vocabulary")
     check_sizes(header)
 
@@ -158,7 +185,10 @@ def check_sizes(header: dict[str, Any]) -> None:
         if l > 0:
             want[f"b{l}"] = rows * 4
     arrays = header["arrays"]
-    if rows != round_up(4 * H, 16) or len(K) != L or set(arrays) != set(want) or any(
-        arrays[k][1] != n or arrays[k][0] < 0 or arrays[k][0] + n > header["nbytes"] for k, n in want.items()
+    if (
+        rows != round_up(4 * H, 16)
+        or len(K) != L
+        or set(arrays) != set(want)
+        or any(arrays[k][1] != n or arrays[k][0] < 0 or arrays[k][0] + n > header["nbytes"] for k, n in want.items())
     ):
         raise ValueError("the pack's arrays do not match its shape")

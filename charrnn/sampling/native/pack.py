@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from charrnn.data.tokenizer import Tokenizer
 from charrnn.model.lm import RNNLM
 from charrnn.sampling.native import build
 from charrnn.sampling.native.cache import save_pack
 from charrnn.sampling.native.kernel import Kernel, aligned_buffer, round_up
 from charrnn.sampling.torch_step import Stepper
-from charrnn.data.tokenizer import Tokenizer
 
 
 def pack(w: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -59,8 +59,14 @@ def pack_model(model: RNNLM, dtype: torch.dtype) -> tuple[dict[str, Any], bytear
         t = t.contiguous()
         ctypes.memmove(base + where[name][0], t.data_ptr(), where[name][1])
     header = {
-        "layers": s.layers, "hidden": H, "vocab": s.vocab_size, "rows": rows, "bf16": bf16,
-        "K": [round_up(lin.w.size(1), 32) for lin in ref.rec], "arrays": where, "nbytes": nbytes,
+        "layers": s.layers,
+        "hidden": H,
+        "vocab": s.vocab_size,
+        "rows": rows,
+        "bf16": bf16,
+        "K": [round_up(lin.w.size(1), 32) for lin in ref.rec],
+        "arrays": where,
+        "nbytes": nbytes,
     }
     return header, blob, offset
 
@@ -104,7 +110,12 @@ class NativeLSTM:
 
 
 def cache_pack(
-    pack_file: Path | None, model: RNNLM, tok: Tokenizer | None, dtype: torch.dtype, streams: int = 1, amx: bool = True,
+    pack_file: Path | None,
+    model: RNNLM,
+    tok: Tokenizer | None,
+    dtype: torch.dtype,
+    streams: int = 1,
+    amx: bool = True,
 ) -> tuple[dict[str, Any], bytearray, int] | None:
     """Pack ``model`` in ``dtype`` with its tokenizer, and cache the pack at ``pack_file`` (a
     ``cache.pack_path`` taken before the weights were read, so a checkpoint rewritten since is

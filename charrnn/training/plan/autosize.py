@@ -32,8 +32,14 @@ def _round(x: float, multiple: int) -> int:
     return max(multiple, int(round(x / multiple)) * multiple)
 
 
-def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_from: dict | None = None,
-             epochs: float | None = None) -> tuple[RunConfig, list[str]]:
+def autosize(
+    cfg: RunConfig,
+    n_train: int,
+    vocab_size: int,
+    device: str,
+    shape_from: dict | None = None,
+    epochs: float | None = None,
+) -> tuple[RunConfig, list[str]]:
     """A copy of ``cfg`` with every ``None`` of the model, batches and optimizer filled, and one
     line saying what was chosen (none when nothing was). ``shape_from``: the shape of a model the
     run continues (resume, fine-tuning), which wins. ``epochs``: the passes over the ``n_train``
@@ -81,8 +87,9 @@ def autosize(cfg: RunConfig, n_train: int, vocab_size: int, device: str, shape_f
     return cfg, ["auto settings: " + ", ".join(chose)] if chose else []
 
 
-def step_limit_tokens(n_train: int | None, tokens_per_step: int, max_steps: int | None,
-                      epochs: float | None) -> float | None:
+def step_limit_tokens(
+    n_train: int | None, tokens_per_step: int, max_steps: int | None, epochs: float | None
+) -> float | None:
     """The training tokens a step limit (--max-steps, --epochs over ``n_train`` tokens) allows;
     None without one (a time budget's passes are known once its steps are timed: ``Plan.epochs``)
     or where --epochs is the only limit and ``n_train`` is not known."""
@@ -118,8 +125,9 @@ def exposure(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int
     return epochs * _fitted_weights(layers, hidden, embed, vocab_size) / max(n_train, 1)
 
 
-def regularised(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
-                epochs: float | None = None) -> bool:
+def regularised(
+    n_train: int, layers: int, hidden: int, embed: int, vocab_size: int, epochs: float | None = None
+) -> bool:
     """Whether a run would overfit without dropout and the heavier weight decay: 1.5 training
     tokens per parameter or fewer (``ENOUGH_DATA``), and an ``exposure`` over OVERFIT_EXPOSURE
     for its ``epochs`` passes over them (None: not known, so assumed)."""
@@ -128,8 +136,9 @@ def regularised(n_train: int, layers: int, hidden: int, embed: int, vocab_size: 
     return epochs is None or exposure(n_train, layers, hidden, embed, vocab_size, epochs) > OVERFIT_EXPOSURE
 
 
-def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
-                epochs: float | None = None) -> float:
+def dropout_for(
+    n_train: int, layers: int, hidden: int, embed: int, vocab_size: int, epochs: float | None = None
+) -> float:
     """Little data per parameter overfits (char-rnn's advice, made automatic) once the run
     repeats it often enough (``regularised``): then 0.1 above 0.4 training tokens per parameter,
     else 0.2; otherwise 0."""
@@ -138,8 +147,9 @@ def dropout_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: 
     return 0.1 if tokens_per_parameter(n_train, layers, hidden, embed, vocab_size) > 0.4 else 0.2
 
 
-def weight_decay_for(n_train: int, layers: int, hidden: int, embed: int, vocab_size: int,
-                     epochs: float | None = None) -> float:
+def weight_decay_for(
+    n_train: int, layers: int, hidden: int, embed: int, vocab_size: int, epochs: float | None = None
+) -> float:
     """AdamW weight decay: 0.1, and 0.2 where ``dropout_for`` turns dropout on (``regularised``):
     0.2 wins in long runs that repeat their corpus and loses in short ones (bench/RESULTS.md,
     "Regularisation")."""
@@ -228,8 +238,16 @@ def fit_loss_model(rows: list[tuple[float, float, float]]) -> tuple[dict[str, fl
                 continue
             err = float(np.sqrt(np.mean((X @ coef - L) ** 2)))
             if best is None or err < best[1]:
-                best = ({"E": round(float(coef[0]), 4), "A": round(float(coef[1]), 1), "alpha": round(float(alpha), 3),
-                         "B": round(float(coef[2]), 1), "beta": round(float(beta), 3)}, err)
+                best = (
+                    {
+                        "E": round(float(coef[0]), 4),
+                        "A": round(float(coef[1]), 1),
+                        "alpha": round(float(alpha), 3),
+                        "B": round(float(coef[2]), 1),
+                        "beta": round(float(beta), 3),
+                    },
+                    err,
+                )
     return best
 
 
@@ -286,16 +304,25 @@ class Plan:
 
     def to_dict(self) -> dict:
         timed = {f"{l}x{h} {p}": round(r) for (l, h, p), r in (self.measured or {}).items()}
-        return {"layers": self.layers, "hidden": self.hidden, "precision": self.precision, "lr": self.lr,
-                "tokens_per_second": round(self.tokens_per_second), "predicted_loss": round(self.predicted_loss, 4),
-                "epochs": None if self.epochs is None else round(self.epochs, 1), "timed_tokens_per_second": timed}
+        return {
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "precision": self.precision,
+            "lr": self.lr,
+            "tokens_per_second": round(self.tokens_per_second),
+            "predicted_loss": round(self.predicted_loss, 4),
+            "epochs": None if self.epochs is None else round(self.epochs, 1),
+            "timed_tokens_per_second": timed,
+        }
 
     def describe(self) -> str:
         timed = ", ".join(f"{l}x{h} {p} {r / 1000:.0f}k" for (l, h, p), r in (self.measured or {}).items())
         passes = "" if self.epochs is None else f", about {self.epochs:.0f} passes over the corpus"
-        return (f"measured plan: {self.layers}x{self.hidden} LSTM, {self.precision}, lr {self.lr:g}, "
-                f"{self.tokens_per_second:,.0f} tokens/s{passes}, predicted val loss {self.predicted_loss:.3f}"
-                + (f" (timed tokens/s: {timed})" if timed else ""))
+        return (
+            f"measured plan: {self.layers}x{self.hidden} LSTM, {self.precision}, lr {self.lr:g}, "
+            f"{self.tokens_per_second:,.0f} tokens/s{passes}, predicted val loss {self.predicted_loss:.3f}"
+            + (f" (timed tokens/s: {timed})" if timed else "")
+        )
 
 
 def effective_tokens(tokens: float, unique: float | None) -> float:
@@ -310,8 +337,9 @@ def effective_tokens(tokens: float, unique: float | None) -> float:
     return unique + unique * REPEAT_DECAY * (1.0 - math.exp(-repeats / REPEAT_DECAY))
 
 
-def predicted_loss(params: float, tokens: float, model: dict[str, float] = LOSS_MODEL,
-                   unique: float | None = None) -> float:
+def predicted_loss(
+    params: float, tokens: float, model: dict[str, float] = LOSS_MODEL, unique: float | None = None
+) -> float:
     """The loss model at N = ``params`` after ``tokens`` of training on a corpus of ``unique``
     training tokens (None: no epoch repeats), in nats/token (see LOSS_MODEL)."""
     d = effective_tokens(max(tokens, 1.0), unique)
@@ -327,8 +355,16 @@ def best_precision(measured: dict[tuple[int, int, str], float], layers: int, hid
     return max(rates, key=lambda p: (rates[p], p == "fp32"))
 
 
-def predicted_plan_loss(measured: dict[tuple[int, int, str], float], layers: int, hidden: int, seconds: float,
-                        vocab: int, embed: int, max_tokens: float | None = None, unique: float | None = None) -> float:
+def predicted_plan_loss(
+    measured: dict[tuple[int, int, str], float],
+    layers: int,
+    hidden: int,
+    seconds: float,
+    vocab: int,
+    embed: int,
+    max_tokens: float | None = None,
+    unique: float | None = None,
+) -> float:
     """The loss predicted for a measured shape trained for TRAIN_SHARE of ``seconds``, or on
     ``max_tokens`` when a step limit (--max-steps, --epochs) ends the run sooner, on a corpus of
     ``unique`` training tokens (None: not repeated)."""
@@ -343,8 +379,15 @@ def planned_tokens(tokens_per_second: float, seconds: float, max_tokens: float |
     return tokens if max_tokens is None else min(tokens, max_tokens)
 
 
-def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, vocab: int, embed=None,
-                max_tokens: float | None = None, unique: float | None = None, device: str = "cpu") -> Plan:
+def choose_plan(
+    measured: dict[tuple[int, int, str], float],
+    seconds: float,
+    vocab: int,
+    embed=None,
+    max_tokens: float | None = None,
+    unique: float | None = None,
+    device: str = "cpu",
+) -> Plan:
     """The plan with the lowest predicted loss after ``seconds`` (what is left of the budget),
     from training tokens/s measured per (layers, hidden, precision), or of ``max_tokens`` when a
     step limit binds first; ``unique``: the corpus' training tokens (None: no epoch repeats).
@@ -357,6 +400,5 @@ def choose_plan(measured: dict[tuple[int, int, str], float], seconds: float, voc
         e = embed(hidden) if embed else embed_for(hidden, vocab)
         p = best_precision(measured, layers, hidden)
         loss = predicted_plan_loss(measured, layers, hidden, seconds, vocab, e, max_tokens, unique)
-        plans.append(Plan(layers, hidden, p, plan_lr(hidden, device), measured[(layers, hidden, p)], loss,
-                          measured))
+        plans.append(Plan(layers, hidden, p, plan_lr(hidden, device), measured[(layers, hidden, p)], loss, measured))
     return min(plans, key=lambda plan: plan.predicted_loss)

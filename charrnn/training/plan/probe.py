@@ -13,14 +13,23 @@ budget is spent. The random state of the run is left as it was.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from charrnn.runtime.device import Env
 from charrnn.model.lm import RNNLM, ModelShape
-from charrnn.training.plan.autosize import (Plan, batch_shape, candidates, choose_plan, dropout_for, embed_for,
-                                       planned_tokens, predicted_plan_loss, step_limit_tokens)
+from charrnn.runtime.device import Env
+from charrnn.training.plan.autosize import (
+    Plan,
+    batch_shape,
+    candidates,
+    choose_plan,
+    dropout_for,
+    embed_for,
+    planned_tokens,
+    predicted_plan_loss,
+    step_limit_tokens,
+)
 
 Measured = dict[tuple[int, int, str], float]
 MIN_BUDGET = 20.0  # seconds: below this the probe would eat too much of the run
@@ -36,9 +45,20 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: int, seq: int, precision: str,
-                      device: torch.device, steps: int = 5, dropout: float = 0.0, grad_clip: float = 5.0,
-                      max_seconds: float = 1.0) -> float:
+def tokens_per_second(
+    layers: int,
+    hidden: int,
+    embed: int,
+    vocab: int,
+    batch: int,
+    seq: int,
+    precision: str,
+    device: torch.device,
+    steps: int = 5,
+    dropout: float = 0.0,
+    grad_clip: float = 5.0,
+    max_seconds: float = 1.0,
+) -> float:
     """Training tokens/s of one shape: forward, backward, gradient clipping and a fused AdamW step
     on random tokens, the median of ``steps`` timed steps after one warm-up (the fastest step
     overstates what training sustains by up to a third). ``dropout`` and ``grad_clip`` (0: none):
@@ -70,10 +90,21 @@ def tokens_per_second(layers: int, hidden: int, embed: int, vocab: int, batch: i
     return batch * seq / sorted(times)[len(times) // 2]
 
 
-def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batch: int, seq: int, device: torch.device,
-            seconds_left: float, shapes: list[tuple[int, int]], limit: float = PROBE_MAX,
-            dropout: Callable[[int, int, float], float] = lambda layers, hidden, tokens: 0.0, grad_clip: float = 5.0,
-            max_tokens: float | None = None, unique: float | None = None) -> Measured:
+def measure(
+    precisions: list[str],
+    vocab: int,
+    embed: Callable[[int], int],
+    batch: int,
+    seq: int,
+    device: torch.device,
+    seconds_left: float,
+    shapes: list[tuple[int, int]],
+    limit: float = PROBE_MAX,
+    dropout: Callable[[int, int, float], float] = lambda layers, hidden, tokens: 0.0,
+    grad_clip: float = 5.0,
+    max_tokens: float | None = None,
+    unique: float | None = None,
+) -> Measured:
     """tokens/s per (layers, hidden, precision) of ``shapes``, smallest first. ``precisions``: the
     ones to time, a low one ("bf16", or "fp16" on a GPU) and "fp32", or just one; both are timed
     until the low one is clearly faster (by 10%), then only it. Stops after
@@ -102,11 +133,17 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
                 t_first = time.monotonic()
             elif i > 1 and time.monotonic() - t_first > limit:
                 break
-            def timed(n: int, drop: float) -> Measured:  # each precision, with n threads
+
+            def timed(
+                n: int, drop: float, layers=layers, hidden=hidden, precisions=precisions
+            ) -> Measured:  # each precision, n threads
                 torch.set_num_threads(n)
-                return {(layers, hidden, p): tokens_per_second(layers, hidden, embed(hidden), vocab, batch, seq, p,
-                                                               device, dropout=drop, grad_clip=grad_clip)
-                        for p in precisions}
+                return {
+                    (layers, hidden, p): tokens_per_second(
+                        layers, hidden, embed(hidden), vocab, batch, seq, p, device, dropout=drop, grad_clip=grad_clip
+                    )
+                    for p in precisions
+                }
 
             short = dropout(layers, hidden, 0.0)
             rates = {n: timed(n, short) for n in counts}
@@ -124,8 +161,16 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
                 # is not timed again. Losing at a narrow shape says nothing about wider ones (on an
                 # EPYC without AMX fp32 wins at 128 and bf16 from 256 on), so both are kept then.
                 precisions = [low]
-            loss = predicted_plan_loss(measured, layers, hidden, seconds_left - (time.monotonic() - t0), vocab,
-                                       embed(hidden), max_tokens, unique)
+            loss = predicted_plan_loss(
+                measured,
+                layers,
+                hidden,
+                seconds_left - (time.monotonic() - t0),
+                vocab,
+                embed(hidden),
+                max_tokens,
+                unique,
+            )
             worse = worse + 1 if loss > best else 0
             best = min(best, loss)
             if worse >= 2:
@@ -135,8 +180,15 @@ def measure(precisions: list[str], vocab: int, embed: Callable[[int], int], batc
     return measured
 
 
-def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: int = 1024,
-             shapes: list[tuple[int, int]] | None = None, n_train: int | None = None) -> Plan | None:
+def plan_run(
+    cfg,
+    env: Env,
+    vocab: int,
+    seconds_left: float | None,
+    max_hidden: int = 1024,
+    shapes: list[tuple[int, int]] | None = None,
+    n_train: int | None = None,
+) -> Plan | None:
     """Measure and choose where it applies: an LSTM in one process (a CPU, or one GPU: CUDA or
     MPS) with a time budget of MIN_BUDGET seconds or more. With its layers and hidden size both
     given only that shape is timed: its precision (when 'auto') and the passes over the corpus its
@@ -176,8 +228,21 @@ def plan_run(cfg, env: Env, vocab: int, seconds_left: float | None, max_hidden: 
     batch, seq = cfg.data.batch_size or default_batch, cfg.data.seq_len or default_seq
     # A step limit that ends the run before the budget caps the tokens every candidate gets.
     max_tokens = step_limit_tokens(n_train, batch * seq, t.max_steps, t.epochs)
-    measured = measure(precisions, vocab, embed, batch, seq, env.device, seconds_left, shapes,
-                       min(PROBE_MAX, PROBE_SHARE * seconds_left), dropout, t.grad_clip, max_tokens, n_train)
+    measured = measure(
+        precisions,
+        vocab,
+        embed,
+        batch,
+        seq,
+        env.device,
+        seconds_left,
+        shapes,
+        min(PROBE_MAX, PROBE_SHARE * seconds_left),
+        dropout,
+        t.grad_clip,
+        max_tokens,
+        n_train,
+    )
     plan = choose_plan(measured, seconds_left - (time.monotonic() - t0), vocab, embed, max_tokens, n_train, kind)
     plan.epochs = epochs.get((plan.layers, plan.hidden))
     if t.lr is not None:
