@@ -23,6 +23,8 @@ from test_export import as_cli, cli_text, tiny_run
 
 import charrnn
 
+pytestmark = pytest.mark.slow  # Node and Chromium, real processes: `pytest -m "not slow"` leaves them out
+
 REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
 NODE = shutil.which("node") or shutil.which("nodejs")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -267,6 +267,7 @@ class Messages(Reporter):
         self.lines.append(text)
 
 
+@pytest.mark.slow
 def test_the_budget_scale_shortens_every_time_budget(monkeypatch, tmp_path):
     import yaml
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import TINY_FLAGS, assert_one_error_line
 
@@ -28,6 +29,7 @@ def test_a_new_run_does_not_overwrite_an_old_one(cli, tmp_path, corpus_file):
     assert steps == sorted(steps) and steps[-1] == 4, "metrics start over with the new run"
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_but_takes_new_limits(cli, tmp_path, corpus_file):
     out = tmp_path / "run"
     assert _train(cli, corpus_file, out, "--time-budget", "3s").exit_code == 0
