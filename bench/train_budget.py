@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,7 @@ def main() -> None:
     ap.add_argument("--budget", default="90s")
     ap.add_argument("--nanogpt", type=Path, help="a nanoGPT checkout to run side by side")
     ap.add_argument("--skip-charrnn", action="store_true", help="run only the nanoGPT reference")
+    ap.add_argument("--keep", type=Path, help="copy charrnn's run folder here (to sample or plot it afterwards)")
     ap.add_argument("extra", nargs="*", help="extra flags for charrnn train (after --)")
     a = ap.parse_args()
     text = CORPUS.read_text(encoding="utf-8")
@@ -169,6 +171,8 @@ def main() -> None:
             print(json.dumps(result, indent=2))
             return
         r = run_charrnn(text, a.budget, tmp, a.extra)
+        if a.keep:
+            shutil.copytree(tmp / "run", a.keep, dirs_exist_ok=True)
         s, info = r["summary"], r["info"]
         flops = 6 * info["non_embedding_parameters"] * s["tokens_per_second"]
         result["charrnn"] = {
