@@ -84,26 +84,11 @@ def tiny_config(out: Path | str, **overrides):
 
 
 # The tiny model's flags, for CLI runs (same sizes as tiny_config).
-TINY_FLAGS = [
-    "--hidden",
-    "32",
-    "--layers",
-    "1",
-    "--embed",
-    "16",
-    "--seq-len",
-    "16",
-    "--batch-size",
-    "4",
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--lr",
-    "0.01",
-    "--warmup-steps",
-    "5",
-]
+TINY_FLAGS = "--hidden 32 --layers 1 --embed 16 --seq-len 16 --batch-size 4 --device cpu --precision fp32 --lr 0.01 --warmup-steps 5".split()
+
+
+# The settings of a tiny records model through the Python API (give its hidden size and limits).
+TINY_RECORDS = dict(layers=1, embed=16, batch_size=16, device="cpu", precision="fp32", lr=0.02, warmup_steps=5)
 
 
 @pytest.fixture(scope="session")
@@ -226,3 +211,33 @@ def assert_one_error_line(stderr: str, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+# ---------------------------------------------------------------- tools outside Python: Chromium, Node
+
+REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
+"""CI (.ci/run) installs Chromium and Node and sets CHARRNN_BROWSER_TEST=required: there a missing
+one fails its tests; elsewhere they are skipped with the command that installs it."""
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def need(what: str, fix: str):
+    """Fail (in CI) or skip (elsewhere) a test that needs ``what``, naming the ``fix``."""
+    if REQUIRED:
+        pytest.fail(f"{what} is missing: {fix}")
+    pytest.skip(f"{what} is missing: {fix}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's), driven by Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("Playwright", "pip install -e '.[test]'")
+    if CHROMIUM is None:
+        need("Chromium", "apt-get install -y chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()

@@ -11,38 +11,29 @@ one fails these tests; elsewhere they are skipped with the command that installs
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import need, subprocess_env
 from test_export import as_cli, cli_text, tiny_run
 
 import charrnn
 
 pytestmark = pytest.mark.slow  # Node and Chromium, real processes: `pytest -m "not slow"` leaves them out
 
-REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
 NODE = shutil.which("node") or shutil.which("nodejs")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _need(what: str, fix: str):
-    if REQUIRED:
-        pytest.fail(f"{what} is missing: {fix}")
-    pytest.skip(f"{what} is missing: {fix}")
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
     if NODE is None:
-        _need("Node.js", "apt-get install -y nodejs")
+        need("Node.js", "apt-get install -y nodejs")
     version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 18:
-        _need(f"Node.js 18 or later (found {version})", "install a newer nodejs")
+        need(f"Node.js 18 or later (found {version})", "install a newer nodejs")
     return NODE
 
 
@@ -442,20 +433,6 @@ def test_the_embedded_webassembly_is_built_from_its_source():
 
 
 # ---------------------------------------------------------------- the page, from disk, in Chromium
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("Playwright", "pip install -e '.[test]'")
-    if CHROMIUM is None:
-        _need("Chromium", "apt-get install -y chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, folder: Path):

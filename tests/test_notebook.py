@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -512,42 +511,31 @@ def test_a_pipe_gets_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_tutorial_renders_in_chromium(tmp_path):
+def test_the_tutorial_renders_in_chromium(tmp_path, browser):
     """The committed notebook through nbconvert into Chromium: the training cell's display and the
     loss curves draw. CHARRNN_UPDATE_SCREENSHOT=1 writes docs/tutorial.png from the same page."""
     from nbconvert import HTMLExporter
 
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is missing: pip install -e '.[test]'")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CHARRNN_BROWSER_TEST") == "required":
-            pytest.fail("Chromium is missing: apt-get install -y chromium")
-        pytest.skip("Chromium is missing: apt-get install -y chromium")
     nb = tutorial()
     start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Train"))
     end = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Sample"))
     nb.cells = nb.cells[start:end]  # the training cell, its result, the loss curves
     page_html, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        page = browser.new_page(viewport={"width": 1000, "height": 800})
-        page.route(
-            "**/*",
-            lambda route: route.continue_() if route.request.url.startswith(("data:", "about:")) else route.abort(),
-        )  # a closed network: the template's CDN scripts are not needed
-        page.set_content(page_html, wait_until="load")
-        progress = page.locator(".charrnn-progress")
-        assert progress.count() == 1
-        assert "trained:" in progress.inner_text() and "sample at step" in progress.inner_text()
-        bar = progress.locator("pre").first
-        assert bar.evaluate("e => getComputedStyle(e).fontFamily").lower().find("mono") >= 0
-        image = page.locator("img").first
-        assert image.evaluate("i => i.complete && i.naturalWidth") == 800
-        shot = page.screenshot(full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.route(
+        "**/*",
+        lambda route: route.continue_() if route.request.url.startswith(("data:", "about:")) else route.abort(),
+    )  # a closed network: the template's CDN scripts are not needed
+    page.set_content(page_html, wait_until="load")
+    progress = page.locator(".charrnn-progress")
+    assert progress.count() == 1
+    assert "trained:" in progress.inner_text() and "sample at step" in progress.inner_text()
+    bar = progress.locator("pre").first
+    assert bar.evaluate("e => getComputedStyle(e).fontFamily").lower().find("mono") >= 0
+    image = page.locator("img").first
+    assert image.evaluate("i => i.complete && i.naturalWidth") == 800
+    shot = page.screenshot(full_page=True)
+    page.close()
     width, height = png_size(shot)
     assert width == 1000 and height > 1200
     from PIL import Image

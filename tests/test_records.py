@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from conftest import assert_one_error_line, labelled_names
+from conftest import TINY_RECORDS, assert_one_error_line, labelled_names
 
 import charrnn
 from charrnn.data.batches import RecordBatches
@@ -63,13 +63,7 @@ def names_run(tmp_path_factory):
         max_steps=150,
         eval_every=50,
         hidden=48,
-        layers=1,
-        embed=16,
-        batch_size=16,
-        device="cpu",
-        precision="fp32",
-        lr=0.02,
-        warmup_steps=5,
+        **TINY_RECORDS,
     )
     return corpus, out
 
@@ -249,13 +243,7 @@ def test_labels_steer_generation(tmp_path):
         label_field="kind",
         max_steps=120,
         hidden=32,
-        layers=1,
-        embed=16,
-        batch_size=16,
-        device="cpu",
-        precision="fp32",
-        lr=0.02,
-        warmup_steps=5,
+        **TINY_RECORDS,
         weight_decay=0.1,
     )  # 0.2, this small corpus's default, ties on val loss but leaked a letter in 600
     model = charrnn.load(out)

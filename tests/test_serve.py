@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import assert_one_error_line, labelled_names, subprocess_env
+from conftest import TINY_RECORDS, assert_one_error_line, labelled_names, subprocess_env
 
 import charrnn
 from charrnn.server.requests import Limits
@@ -259,13 +259,7 @@ def records_model(tmp_path_factory):
         label_field="kind",
         max_steps=60,
         hidden=32,
-        layers=1,
-        embed=16,
-        batch_size=16,
-        device="cpu",
-        precision="fp32",
-        lr=0.02,
-        warmup_steps=5,
+        **TINY_RECORDS,
     )
     return charrnn.load(folder / "run")
 

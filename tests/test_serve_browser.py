@@ -9,28 +9,17 @@ browser fails the test; elsewhere it is skipped with the command that installs i
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import labelled_names, subprocess_env
+from conftest import TINY_RECORDS, labelled_names, subprocess_env
 
 import charrnn
 
 pytestmark = pytest.mark.slow  # real processes: see `pytest -m 'not slow'` for the quick loop
-
-REQUIRED = os.environ.get("CHARRNN_BROWSER_TEST") == "required"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _need(what: str, fix: str):
-    if REQUIRED:
-        pytest.fail(f"{what} is missing: {fix}")
-    pytest.skip(f"{what} is missing: {fix}")
 
 
 @contextlib.contextmanager
@@ -67,20 +56,6 @@ def live_server(run: Path, *flags: str):
 def server(run_dir):
     with live_server(run_dir, "--max-length", "1000000") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("Playwright", "pip install -e '.[test]'")
-    if CHROMIUM is None:
-        _need("Chromium", "apt-get install -y chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -188,13 +163,7 @@ def test_a_labelled_records_model_writes_the_chosen_label(browser, tmp_path):
         label_field="kind",
         max_steps=60,
         hidden=32,
-        layers=1,
-        embed=16,
-        batch_size=16,
-        device="cpu",
-        precision="fp32",
-        lr=0.02,
-        warmup_steps=5,
+        **TINY_RECORDS,
     )
     model = charrnn.load(tmp_path / "run")
     with live_server(tmp_path / "run") as url:
